@@ -1,0 +1,1 @@
+"""Subcommands of `hallmark`, one module each (see verifier.cli)."""

@@ -1,0 +1,1 @@
+"""Evidence: Ed25519 identities, DSSE envelopes, in-toto statements, commitments, Merkle logs."""
