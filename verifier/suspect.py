@@ -61,6 +61,10 @@ class Suspect:
         """Black-box access only: a function from a batch of inputs to a batch of logits."""
         return cls(None, batch_fn, description="predict function")
 
+    def fresh(self) -> Suspect:
+        """The same access with the query counter at zero (one per test, sharing the model)."""
+        return Suspect(self._weights, self._predict, description=self.description)
+
     @property
     def has_weights(self) -> bool:
         return self._weights is not None

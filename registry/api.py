@@ -1,0 +1,164 @@
+"""The REST API: thin DRF views over the registration, submission and log services."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from rest_framework import generics, mixins, status, viewsets
+from rest_framework.authtoken.models import Token
+from rest_framework.decorators import action, api_view, permission_classes
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from registry import receipts, reporting, serializers, translog
+from registry.identities import new_owner_fields
+from registry.models import Commitment, LogEntry, Owner, RegisteredModel, Report, Verification
+from registry.registration import add_commitment, register_model
+from registry.secrets import unseal
+from registry.submission import submit
+from verifier.evidence.commitment import make_opening
+from verifier.evidence.identity import b64
+
+
+class SignupView(generics.CreateAPIView):
+    """Create a user and its owner identity; answers with an API token."""
+
+    permission_classes = [AllowAny]
+    serializer_class = serializers.SignupSerializer
+
+    def create(self, request: Request, *args: object, **kwargs: object) -> Response:
+        s = self.get_serializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        with transaction.atomic():
+            user = User.objects.create_user(s.validated_data["username"],
+                                            password=s.validated_data["password"])
+            owner = Owner.objects.create(user=user, **new_owner_fields(s.validated_data.get("public_key")))
+            token = Token.objects.create(user=user)
+        return Response({"username": user.username, "token": token.key, "keyid": owner.keyid,
+                         "public_key": b64(bytes(owner.public_key)), "byok": owner.byok},
+                        status=status.HTTP_201_CREATED)
+
+
+class ModelViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                   viewsets.GenericViewSet):
+    """The requesting owner's models; other owners' models do not exist for them (404)."""
+
+    serializer_class = serializers.ModelSerializer
+    lookup_field = "public_id"
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return RegisteredModel.objects.filter(owner=self.request.user.owner)
+
+    def create(self, request: Request, *args: object, **kwargs: object) -> Response:
+        s = self.get_serializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        model = register_model(request.user.owner, **s.validated_data)
+        entry = LogEntry.objects.get(index=model.log_index)
+        body = serializers.ModelSerializer(model, context={"request": request}).data
+        return Response({**body, "receipt": receipts.receipt(entry)}, status=status.HTTP_201_CREATED)
+
+    @action(detail=True, methods=["get", "post"], url_path="commitments")
+    def commitments(self, request: Request, public_id: str) -> Response:
+        model = self.get_object()
+        if request.method == "GET":
+            return Response(serializers.CommitmentSerializer(model.commitments.all(), many=True).data)
+        s = serializers.CommitmentUploadSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        c = add_commitment(model, s.validated_data["key"].read(), s.validated_data.get("owner_signature"))
+        entry = LogEntry.objects.get(index=c.log_index)
+        return Response({**serializers.CommitmentSerializer(c).data, "receipt": receipts.receipt(entry)},
+                        status=status.HTTP_201_CREATED)
+
+
+class CommitmentViewSet(viewsets.ReadOnlyModelViewSet):
+    """The requesting owner's commitments; `open` reveals salt and key at the owner's request."""
+
+    serializer_class = serializers.CommitmentSerializer
+    lookup_field = "public_id"
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return Commitment.objects.filter(model__owner=self.request.user.owner)
+
+    @action(detail=True, methods=["post"])
+    def open(self, request: Request, public_id: str) -> Response:
+        c = self.get_object()
+        blob = unseal(settings.HALLMARK_MASTER_KEY, bytes(c.sealed_key))
+        return Response(make_opening(c.scheme, bytes(c.salt), blob))
+
+
+class VerificationViewSet(mixins.CreateModelMixin, mixins.ListModelMixin,
+                          mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Suspect submissions: progress comes from the database rows, never Celery's result store."""
+
+    serializer_class = serializers.VerificationSerializer
+    lookup_field = "public_id"
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return (Verification.objects.filter(requested_by=self.request.user.owner)
+                .select_related("suspect", "target", "report"))
+
+    def create(self, request: Request, *args: object, **kwargs: object) -> Response:
+        url = request.data.get("url")
+        if not isinstance(url, str) or not url:
+            raise ValidationError({"url": "give the suspect's http(s) URL"})
+        target = None
+        if request.data.get("target"):
+            target = get_object_or_404(RegisteredModel, public_id=request.data["target"])
+        v = submit(request.user.owner, url, target)
+        return Response(self.get_serializer(v).data, status=status.HTTP_202_ACCEPTED)
+
+
+@api_view(["GET"])
+@permission_classes([AllowAny])
+def report(request: Request, public_id: str) -> Response:
+    """The self-contained signed report, public: anyone can fetch and audit it."""
+    r = get_object_or_404(Report, public_id=public_id)
+    return Response(reporting.report_document(r))
+
+
+@api_view(["GET"])
+@permission_classes([AllowAny])
+def checkpoint(request: Request) -> HttpResponse:
+    """The latest signed checkpoint (C2SP signed note), as text/plain."""
+    return HttpResponse(translog.checkpoint().note, content_type="text/plain; charset=utf-8")
+
+
+def _int_param(request: Request, name: str) -> int:
+    try:
+        return int(request.query_params[name])
+    except (KeyError, ValueError):
+        raise ValidationError({name: f"give `{name}` as a whole number"}) from None
+
+
+@api_view(["GET"])
+@permission_classes([AllowAny])
+def inclusion_proof(request: Request) -> Response:
+    index, size = _int_param(request, "index"), _int_param(request, "size")
+    try:
+        proof = translog.inclusion(index, size)
+    except translog.LogRangeError as e:
+        raise ValidationError({"detail": str(e)}) from None
+    return Response({"index": index, "size": size, "hashes": [b64(h) for h in proof]})
+
+
+@api_view(["GET"])
+@permission_classes([AllowAny])
+def consistency_proof(request: Request) -> Response:
+    old, new = _int_param(request, "old"), _int_param(request, "new")
+    try:
+        proof = translog.consistency(old, new)
+    except translog.LogRangeError as e:
+        raise ValidationError({"detail": str(e)}) from None
+    return Response({"old": old, "new": new, "hashes": [b64(h) for h in proof]})
+
+
+@api_view(["GET"])
+@permission_classes([AllowAny])
+def log_entry(request: Request, index: int) -> Response:
+    e = get_object_or_404(LogEntry, index=index)
+    return Response({"index": e.index, "kind": e.kind, "entry": b64(bytes(e.body)),
+                     "leaf_hash": b64(bytes(e.leaf_hash))})

@@ -1,0 +1,35 @@
+"""Typed API errors (DRF APIException subclasses): each names the problem and the fix."""
+from __future__ import annotations
+
+from rest_framework import status
+from rest_framework.exceptions import APIException
+
+
+class BadKeyFile(APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = "the uploaded key file is not a Hallmark key; create one with `hallmark keygen`"
+    default_code = "bad_key_file"
+
+
+class BadSignature(APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = "the owner signature does not verify against the owner's public key"
+    default_code = "bad_signature"
+
+
+class BadSuspectURL(APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = "the suspect URL must be an http:// or https:// URL"
+    default_code = "bad_suspect_url"
+
+
+class DuplicateCommitment(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "this key is already committed in the registry"
+    default_code = "duplicate_commitment"
+
+
+class NotAdvParams(APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = "licences can only be issued for advparams commitments"
+    default_code = "not_advparams"

@@ -1,0 +1,229 @@
+"""The system of record: owners, models, commitments, suspects, verifications, reports, log."""
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F
+
+# Verification.status
+QUEUED, FETCHING, CHECKING, FINALIZING, DONE, FAILED = (
+    "queued", "fetching", "checking", "finalizing", "done", "failed")
+VERIFICATION_STATUSES = [(s, s) for s in (QUEUED, FETCHING, CHECKING, FINALIZING, DONE, FAILED)]
+# CheckResult.status
+RUNNING, CHECKED, NOT_APPLICABLE, ERROR = "running", "checked", "not applicable", "error"
+CHECK_STATUSES = [(s, s) for s in (RUNNING, CHECKED, NOT_APPLICABLE, ERROR)]
+# Suspect.kind
+FILE, ENDPOINT = "file", "endpoint"
+# LogEntry.kind
+LOG_KINDS = [(k, k) for k in ("model", "commitment", "report", "licence", "correction")]
+
+
+class Owner(models.Model):
+    """A Django user plus an Ed25519 identity.
+
+    The signing seed is sealed with the registry master key (SecretBox); it is empty when
+    the owner keeps the key client-side ("bring your own key").
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="owner")
+    public_key = models.BinaryField(max_length=32)
+    keyid = models.CharField(max_length=64, unique=True)  # hex SHA-256 of the public key
+    sealed_signing_key = models.BinaryField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.user.get_username()
+
+    @property
+    def byok(self) -> bool:
+        """True when the registry does not hold this owner's signing key."""
+        return not self.sealed_signing_key
+
+
+class RegisteredModel(models.Model):
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    owner = models.ForeignKey(Owner, on_delete=models.PROTECT, related_name="models")
+    name = models.CharField(max_length=200)
+    version = models.CharField(max_length=100, default="1")
+    description = models.TextField(blank=True)
+    artifact_sha256 = models.CharField(max_length=64, blank=True)  # digest of the released file
+    base_model_sha256 = models.CharField(max_length=64, blank=True)  # for adapters (SEAL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    log_index = models.BigIntegerField(null=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "name", "version"],
+                                               name="one_model_per_owner_name_version")]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+class Commitment(models.Model):
+    """A keyed watermark commitment: SHA-256 over scheme, salt and the key blob's digest.
+
+    The key blob itself is sealed in escrow so workers can verify without the owner.
+    """
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="commitments")
+    scheme = models.CharField(max_length=40)
+    public_params = models.JSONField(default=dict)
+    digest = models.CharField(max_length=64, unique=True)  # the commitment, hex
+    salt = models.BinaryField(max_length=32)
+    key_sha256 = models.CharField(max_length=64)
+    sealed_key = models.BinaryField()  # SecretBox(master key, key blob)
+    owner_signature = models.BinaryField(null=True, blank=True)  # over the log entry
+    created_at = models.DateTimeField(auto_now_add=True)
+    log_index = models.BigIntegerField(null=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        # A registry scan reads every commitment in log order.
+        indexes = [models.Index(fields=["log_index"], name="commitment_log_order")]
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.digest[:12]}"
+
+
+class Suspect(models.Model):
+    """A submitted URL; digest, size and format once fetched."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    url = models.URLField(max_length=2000)
+    kind = models.CharField(max_length=10, default=FILE)
+    sha256 = models.CharField(max_length=64, blank=True)
+    size = models.BigIntegerField(null=True)
+    format = models.CharField(max_length=40, blank=True)
+    fetched_at = models.DateTimeField(null=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        # Priority: the first time a digest (or URL) was seen by the registry.
+        indexes = [models.Index(fields=["sha256", "fetched_at"], name="suspect_first_seen"),
+                   models.Index(fields=["url", "created_at"], name="suspect_url_seen")]
+
+
+class Verification(models.Model):
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    suspect = models.ForeignKey(Suspect, on_delete=models.PROTECT, related_name="verifications")
+    requested_by = models.ForeignKey(Owner, on_delete=models.PROTECT, related_name="verifications")
+    target = models.ForeignKey(RegisteredModel, null=True, blank=True, on_delete=models.PROTECT,
+                               related_name="verifications")  # None: scan the whole registry
+    status = models.CharField(max_length=12, choices=VERIFICATION_STATUSES, default=QUEUED)
+    error_code = models.CharField(max_length=40, blank=True)
+    error_message = models.TextField(blank=True)
+    checks_expected = models.IntegerField(default=0)
+    checks_done = models.IntegerField(default=0)
+    queries = models.IntegerField(default=0)  # black-box queries made across all checks
+    submitted_at = models.DateTimeField(auto_now_add=True)
+    fetched_at = models.DateTimeField(null=True)
+    finished_at = models.DateTimeField(null=True)
+
+    class Meta:
+        ordering = ["-submitted_at"]
+
+    def claim(self, from_status: str, to_status: str) -> bool:
+        """Atomically move from one status to the next; False if someone else already did."""
+        changed = Verification.objects.filter(pk=self.pk, status=from_status).update(status=to_status)
+        if changed:
+            self.status = to_status
+        return bool(changed)
+
+    def count_check_done(self) -> bool:
+        """Add one finished check; True when this was the last one expected."""
+        Verification.objects.filter(pk=self.pk).update(checks_done=F("checks_done") + 1)
+        self.refresh_from_db(fields=["checks_done", "checks_expected"])
+        return self.checks_done >= self.checks_expected
+
+    @property
+    def progress(self) -> str:
+        return f"{self.checks_done}/{self.checks_expected}"
+
+
+class CheckResult(models.Model):
+    """One scheme on one commitment within one verification (idempotent by the constraint)."""
+
+    verification = models.ForeignKey(Verification, on_delete=models.CASCADE, related_name="checks")
+    commitment = models.ForeignKey(Commitment, on_delete=models.PROTECT, related_name="checks")
+    scheme = models.CharField(max_length=40)
+    status = models.CharField(max_length=16, choices=CHECK_STATUSES, default=RUNNING)
+    attempts = models.IntegerField(default=0)
+    statistic = models.FloatField(null=True)
+    n = models.IntegerField(null=True)
+    log10_p = models.FloatField(null=True)  # -inf is stored as -1e308
+    null = models.CharField(max_length=40, blank=True)
+    queries = models.IntegerField(default=0)
+    claim = models.TextField(blank=True)
+    details = models.JSONField(default=dict)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True)
+    seconds = models.FloatField(null=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["verification", "commitment", "scheme"],
+                                               name="one_check_per_verification_commitment_scheme")]
+
+
+class Report(models.Model):
+    """The signed envelope, exactly as signed; never changed after signing."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    verification = models.OneToOneField(Verification, on_delete=models.PROTECT, related_name="report")
+    envelope = models.TextField()  # canonical JSON of the DSSE envelope
+    log_index = models.BigIntegerField(null=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class Licence(models.Model):
+    """A decryption licence for an AdvParams-encrypted model, issued to a named licensee."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    commitment = models.ForeignKey(Commitment, on_delete=models.PROTECT, related_name="licences")
+    licensee = models.CharField(max_length=200)
+    document = models.TextField()  # canonical JSON of the signed licence envelope
+    log_index = models.BigIntegerField(null=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class LogEntry(models.Model):
+    """One leaf of the append-only transparency log (RFC 6962 hashing)."""
+
+    index = models.BigIntegerField(primary_key=True)
+    kind = models.CharField(max_length=12, choices=LOG_KINDS)
+    body = models.BinaryField()  # canonical JSON, exactly the bytes that were hashed
+    leaf_hash = models.BinaryField(max_length=32)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class MerkleNode(models.Model):
+    """The hash of a perfect aligned subtree: leaves [index·2^level, (index+1)·2^level)."""
+
+    level = models.SmallIntegerField()
+    index = models.BigIntegerField()
+    hash = models.BinaryField(max_length=32)
+
+    class Meta:
+        # Proofs fetch O(log n) nodes by (level, index) in one query.
+        constraints = [models.UniqueConstraint(fields=["level", "index"], name="one_node_per_position")]
+
+
+class LogHead(models.Model):
+    """A single row locked by every append, so appends are serialized (no fork, no gap)."""
+
+    id = models.SmallIntegerField(primary_key=True, default=1)
+    size = models.BigIntegerField(default=0)
+
+
+class Checkpoint(models.Model):
+    """A signed checkpoint (C2SP signed note); at most one per tree size."""
+
+    size = models.BigIntegerField(primary_key=True)
+    root = models.BinaryField(max_length=32)
+    note = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)

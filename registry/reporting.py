@@ -1,0 +1,178 @@
+"""Finalizing a verification: the family-wise decision, the signed statement, the log entry.
+
+Rules encoded here:
+- Only checks that ran count as tests; Holm's correction at HALLMARK_ALPHA runs over all of
+  them (every commitment the verification covered), so the chance that a verification
+  attributes an independent model to anyone is at most alpha.
+- A commitment logged after the suspect's digest was first seen by the registry cannot prove
+  priority: it is flagged, and the verdict names the earliest attributed commitment that can.
+- The statement is an in-toto Statement v1 (subject: the suspect's sha256) in a DSSE envelope
+  signed by the registry and by every owner whose key the registry holds among the target's
+  owner and the attributed owners; bring-your-own-key owners are listed with "byok": true.
+- A report is never changed after signing: the Report row is created once (OneToOne), and
+  corrections are new log entries.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Min
+from django.utils import timezone
+
+from registry import translog
+from registry.identities import owner_identity, registry_identity
+from registry.models import CHECKED, ENDPOINT, CheckResult, Owner, Report, Suspect, Verification
+from verifier.evidence import dsse, intoto
+from verifier.evidence.canonical import canonical_json
+from verifier.evidence.identity import b64
+from verifier.stats import holm
+
+PREDICATE_TYPE = "https://hallmark.dev/verification/v1"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+REPORT_FORMAT = "hallmark/report/v1"
+ATTRIBUTED, NOT_ATTRIBUTED, NOT_APPLICABLE, ERRORED = (
+    "attributed", "not attributed", "not applicable", "error")
+
+
+def rfc3339(t: datetime | None) -> str | None:
+    return None if t is None else t.astimezone(timezone.UTC).isoformat().replace("+00:00", "Z")
+
+
+def subject_digest(suspect: Suspect) -> str:
+    """The file's SHA-256, or for an endpoint (no bytes to hash) SHA-256 of its URL."""
+    if suspect.kind == ENDPOINT:
+        return hashlib.sha256(suspect.url.encode()).hexdigest()
+    return suspect.sha256
+
+
+def first_seen(suspect: Suspect) -> datetime | None:
+    """When the registry first saw these bytes (or this endpoint URL)."""
+    same = (Suspect.objects.filter(kind=ENDPOINT, url=suspect.url) if suspect.kind == ENDPOINT
+            else Suspect.objects.filter(sha256=suspect.sha256))
+    return same.exclude(fetched_at=None).aggregate(t=Min("fetched_at"))["t"] or suspect.fetched_at
+
+
+def _check_rows(v: Verification, seen: datetime | None) -> list[dict[str, Any]]:
+    checks = list(v.checks.select_related("commitment__model__owner").order_by("commitment__log_index"))
+    ran = [c for c in checks if c.status == CHECKED]
+    decisions = dict(zip([c.pk for c in ran],
+                         holm([c.log10_p for c in ran], settings.HALLMARK_ALPHA) if ran else [],
+                         strict=True))
+    rows = []
+    for c in checks:
+        d = decisions.get(c.pk)
+        decision = (ATTRIBUTED if d and d.reject else NOT_ATTRIBUTED if d
+                    else NOT_APPLICABLE if c.status != "error" else ERRORED)
+        cm = c.commitment
+        rows.append({
+            "scheme": c.scheme, "commitment": cm.digest, "model": str(cm.model.public_id),
+            "model_name": f"{cm.model.name} v{cm.model.version}", "owner_keyid": cm.model.owner.keyid,
+            "statistic": c.statistic, "n": c.n,
+            "log10_p": None if c.log10_p is None else max(c.log10_p, -1e308),
+            "p_value": None if c.log10_p is None else 10.0 ** c.log10_p,
+            "null": c.null, "alpha": d.alpha if d else None,
+            "adjusted_log10_p": d.adjusted_log10_p if d else None,
+            "decision": decision, "queries": c.queries, "claim": c.claim,
+            "details": c.details, "error": c.error,
+            "commitment_log_index": cm.log_index, "registered_at": rfc3339(cm.created_at),
+            "prior_to_first_sighting": bool(seen is None or cm.created_at < seen),
+        })
+    return rows
+
+
+def _verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    hits = [r for r in rows if r["decision"] == ATTRIBUTED]
+    valid = [r for r in hits if r["prior_to_first_sighting"]]
+    best = min(valid, key=lambda r: r["commitment_log_index"]) if valid else None
+    return {
+        "attributed": bool(best),
+        "owner_keyid": best["owner_keyid"] if best else None,
+        "model": best["model"] if best else None,
+        "earliest_commitment": best["commitment"] if best else None,
+        "matching_commitments": [r["commitment"] for r in hits],
+        "without_priority": [r["commitment"] for r in hits if not r["prior_to_first_sighting"]],
+        "disputed": len({r["owner_keyid"] for r in hits}) > 1,
+    }
+
+
+def _signers(v: Verification, verdict_rows: list[dict[str, Any]]) -> list[Owner]:
+    keyids = {r["owner_keyid"] for r in verdict_rows if r["decision"] == ATTRIBUTED}
+    owners = list(Owner.objects.filter(keyid__in=keyids))
+    if v.target is not None and v.target.owner not in owners:
+        owners.append(v.target.owner)
+    return sorted(owners, key=lambda o: o.keyid)
+
+
+def build_statement(v: Verification, signed_at: datetime) -> tuple[dict[str, Any], list[Owner]]:
+    suspect = v.suspect
+    seen = first_seen(suspect)
+    rows = _check_rows(v, seen)
+    owners = _signers(v, rows)
+    reg = registry_identity()
+    predicate = {
+        "verification": str(v.public_id),
+        "registry": {"origin": settings.HALLMARK_LOG_ORIGIN, "keyid": reg.keyid,
+                     "public_key": b64(reg.public_key)},
+        "owners": [{"keyid": o.keyid, "public_key": b64(bytes(o.public_key)), "byok": o.byok}
+                   for o in owners],
+        "suspect": {"url": suspect.url, "kind": suspect.kind, "format": suspect.format,
+                    "size": suspect.size, "first_seen": rfc3339(seen)},
+        "target_model": str(v.target.public_id) if v.target else None,
+        "alpha": settings.HALLMARK_ALPHA,
+        "correction": "holm",
+        "tests_run": sum(1 for r in rows if r["alpha"] is not None),
+        "queries": v.queries,
+        "checks": rows,
+        "verdict": _verdict(rows),
+        "times": {"submitted": rfc3339(v.submitted_at), "fetched": rfc3339(v.fetched_at),
+                  "finished": rfc3339(v.finished_at), "signed": rfc3339(signed_at)},
+    }
+    name = suspect.url
+    return intoto.statement(name, subject_digest(suspect), PREDICATE_TYPE, predicate), owners
+
+
+def finalize(v: Verification) -> Report:
+    """Sign, log and store the report of a verification whose checks are all done (idempotent)."""
+    existing = Report.objects.filter(verification=v).first()
+    if existing is not None:
+        return existing
+    signed_at = timezone.now()
+    statement, owners = build_statement(v, signed_at)
+    signers = [registry_identity()] + [i for i in map(owner_identity, owners) if i is not None]
+    envelope = dsse.sign_envelope(canonical_json(statement), PAYLOAD_TYPE, signers)
+    envelope_bytes = canonical_json(envelope)
+    try:
+        with transaction.atomic():
+            report = Report.objects.create(verification=v, envelope=envelope_bytes.decode())
+            entry = translog.append("report", {
+                "type": "report", "report": str(report.public_id),
+                "envelope_sha256": hashlib.sha256(envelope_bytes).hexdigest(),
+                "time": rfc3339(signed_at)})
+            report.log_index = entry.index
+            report.save(update_fields=["log_index"])
+    except IntegrityError:  # finalized concurrently: the first report stands
+        return Report.objects.get(verification=v)
+    return report
+
+
+def report_document(report: Report) -> dict[str, Any]:
+    """The public, self-contained report: envelope, log proof bundle, registry key."""
+    reg = registry_identity()
+    proof = translog.prove(report.log_index)
+    return {
+        "format": REPORT_FORMAT,
+        "envelope": json.loads(report.envelope),
+        "log": {"index": proof.index, "bundle": proof.bundle, "origin": settings.HALLMARK_LOG_ORIGIN},
+        "public_keys": {"registry": {"keyid": reg.keyid, "ed25519": b64(reg.public_key)}},
+    }
+
+
+def statement_of(report: Report) -> dict[str, Any]:
+    """The signed statement, decoded (for pages and the API's summary)."""
+    return json.loads(base64.b64decode(json.loads(report.envelope)["payload"]))

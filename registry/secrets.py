@@ -1,0 +1,67 @@
+"""The registry's own secrets: its Ed25519 signing key and the escrow master key.
+
+Each is read from the environment (`HALLMARK_SIGNING_KEY`, `HALLMARK_MASTER_KEY`, base64 of 32
+bytes, or `*_FILE`), or else generated on first run into the data folder with mode 0600.
+Production mode (`HALLMARK_PRODUCTION=1`) refuses to generate: an operator must provide them.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from pathlib import Path
+
+from nacl.secret import SecretBox
+from nacl.utils import random as nacl_random
+
+from registry.env import ConfigError, envsecret
+
+
+def _decode32(name: str, value: str) -> bytes:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigError(f"{name} must be base64 of exactly 32 random bytes; generate one with "
+                          "`python -c \"import os,base64;print(base64.b64encode(os.urandom(32)).decode())\"`")
+    return raw
+
+
+def _generated(path: Path) -> bytes:
+    """32 random bytes kept in `path` (mode 0600), created atomically on first use."""
+    if path.exists():
+        return _decode32(str(path), path.read_text().strip())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = nacl_random(32)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(base64.b64encode(secret).decode())
+    try:
+        os.link(tmp, path)  # fails if another process won the race: then use theirs
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return _decode32(str(path), path.read_text().strip())
+
+
+def load_secret(name: str, data_dir: Path, production: bool) -> bytes:
+    """The 32-byte secret `name` from the environment, or generated into the data folder."""
+    value = envsecret(name)
+    if value:
+        return _decode32(name, value)
+    if production:
+        raise ConfigError(f"{name} (or {name}_FILE) must be set in production mode; "
+                          "Hallmark refuses to generate registry secrets in production")
+    return _generated(data_dir / "secrets" / name.lower())
+
+
+def seal(master_key: bytes, plaintext: bytes) -> bytes:
+    """Encrypt-at-rest with XSalsa20-Poly1305 (PyNaCl SecretBox, random nonce)."""
+    return bytes(SecretBox(master_key).encrypt(plaintext))
+
+
+def unseal(master_key: bytes, sealed: bytes) -> bytes:
+    return bytes(SecretBox(master_key).decrypt(sealed))

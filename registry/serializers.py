@@ -1,0 +1,106 @@
+"""DRF serializers: what the API accepts and shows (never an escrowed key or a salt)."""
+from __future__ import annotations
+
+import base64
+import binascii
+
+from django.contrib.auth.models import User
+from rest_framework import serializers
+
+from registry.models import Commitment, RegisteredModel, Verification
+
+
+def _b64_32(value: str, what: str) -> bytes:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise serializers.ValidationError(
+            f"{what} must be base64 of a 32-byte Ed25519 public key (as printed by `hallmark keygen`)")
+    return raw
+
+
+class SignupSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(min_length=8, write_only=True)
+    public_key = serializers.CharField(required=False, help_text="base64 Ed25519 key, for BYOK")
+
+    def validate_username(self, value: str) -> str:
+        if User.objects.filter(username=value).exists():
+            raise serializers.ValidationError(f"the username {value!r} is taken; choose another")
+        return value
+
+    def validate_public_key(self, value: str) -> bytes:
+        return _b64_32(value, "public_key")
+
+
+class ModelSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="public_id", read_only=True)
+    owner = serializers.CharField(source="owner.keyid", read_only=True)
+
+    class Meta:
+        model = RegisteredModel
+        fields = ["id", "owner", "name", "version", "description", "artifact_sha256",
+                  "base_model_sha256", "created_at", "log_index"]
+        read_only_fields = ["created_at", "log_index"]
+
+    def validate(self, attrs: dict) -> dict:
+        owner = self.context["request"].user.owner
+        if RegisteredModel.objects.filter(owner=owner, name=attrs["name"],
+                                          version=attrs.get("version", "1")).exists():
+            raise serializers.ValidationError(
+                "you already registered this name and version; bump `version` for a new release")
+        return attrs
+
+
+class CommitmentSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="public_id", read_only=True)
+    model = serializers.UUIDField(source="model.public_id", read_only=True)
+
+    class Meta:
+        model = Commitment
+        fields = ["id", "model", "scheme", "public_params", "digest", "created_at", "log_index"]
+        read_only_fields = fields
+
+
+class CommitmentUploadSerializer(serializers.Serializer):
+    key = serializers.FileField(help_text="a key blob written by the hallmark library")
+    owner_signature = serializers.CharField(required=False,
+                                            help_text="base64 Ed25519 signature (BYOK owners)")
+
+    def validate_owner_signature(self, value: str) -> bytes:
+        try:
+            sig = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            sig = b""
+        if len(sig) != 64:
+            raise serializers.ValidationError("owner_signature must be base64 of a 64-byte signature")
+        return sig
+
+
+class VerificationSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="public_id", read_only=True)
+    url = serializers.CharField(source="suspect.url")
+    target = serializers.UUIDField(source="target.public_id", required=False, allow_null=True)
+    progress = serializers.SerializerMethodField()
+    suspect = serializers.SerializerMethodField()
+    report = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Verification
+        fields = ["id", "url", "target", "status", "progress", "checks_done", "checks_expected",
+                  "queries", "error_code", "error_message", "suspect", "report", "submitted_at",
+                  "fetched_at", "finished_at"]
+        read_only_fields = [f for f in fields if f not in ("url", "target")]
+
+    def get_progress(self, v: Verification) -> str:
+        return v.progress
+
+    def get_suspect(self, v: Verification) -> dict:
+        s = v.suspect
+        return {"sha256": s.sha256, "size": s.size, "format": s.format, "kind": s.kind}
+
+    def get_report(self, v: Verification) -> str | None:
+        report = getattr(v, "report", None)
+        return str(report.public_id) if report is not None else None

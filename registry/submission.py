@@ -1,0 +1,40 @@
+"""Submitting a suspect URL: validate, record, and enqueue one verification canvas."""
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from django.db import transaction
+
+from registry import errors
+from registry.celery_app import enqueue
+from registry.models import ENDPOINT, FILE, Owner, RegisteredModel, Suspect, Verification
+
+# An Open Inference Protocol v2 endpoint URL: .../v2/models/<name> (optionally /infer).
+_OIP_MARKER = "/v2/models/"
+
+
+def suspect_kind(url: str) -> str:
+    """"endpoint" for an OIP v2 model URL, "file" for anything else."""
+    return ENDPOINT if _OIP_MARKER in urlsplit(url).path else FILE
+
+
+def validate_url(url: str) -> str:
+    """Accept only absolute http(s) URLs with a host; the fetcher re-checks every address."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https"):
+        raise errors.BadSuspectURL(
+            f"refusing suspect URL {url!r}: scheme {parts.scheme or '(none)'!r} is not allowed; "
+            "publish the model over http:// or https:// and submit that URL")
+    if not parts.hostname:
+        raise errors.BadSuspectURL(f"refusing suspect URL {url!r}: it has no host name")
+    return url.strip()
+
+
+def submit(owner: Owner, url: str, target: RegisteredModel | None = None) -> Verification:
+    """Create the suspect and its verification, and enqueue the fetch once committed."""
+    url = validate_url(url)
+    with transaction.atomic():
+        suspect = Suspect.objects.create(url=url, kind=suspect_kind(url))
+        v = Verification.objects.create(suspect=suspect, requested_by=owner, target=target)
+        transaction.on_commit(lambda: enqueue("workers.fetch", v.pk))
+    return v

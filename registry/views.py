@@ -1,0 +1,90 @@
+"""Web pages: thin views over the same services as the API."""
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from rest_framework.exceptions import APIException
+
+from registry import forms, reporting
+from registry.identities import new_owner_fields
+from registry.models import Owner, RegisteredModel, Report, Verification
+from registry.registration import add_commitment, register_model
+from registry.submission import submit
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    return render(request, "registry/home.html")
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    form = forms.SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        with transaction.atomic():
+            user = form.save()
+            Owner.objects.create(user=user, **new_owner_fields(None))
+        login(request, user)
+        return redirect("dashboard")
+    return render(request, "registry/signup.html", {"form": form})
+
+
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    owner = request.user.owner
+    return render(request, "registry/dashboard.html", {
+        "owner": owner, "models": owner.models.all(),
+        "verifications": owner.verifications.select_related("suspect")[:50]})
+
+
+@login_required
+def model_new(request: HttpRequest) -> HttpResponse:
+    form = forms.ModelForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        model = register_model(request.user.owner, **form.cleaned_data)
+        return redirect("model_detail", public_id=model.public_id)
+    return render(request, "registry/model_new.html", {"form": form})
+
+
+@login_required
+def model_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+    model = get_object_or_404(RegisteredModel, public_id=public_id, owner=request.user.owner)
+    form = forms.CommitmentForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            c = add_commitment(model, form.cleaned_data["key"].read())
+            messages.success(request, f"Committed {c.scheme} key as {c.digest} (log index {c.log_index}).")
+            return redirect("model_detail", public_id=model.public_id)
+        except APIException as e:
+            form.add_error("key", str(e.detail))
+    return render(request, "registry/model_detail.html", {"model": model, "form": form})
+
+
+@login_required
+def verification_new(request: HttpRequest) -> HttpResponse:
+    owner = request.user.owner
+    form = forms.SuspectForm(request.POST or None, owner=owner)
+    if request.method == "POST" and form.is_valid():
+        try:
+            v = submit(owner, form.cleaned_data["url"], form.cleaned_data["target"])
+            return redirect("verification_detail", public_id=v.public_id)
+        except APIException as e:
+            form.add_error("url", str(e.detail))
+    return render(request, "registry/verification_new.html", {"form": form})
+
+
+@login_required
+def verification_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+    v = get_object_or_404(Verification.objects.select_related("suspect"), public_id=public_id,
+                          requested_by=request.user.owner)
+    return render(request, "registry/verification_detail.html", {
+        "v": v, "report": Report.objects.filter(verification=v).first()})
+
+
+def report_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+    """Public, like the API's report: anyone holding the link can read and audit it."""
+    r = get_object_or_404(Report, public_id=public_id)
+    return render(request, "registry/report_detail.html", {
+        "report": r, "statement": reporting.statement_of(r)})
