@@ -1,0 +1,39 @@
+# Hallmark. Bare `make` lists the targets.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The test suite talks to real PostgreSQL and Redis on this machine (see .ci/services.sh).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/hallmark
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo serve test lint bench evaluate
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q torch==2.13.0
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## create .venv and install Hallmark (CPU torch) with its dev tools
+
+demo: install ## the end-to-end demo on the embedded default (SQLite, bundled Redis, real workers)
+	$(PY) -m registry.demo
+
+serve: install ## run the embedded registry (web + workers + Redis) until Ctrl-C
+	$(PY) manage.py serve
+
+test: install ## the test suite: unit, hostile corpus, integration (PostgreSQL, Redis, celery worker), demo
+	DATABASE_URL=$(TEST_DATABASE_URL) HALLMARK_TEST_REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -q
+
+lint: install ## ruff and mypy
+	$(VENV)/bin/ruff check verifier registry workers tests
+	$(VENV)/bin/mypy
+
+bench: install ## benchmarks (log, proofs, audit, extraction); results go to bench/results/
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m bench
+
+evaluate: install ## fidelity, power, robustness and false-positive rates -> docs/quality.md
+	$(VENV)/bin/hallmark evaluate --schemes uchida,trigger_set,seal,lsb,output_signature,advparams

