@@ -26,7 +26,8 @@ serve: install ## run the embedded registry (web + workers + Redis) until Ctrl-C
 	$(PY) manage.py serve
 
 test: install ## the test suite: unit, hostile corpus, integration (PostgreSQL, Redis, celery worker), demo
-	DATABASE_URL=$(TEST_DATABASE_URL) HALLMARK_TEST_REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -q
+	DATABASE_URL=$(TEST_DATABASE_URL) HALLMARK_TEST_REDIS_URL=$(TEST_REDIS_URL) \
+		HALLMARK_DATA_DIR=$(CURDIR)/.test-data HALLMARK_FETCH_ALLOW_LOOPBACK=1 $(PY) -m pytest -q
 
 lint: install ## ruff and mypy
 	$(VENV)/bin/ruff check verifier registry workers tests

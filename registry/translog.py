@@ -34,25 +34,34 @@ def _get_nodes(coords: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
     return {(lvl, idx): bytes(h) for lvl, idx, h in rows if (lvl, idx) in wanted}
 
 
+def _locked_head() -> LogHead:
+    """The LogHead row, locked for this transaction (created on the first append ever)."""
+    try:
+        return LogHead.objects.select_for_update().get(pk=1)
+    except LogHead.DoesNotExist:
+        LogHead.objects.bulk_create([LogHead(pk=1, size=0)], ignore_conflicts=True)
+        return LogHead.objects.select_for_update().get(pk=1)
+
+
 def append(kind: str, body: dict[str, Any]) -> LogEntry:
     """Append one entry (canonical JSON of `body`); call inside the caller's transaction."""
     data = canonical_json(body)
     leaf = merkle.leaf_hash(data)
     with transaction.atomic():
-        head = LogHead.objects.select_for_update().get(pk=1)
+        head = _locked_head()
         index = head.size
         entry = LogEntry.objects.create(index=index, kind=kind, body=data, leaf_hash=leaf)
         completed = merkle.nodes_completed_by_append(index, leaf, _get_nodes)
         MerkleNode.objects.bulk_create(
-            [MerkleNode(level=0, index=index, hash=leaf)]
-            + [MerkleNode(level=lvl, index=idx, hash=h) for lvl, idx, h in completed])
+            [MerkleNode(level=lvl, index=idx, hash=h) for lvl, idx, h in completed])
         head.size = index + 1
         head.save(update_fields=["size"])
     return entry
 
 
 def size() -> int:
-    return LogHead.objects.get(pk=1).size
+    head = LogHead.objects.filter(pk=1).first()
+    return head.size if head else 0
 
 
 def checkpoint(tree_size: int | None = None) -> Checkpoint:

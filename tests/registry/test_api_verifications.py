@@ -1,0 +1,33 @@
+from rest_framework import status
+
+from registry.models import Suspect, Verification
+
+
+def test_it_refuses_a_file_url_with_a_message_naming_the_fix(alice):
+    r = alice.api.post("/api/verifications/", {"url": "file:///etc/passwd"}, format="json")
+    assert r.status_code == status.HTTP_400_BAD_REQUEST
+    assert r.json()["code"] == "bad_suspect_url"
+    assert "http:// or https://" in r.json()["detail"]
+    assert Suspect.objects.count() == 0 and Verification.objects.count() == 0
+
+
+def test_it_requires_a_url(alice):
+    r = alice.api.post("/api/verifications/", {}, format="json")
+    assert r.status_code == status.HTTP_400_BAD_REQUEST and "url" in r.json()
+
+
+def test_an_outsider_cannot_read_someone_elses_verification(alice, outsider, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        r = alice.api.post("/api/verifications/", {"url": "https://example.org/m.onnx"}, format="json")
+    assert r.status_code == status.HTTP_202_ACCEPTED
+    assert r.json()["status"] == "queued" and r.json()["progress"] == "0/0"
+    assert outsider.api.get(f"/api/verifications/{r.json()['id']}/").status_code == 404
+    assert outsider.api.get("/api/verifications/").json() == []
+
+
+def test_an_endpoint_url_is_recorded_as_a_black_box_suspect(alice, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        alice.api.post("/api/verifications/",
+                       {"url": "https://infer.example.org/v2/models/digits"}, format="json")
+    assert Suspect.objects.get().kind == "endpoint"
+    assert len(callbacks) == 1  # the fetch is enqueued only once the rows are committed
