@@ -1,0 +1,88 @@
+"""The whole flow on real PostgreSQL, Redis and a celery worker process."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+
+import pytest
+from rest_framework.test import APIClient
+
+from registry.demo import export_onnx, stolen_and_independent, train_marked_model
+from registry.models import CheckResult, Report, Verification
+from tests.registry.conftest import make_actor
+from verifier.cli import main as hallmark
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def models():  # type: ignore[no-untyped-def]
+    marked = train_marked_model(seed=0)
+    return marked, *stolen_and_independent(marked)
+
+
+def _wait(v_id: str, api: APIClient, timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = api.get(f"/api/verifications/{v_id}/").json()
+        if v["status"] in ("done", "failed"):
+            return v
+        time.sleep(0.3)
+    raise AssertionError(f"verification still {v['status']} ({v['progress']})")
+
+
+def _register(actor, marked) -> str:  # type: ignore[no-untyped-def]
+    model_id = actor.api.post("/api/models/", {"name": "digits"}, format="json").json()["id"]
+    for blob in marked.keys.values():
+        f = io.BytesIO(blob)
+        f.name = "key.safetensors"
+        r = actor.api.post(f"/api/models/{model_id}/commitments/", {"key": f}, format="multipart")
+        assert r.status_code == 201, r.json()
+    return model_id
+
+
+def test_a_stolen_copy_is_attributed_and_an_independent_model_is_not(
+        celery_worker, file_server, models, tmp_path, client):
+    marked, stolen, independent = models
+    base, folder = file_server
+    export_onnx(stolen, folder / "stolen.onnx")
+    export_onnx(independent, folder / "independent.onnx")
+    alice = make_actor("alice")
+    _register(alice, marked)
+
+    ids = {name: alice.api.post("/api/verifications/", {"url": f"{base}/{name}.onnx"},
+                                format="json").json()["id"] for name in ("stolen", "independent")}
+    done = {name: _wait(i, alice.api) for name, i in ids.items()}
+    assert all(v["status"] == "done" for v in done.values()), (done, celery_worker()[-3000:])
+    assert all(v["progress"] == "2/2" for v in done.values())
+
+    reports = {name: client.get(f"/api/reports/{v['report']}").json() for name, v in done.items()}
+    for name, report in reports.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(report))
+        assert hallmark(["audit", str(path)]) == 0
+    pred = {n: json.loads(base64.b64decode(r["envelope"]["payload"]))["predicate"]
+            for n, r in reports.items()}
+    assert pred["stolen"]["verdict"]["attributed"]
+    assert {c["scheme"]: c["decision"] for c in pred["stolen"]["checks"]} == {
+        "uchida": "attributed", "trigger_set": "attributed"}
+    assert all(c["log10_p"] < -6 for c in pred["stolen"]["checks"])
+    assert not pred["independent"]["verdict"]["attributed"]
+    assert all(c["log10_p"] > -3 for c in pred["independent"]["checks"])
+    assert pred["stolen"]["tests_run"] == 2 and pred["stolen"]["correction"] == "holm"
+    trigger = next(c for c in pred["stolen"]["checks"] if c["scheme"] == "trigger_set")
+    assert trigger["queries"] > 0  # black-box queries are counted in the report
+
+
+def test_a_refused_download_leaves_no_checks_and_no_report(celery_worker, file_server, settings):
+    base, _ = file_server
+    alice = make_actor("alice")
+    r = alice.api.post("/api/verifications/", {"url": f"{base}/missing.onnx"}, format="json")
+    v = _wait(r.json()["id"], alice.api)
+    assert v["status"] == "failed" and v["error_code"] == "fetch_failed"
+    assert "404" in v["error_message"]
+    row = Verification.objects.get(public_id=r.json()["id"])
+    assert not CheckResult.objects.filter(verification=row).exists()
+    assert not Report.objects.filter(verification=row).exists()
