@@ -51,6 +51,7 @@ class RegisteredModel(models.Model):
     description = models.TextField(blank=True)
     artifact_sha256 = models.CharField(max_length=64, blank=True)  # digest of the released file
     base_model_sha256 = models.CharField(max_length=64, blank=True)  # for adapters (SEAL)
+    envelope = models.TextField()  # the owner-signed model request (DSSE, canonical JSON)
     created_at = models.DateTimeField(auto_now_add=True)
     log_index = models.BigIntegerField(null=True)
 
@@ -77,7 +78,7 @@ class Commitment(models.Model):
     salt = models.BinaryField(max_length=32)
     key_sha256 = models.CharField(max_length=64)
     sealed_key = models.BinaryField()  # SecretBox(master key, key blob)
-    owner_signature = models.BinaryField(null=True, blank=True)  # over the log entry
+    envelope = models.TextField()  # the owner-signed commitment request (DSSE, canonical JSON)
     created_at = models.DateTimeField(auto_now_add=True)
     log_index = models.BigIntegerField(null=True)
 

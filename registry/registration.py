@@ -1,4 +1,10 @@
-"""Registering models and commitments: validate, commit, escrow, log, and sign a receipt."""
+"""Registering models and commitments: owner-signed requests, commitment, escrow, log.
+
+Every registration is a DSSE envelope signed by the owner (by the registry on the owner's
+behalf when it holds the owner's key in escrow; by the owner client-side otherwise, see
+`verifier.evidence.requests`). The log entry names the envelope's SHA-256, and the envelope
+is stored, so anyone can check later that the owner asked for it.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +21,10 @@ from registry.models import Commitment, Owner, RegisteredModel
 from registry.secrets import seal
 from verifier import keyfile, schemes
 from verifier.evidence import commitment as commit_lib
+from verifier.evidence import logentry, requests
 from verifier.evidence.canonical import canonical_json
-from verifier.evidence.identity import b64, verify_signature
+from verifier.evidence.dsse import verify_envelope
+from verifier.evidence.errors import EvidenceError
 from verifier.keyfile import KeyFormatError
 
 
@@ -24,23 +32,39 @@ def _now() -> str:
     return timezone.now().isoformat().replace("+00:00", "Z")
 
 
-def commitment_request(model: RegisteredModel, scheme: str, key_sha256: str) -> bytes:
-    """The bytes an owner signs to ask for a commitment (what `hallmark sign` signs for BYOK)."""
-    return canonical_json({"type": "hallmark/commitment-request/v1", "model": str(model.public_id),
-                           "scheme": scheme, "key_sha256": key_sha256})
+def _signed_request(owner: Owner, request: bytes, signature: bytes | None) -> dict[str, Any]:
+    """The owner-signed envelope of `request`; BadSignature unless the owner's key verifies it."""
+    ident = owner_identity(owner)
+    if signature is None and ident is not None:
+        signature = requests.sign_request(ident, request)
+    if signature is None:
+        raise errors.BadSignature(
+            "you hold your own key: sign the request with `hallmark request` and send it as "
+            "owner_signature")
+    env = requests.request_envelope(request, bytes(owner.public_key), signature)
+    try:
+        verify_envelope(env, {owner.keyid: bytes(owner.public_key)}, {owner.keyid})
+    except EvidenceError:
+        raise errors.BadSignature(
+            "the owner signature does not verify over this request with the owner's public key; "
+            "sign exactly the request for this model and key (`hallmark request`)") from None
+    return env
 
 
 def register_model(owner: Owner, *, name: str, version: str = "1", description: str = "",
-                   artifact_sha256: str = "", base_model_sha256: str = "") -> RegisteredModel:
-    """Create the model row and log its registration (in one transaction)."""
+                   artifact_sha256: str = "", base_model_sha256: str = "",
+                   owner_signature: bytes | None = None) -> RegisteredModel:
+    """Create the model row and log its owner-signed registration (one transaction)."""
+    request = requests.model_request(name, version, artifact_sha256, base_model_sha256)
+    env = _signed_request(owner, request, owner_signature)
     with transaction.atomic():
         model = RegisteredModel.objects.create(
             owner=owner, name=name, version=version, description=description,
-            artifact_sha256=artifact_sha256, base_model_sha256=base_model_sha256)
-        entry = translog.append("model", {
-            "type": "model", "model": str(model.public_id), "owner": owner.keyid, "name": name,
-            "version": version, "artifact_sha256": artifact_sha256,
-            "base_model_sha256": base_model_sha256, "time": _now()})
+            artifact_sha256=artifact_sha256, base_model_sha256=base_model_sha256,
+            envelope=canonical_json(env).decode())
+        entry = translog.append("model", logentry.log_entry(
+            "model", env, model=str(model.public_id), owner_keyid=owner.keyid, name=name,
+            version=version, time=_now()))
         model.log_index = entry.index
         model.save(update_fields=["log_index"])
     return model
@@ -57,30 +81,19 @@ def parse_key(blob: bytes) -> ParsedKey:
     """Check that `blob` is a key of a known scheme; raise BadKeyFile naming the problem."""
     try:
         key = schemes.load_key(blob)
+        scheme = keyfile.scheme_of(blob)
     except (KeyFormatError, schemes.UnknownScheme, ValueError) as e:
         raise errors.BadKeyFile(f"the uploaded key file is not a usable Hallmark key: {e}. "
-                                "Create keys with the `hallmark` library (Key.to_bytes()).") from None
-    scheme = keyfile.scheme_of(blob)
+                                "Create keys with the hallmark library (Key.to_bytes()).") from None
     return ParsedKey(scheme, dict(key.public_params()), hashlib.sha256(blob).hexdigest())
 
 
 def add_commitment(model: RegisteredModel, blob: bytes,
                    owner_signature: bytes | None = None) -> Commitment:
-    """Commit to a key blob, escrow it sealed, and log the commitment.
-
-    The owner signs the commitment request (see `commitment_request`): the registry signs on
-    the owner's behalf with the escrowed key, or checks the signature a BYOK owner supplies.
-    """
+    """Commit to a key blob (salted, hiding), escrow it sealed, and log the commitment."""
     parsed = parse_key(blob)
-    request = commitment_request(model, parsed.scheme, parsed.sha256)
-    ident = owner_identity(model.owner)
-    if owner_signature is None and ident is not None:
-        owner_signature = ident.sign(request)
-    if owner_signature is None or not verify_signature(bytes(model.owner.public_key), request,
-                                                       owner_signature):
-        raise errors.BadSignature(
-            "the owner signature over the commitment request does not verify; sign the "
-            "canonical request bytes with your owner key (`hallmark sign`)")
+    request = requests.commitment_request(str(model.public_id), parsed.scheme, parsed.sha256)
+    env = _signed_request(model.owner, request, owner_signature)
     if Commitment.objects.filter(key_sha256=parsed.sha256).exists():
         raise errors.DuplicateCommitment()
     salt = commit_lib.new_salt()
@@ -88,13 +101,12 @@ def add_commitment(model: RegisteredModel, blob: bytes,
     with transaction.atomic():
         c = Commitment.objects.create(
             model=model, scheme=parsed.scheme, public_params=parsed.public_params, digest=digest,
-            salt=salt, key_sha256=parsed.sha256, owner_signature=owner_signature,
+            salt=salt, key_sha256=parsed.sha256, envelope=canonical_json(env).decode(),
             sealed_key=seal(settings.HALLMARK_MASTER_KEY, blob))
-        entry = translog.append("commitment", {
-            "type": "commitment", "commitment": digest, "scheme": parsed.scheme,
-            "model": str(model.public_id), "owner": model.owner.keyid,
-            "public_params": parsed.public_params, "request_sha256": hashlib.sha256(request).hexdigest(),
-            "owner_signature": b64(owner_signature), "time": _now()})
+        entry = translog.append("commitment", logentry.log_entry(
+            "commitment", env, commitment=digest, scheme=parsed.scheme,
+            model=str(model.public_id), owner_keyid=model.owner.keyid,
+            public_params=parsed.public_params, time=_now()))
         c.log_index = entry.index
         c.save(update_fields=["log_index"])
     return c

@@ -28,14 +28,13 @@ from django.utils import timezone
 from registry import translog
 from registry.identities import owner_identity, registry_identity
 from registry.models import CHECKED, ENDPOINT, CheckResult, Owner, Report, Suspect, Verification
-from verifier.evidence import dsse, intoto
+from verifier.evidence import dsse, intoto, logentry
+from verifier.evidence.report import PREDICATE_TYPE, REPORT_FORMAT, assemble_report
 from verifier.evidence.canonical import canonical_json
 from verifier.evidence.identity import b64
 from verifier.stats import holm
 
-PREDICATE_TYPE = "https://hallmark.dev/verification/v1"
-PAYLOAD_TYPE = "application/vnd.in-toto+json"
-REPORT_FORMAT = "hallmark/report/v1"
+PAYLOAD_TYPE = dsse.PAYLOAD_TYPE_INTOTO
 ATTRIBUTED, NOT_ATTRIBUTED, NOT_APPLICABLE, ERRORED = (
     "attributed", "not attributed", "not applicable", "error")
 
@@ -129,6 +128,10 @@ def build_statement(v: Verification, signed_at: datetime) -> tuple[dict[str, Any
         "tests_run": sum(1 for r in rows if r["alpha"] is not None),
         "queries": v.queries,
         "checks": rows,
+        "commitments": [{"digest": r["commitment"], "scheme": r["scheme"],
+                         "log_index": r["commitment_log_index"],
+                         "registered_at": r["registered_at"],
+                         "proves_priority": r["prior_to_first_sighting"]} for r in rows],
         "verdict": _verdict(rows),
         "times": {"submitted": rfc3339(v.submitted_at), "fetched": rfc3339(v.fetched_at),
                   "finished": rfc3339(v.finished_at), "signed": rfc3339(signed_at)},
@@ -150,10 +153,7 @@ def finalize(v: Verification) -> Report:
     try:
         with transaction.atomic():
             report = Report.objects.create(verification=v, envelope=envelope_bytes.decode())
-            entry = translog.append("report", {
-                "type": "report", "report": str(report.public_id),
-                "envelope_sha256": hashlib.sha256(envelope_bytes).hexdigest(),
-                "time": rfc3339(signed_at)})
+            entry = translog.append("report", logentry.report_entry(envelope))
             report.log_index = entry.index
             report.save(update_fields=["log_index"])
     except IntegrityError:  # finalized concurrently: the first report stands
@@ -163,14 +163,10 @@ def finalize(v: Verification) -> Report:
 
 def report_document(report: Report) -> dict[str, Any]:
     """The public, self-contained report: envelope, log proof bundle, registry key."""
-    reg = registry_identity()
     proof = translog.prove(report.log_index)
-    return {
-        "format": REPORT_FORMAT,
-        "envelope": json.loads(report.envelope),
-        "log": {"index": proof.index, "bundle": proof.bundle, "origin": settings.HALLMARK_LOG_ORIGIN},
-        "public_keys": {"registry": {"keyid": reg.keyid, "ed25519": b64(reg.public_key)}},
-    }
+    return assemble_report(json.loads(report.envelope), log_index=proof.index, bundle=proof.bundle,
+                           origin=settings.HALLMARK_LOG_ORIGIN,
+                           registry_public_key=registry_identity().public_key)
 
 
 def statement_of(report: Report) -> dict[str, Any]:

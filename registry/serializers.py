@@ -35,15 +35,31 @@ class SignupSerializer(serializers.Serializer):
         return _b64_32(value, "public_key")
 
 
+def _signature(value: str) -> bytes:
+    try:
+        sig = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        sig = b""
+    if len(sig) != 64:
+        raise serializers.ValidationError("owner_signature must be base64 of a 64-byte Ed25519 "
+                                          "signature (as printed by `hallmark request`)")
+    return sig
+
+
 class ModelSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="public_id", read_only=True)
     owner = serializers.CharField(source="owner.keyid", read_only=True)
+    owner_signature = serializers.CharField(required=False, write_only=True,
+                                            help_text="base64 Ed25519 signature (BYOK owners)")
 
     class Meta:
         model = RegisteredModel
         fields = ["id", "owner", "name", "version", "description", "artifact_sha256",
-                  "base_model_sha256", "created_at", "log_index"]
+                  "base_model_sha256", "owner_signature", "created_at", "log_index"]
         read_only_fields = ["created_at", "log_index"]
+
+    def validate_owner_signature(self, value: str) -> bytes:
+        return _signature(value)
 
     def validate(self, attrs: dict) -> dict:
         owner = self.context["request"].user.owner
@@ -70,13 +86,7 @@ class CommitmentUploadSerializer(serializers.Serializer):
                                             help_text="base64 Ed25519 signature (BYOK owners)")
 
     def validate_owner_signature(self, value: str) -> bytes:
-        try:
-            sig = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            sig = b""
-        if len(sig) != 64:
-            raise serializers.ValidationError("owner_signature must be base64 of a 64-byte signature")
-        return sig
+        return _signature(value)
 
 
 class VerificationSerializer(serializers.ModelSerializer):

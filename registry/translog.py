@@ -8,15 +8,12 @@ one query.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from registry.identities import registry_identity
 from registry.models import Checkpoint, LogEntry, LogHead, MerkleNode
 from verifier.evidence import merkle, note, proofbundle
-from verifier.evidence.canonical import canonical_json
 
 
 class LogRangeError(ValueError):
@@ -43,9 +40,8 @@ def _locked_head() -> LogHead:
         return LogHead.objects.select_for_update().get(pk=1)
 
 
-def append(kind: str, body: dict[str, Any]) -> LogEntry:
-    """Append one entry (canonical JSON of `body`); call inside the caller's transaction."""
-    data = canonical_json(body)
+def append(kind: str, data: bytes) -> LogEntry:
+    """Append one entry (bytes from `verifier.evidence.logentry`), serialized by a row lock."""
     leaf = merkle.leaf_hash(data)
     with transaction.atomic():
         head = _locked_head()

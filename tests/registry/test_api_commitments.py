@@ -4,10 +4,11 @@ import io
 
 from rest_framework import status
 
-from registry.models import Commitment, RegisteredModel
-from registry.registration import commitment_request
+from registry.models import Commitment
 from tests.keys import uchida_key_blob
+from verifier.evidence import requests
 from verifier.evidence.commitment import commit
+from verifier.evidence.identity import b64
 
 
 def _model(actor):
@@ -58,13 +59,28 @@ def test_it_rejects_the_same_key_committed_twice(alice):
     assert Commitment.objects.count() == 1
 
 
+def _byok_model(actor):
+    sig = b64(requests.sign_request(actor.identity, requests.model_request("digits", "1")))
+    r = actor.api.post("/api/models/", {"name": "digits", "owner_signature": sig}, format="json")
+    assert r.status_code == status.HTTP_201_CREATED, r.json()
+    return r.json()["id"]
+
+
+def test_a_byok_owner_must_sign_the_model_registration(byok):
+    r = byok.api.post("/api/models/", {"name": "digits"}, format="json")
+    assert r.status_code == status.HTTP_400_BAD_REQUEST and r.json()["code"] == "bad_signature"
+    assert "hallmark request" in r.json()["detail"]
+    _byok_model(byok)
+
+
 def test_a_byok_owner_must_sign_the_commitment_request(byok):
-    model_id, blob = _model(byok), uchida_key_blob()
+    model_id, blob = _byok_model(byok), uchida_key_blob()
     r = _upload(byok, model_id, blob)
     assert r.status_code == status.HTTP_400_BAD_REQUEST and r.json()["code"] == "bad_signature"
-    wrong = base64.b64encode(byok.identity.sign(b"something else")).decode()
+    wrong = b64(requests.sign_request(byok.identity, b"something else"))
     assert _upload(byok, model_id, blob, owner_signature=wrong).status_code == 400
-    request = commitment_request(RegisteredModel.objects.get(public_id=model_id), "uchida",
-                                 hashlib.sha256(blob).hexdigest())
-    sig = base64.b64encode(byok.identity.sign(request)).decode()
-    assert _upload(byok, model_id, blob, owner_signature=sig).status_code == 201
+    request = requests.commitment_request(model_id, "uchida", hashlib.sha256(blob).hexdigest())
+    sig = b64(requests.sign_request(byok.identity, request))
+    r = _upload(byok, model_id, blob, owner_signature=sig)
+    assert r.status_code == status.HTTP_201_CREATED
+    assert Commitment.objects.get().model.owner.byok

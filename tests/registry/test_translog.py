@@ -7,12 +7,13 @@ from django.db import connection
 from registry import translog
 from registry.identities import registry_identity
 from registry.models import LogEntry, MerkleNode
-from verifier.evidence import merkle, note, proofbundle
+from verifier.evidence import logentry, merkle, note, proofbundle
 
 
 
 def _append(n, start=0):
-    return [translog.append("correction", {"type": "correction", "n": start + i}) for i in range(n)]
+    return [translog.append("correction", logentry.log_entry(
+        "correction", corrects=start + i, envelope_sha256="00" * 32)) for i in range(n)]
 
 
 @pytest.mark.django_db
