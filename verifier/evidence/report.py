@@ -1,0 +1,145 @@
+"""Building blocks of a Hallmark report, in exactly the format `verifier.audit` checks.
+
+The format itself is defined in `verifier.audit`'s docstring and docs/evidence.md. The registry
+assembles a report with these functions, in this order:
+
+    predicate = verification_predicate(...)                     # checks, owners, times, ...
+    statement = report_statement(suspect_name, suspect_sha256, predicate)
+    envelope  = sign_report(statement, [registry_identity, owner_identity, ...])
+    index     = <append report_entry(envelope) to the log>
+    bundle    = make_bundle(index, inclusion proof at checkpoint size, signed checkpoint)
+    report    = assemble_report(envelope, log_index=index, bundle=bundle, origin=origin,
+                                registry_public_key=registry_identity.public_key)
+    served    = render_report(report)                           # bytes for /api/reports/<uuid>
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from verifier.evidence.canonical import canonical_json
+from verifier.evidence.dsse import PAYLOAD_TYPE_INTOTO, sign_envelope
+from verifier.evidence.errors import EvidenceError
+from verifier.evidence.identity import Identity, b64, keyid_of
+from verifier.evidence.intoto import statement
+from verifier.result import TestResult
+
+REPORT_FORMAT = "hallmark/report/v1"
+PREDICATE_TYPE = "https://hallmark.dev/verification/v1"
+ATTRIBUTED, NOT_ATTRIBUTED, NOT_APPLICABLE = "attributed", "not attributed", "not applicable"
+ERROR = "error"  # the check could not run (fetch or scheme failure): not a test, not counted
+DECISIONS = (ATTRIBUTED, NOT_ATTRIBUTED, NOT_APPLICABLE, ERROR)
+
+
+def owner_entry(public_key: bytes, *, byok: bool = False, **extra: Any) -> dict[str, Any]:
+    """One item of the predicate's "owners": keyid, base64 public key, byok flag (+ extras
+    such as "name")."""
+    return {"keyid": keyid_of(public_key), "public_key": b64(public_key), "byok": bool(byok),
+            **extra}
+
+
+def check_entry(result: TestResult, *, commitment: str, model: str, owner_keyid: str,
+                alpha: float | None, decision: str) -> dict[str, Any]:
+    """One item of the predicate's "checks", from a scheme's TestResult.
+
+    Args:
+        result: what the scheme's `test` returned.
+        commitment: the commitment digest the key belongs to (hex).
+        model: the registry's identifier of the registered model.
+        owner_keyid: keyid of the model's owner.
+        alpha: the Holm threshold this test faced (None when not applicable).
+        decision: "attributed", "not attributed" or "not applicable".
+    """
+    if decision not in (ATTRIBUTED, NOT_ATTRIBUTED, NOT_APPLICABLE):
+        raise EvidenceError(f"decision must be attributed, not attributed or not applicable, "
+                            f"received {decision!r}")
+    if (decision == NOT_APPLICABLE) != (not result.applicable):
+        raise EvidenceError("decision 'not applicable' goes with exactly the results that are "
+                            "not applicable")
+    d = result.to_dict()
+    return {"scheme": d["scheme"], "commitment": commitment, "model": model,
+            "owner_keyid": owner_keyid, "statistic": d["statistic"], "n": d["n"],
+            "log10_p": d["log10_p"], "p_value": d["p_value"], "null": d["null"],
+            "alpha": alpha, "decision": decision, "queries": d["queries"],
+            "claim": d["claim"], "details": d["details"]}
+
+
+def commitment_ref(digest: str, scheme: str, log_index: int, registered_at: str,
+                   **extra: Any) -> dict[str, Any]:
+    """One item of the predicate's "commitments" (+ extras such as "proves_priority")."""
+    return {"digest": digest, "scheme": scheme, "log_index": log_index,
+            "registered_at": registered_at, **extra}
+
+
+def verification_predicate(*, verification: str, registry_origin: str,
+                           registry_public_key: bytes, owners: Sequence[Mapping[str, Any]],
+                           alpha: float, checks: Sequence[Mapping[str, Any]],
+                           verdict: Mapping[str, Any], times: Mapping[str, Any],
+                           commitments: Sequence[Mapping[str, Any]],
+                           suspect: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The predicate of https://hallmark.dev/verification/v1 (tests_run is counted here:
+    the checks that ran, i.e. whose decision is "attributed" or "not attributed").
+
+    `suspect` (optional) describes the suspect; its "first_seen" time enables priority checks.
+    """
+    extra = {} if suspect is None else {"suspect": dict(suspect)}
+    return {**extra,"verification": verification,
+            "registry": {"origin": registry_origin, "keyid": keyid_of(registry_public_key),
+                         "public_key": b64(registry_public_key)},
+            "owners": [dict(o) for o in owners], "alpha": alpha,
+            "tests_run": sum(1 for c in checks if c["decision"] in (ATTRIBUTED, NOT_ATTRIBUTED)),
+            "checks": [dict(c) for c in checks], "verdict": dict(verdict), "times": dict(times),
+            "commitments": [dict(c) for c in commitments]}
+
+
+def report_statement(subject_name: str, sha256_hex: str, predicate: Mapping[str, Any]) -> dict[str, Any]:
+    """The in-toto Statement of a report: subject = the suspect file's SHA-256."""
+    return statement(subject_name, sha256_hex, PREDICATE_TYPE, dict(predicate))
+
+
+def sign_report(statement_: Mapping[str, Any], identities: Iterable[Identity]) -> dict[str, Any]:
+    """The DSSE envelope of a report: canonical JSON of the statement, signed by each identity
+    (the registry's, and every owner whose key the registry holds)."""
+    return sign_envelope(canonical_json(dict(statement_)), PAYLOAD_TYPE_INTOTO, identities)
+
+
+def consistency_field(old_size: int, new_size: int, proof: Sequence[bytes]) -> dict[str, Any]:
+    """The optional "consistency" member: a proof between an auditor's kept checkpoint size and
+    the report checkpoint's size (smaller first)."""
+    return {"old_size": old_size, "new_size": new_size, "proof": [b64(h) for h in proof]}
+
+
+def commitment_proof_field(digest: str, entry: bytes, bundle: str) -> dict[str, Any]:
+    """One item of the optional "commitment_proofs": a commitment's log entry and its tlog-proof."""
+    return {"digest": digest, "entry": b64(entry), "bundle": bundle}
+
+
+def _sorted(obj: Any) -> Any:
+    """The same JSON value with every object's keys inserted in sorted order, so that any
+    compact JSON renderer (e.g. Django REST framework's) writes exactly `canonical_json`."""
+    if isinstance(obj, Mapping):
+        return {k: _sorted(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_sorted(v) for v in obj]
+    return obj
+
+
+def assemble_report(envelope: Mapping[str, Any], *, log_index: int, bundle: str, origin: str,
+                    registry_public_key: bytes, consistency: Mapping[str, Any] | None = None,
+                    commitment_proofs: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The report document served at /api/reports/<uuid> (serve `render_report(report)`)."""
+    report: dict[str, Any] = {
+        "format": REPORT_FORMAT, "envelope": dict(envelope),
+        "log": {"index": log_index, "bundle": bundle, "origin": origin},
+        "public_keys": {"registry": {"keyid": keyid_of(registry_public_key),
+                                     "ed25519": b64(registry_public_key)}}}
+    if consistency is not None:
+        report["consistency"] = dict(consistency)
+    if commitment_proofs:
+        report["commitment_proofs"] = [dict(p) for p in commitment_proofs]
+    return _sorted(report)
+
+
+def render_report(report: Mapping[str, Any]) -> bytes:
+    """The exact bytes to serve and to audit: canonical JSON of the report."""
+    return canonical_json(dict(report))
