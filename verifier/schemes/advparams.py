@@ -1,0 +1,545 @@
+"""`advparams`: AdvParams (Xue et al., arXiv 2105.13697): encrypt a model by moving a few weights.
+
+Active protection, post-training, no retraining. A handful of weights are pushed, greedily by
+loss gradient on a small labelled set, in the loss-increasing direction, each within its own
+tensor's value range (stealth bounds [min + beta*range, max - beta*range]), until the loss has
+grown past a multiple of the original and accuracy has collapsed. The key lists every moved
+weight as (tensor, flat index, original float32, encrypted float32); decryption writes the
+originals back, bit-exact. The registry can publish the encrypted model and hand the key to a
+licensee inside a signed licence (`verifier.licence`).
+
+As a test, the key is an exact-copy fingerprint (`test`): a suspect holding the encrypted
+values (an encrypted copy) or the original values (a decrypted copy) at the key's positions.
+
+The null, honestly:
+- Encrypted copies: after the greedy search, the low `dither_bits` mantissa bits of every
+  encrypted value are replaced with keyed random bits (a relative change below
+  2**(dither_bits-23), far too small to matter for the attack). For any suspect independent of
+  the key, each encrypted value is then matched with probability at most 1/(2**L - 1) (L =
+  dither_bits; positions whose dithered value happened to equal the original are dropped,
+  which excludes one of the 2**L patterns), independently across positions: the count of
+  matches is stochastically below Bin(P, 1/(2**L - 1)). That bound is proven, not assumed.
+- Decrypted copies: the original values are the owner's trained weights and must be restored
+  bit-exact, so they cannot be dithered, and no bound holds for arbitrary suspects (a model
+  full of zeros matches every zero). Only "generic" originals count (non-zero, normal, with at
+  least `generic_bits` significant mantissa bits), under the stated ASSUMPTION that an
+  independently trained model reproduces a given generic trained float32 weight at a given
+  position with probability at most 2**-orig_bound_log2 (default 2**-8), independently
+  across positions. The bound is generous: independently trained digits models share no
+  exact float32 weight at all in `hallmark evaluate`'s null runs. Owners who need a proof for
+  decrypted copies should also sign the decrypted model with `lsb`.
+- The reported p-value is the Bonferroni combination min(1, 2 * min(p_enc, p_orig)).
+
+Example:
+    >>> from verifier import toy
+    >>> from verifier.suspect import Suspect
+    >>> split = toy.digits()
+    >>> model = toy.train_digits(toy.MLP(), split, epochs=10)
+    >>> enc, key = encrypt(model, Params(), seed=1, data=(split.x_held, split.y_held))
+    >>> toy.accuracy(enc, split.x_test, split.y_test) < 0.3
+    True
+    >>> test(Suspect.from_module(enc), key).log10_p < -9
+    True
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import math
+import struct
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from verifier import keyfile
+from verifier.result import NULL_CONSERVATIVE, TestResult
+from verifier.stats import log10_binom_sf
+from verifier.suspect import Suspect
+
+NAME = "advparams"
+ACCESS = "white-box"
+CLAIM = ("exact-copy fingerprint: a positive test shows the suspect holds, bit for bit, the "
+         "owner's encrypted values (an encrypted copy; bound proven by keyed dither) or original "
+         "values (a decrypted copy; bound assumes an independent model reproduces a generic "
+         "trained float32 weight with probability <= 2^-8) at the key's secret positions; any "
+         "fine-tuning, pruning or quantization erases it, and AdvParams itself protects access "
+         "to the encrypted model, not ownership of a decrypted one")
+
+Weights = Mapping[str, torch.Tensor]
+Data = tuple[torch.Tensor, torch.Tensor]
+
+
+class AdvParamsError(ValueError):
+    """Models, data or keys the scheme cannot use (the message says what and the fix)."""
+
+
+@dataclass(frozen=True)
+class Params:
+    """Public parameters of an AdvParams encryption."""
+
+    beta: float = 0.1  # stealth margin: values stay in [min + beta*range, max - beta*range]
+    step: float = 0.1  # each greedy move is step * (the tensor's range), then clipped
+    loss_multiple: float = 5.0  # stop only once the loss exceeds this multiple of the original
+    target_drop: float = 0.9  # ... and accuracy on the set fell by this fraction (relative)
+    max_positions: int = 400  # give up moving new weights after this many
+    samples: int = 256  # labelled examples drawn from `data` to compute gradients on
+    include_biases: bool = False  # also encrypt 1-D parameters (default: weights only)
+    dither_bits: int = 12  # keyed low mantissa bits of each encrypted value (the proven bound)
+    generic_bits: int = 12  # an original counts for the test if it has this many significant bits
+    orig_bound_log2: int = 8  # assumed bound 2**-this on matching one generic original by chance
+
+    def __post_init__(self) -> None:
+        checks = [
+            (0.0 <= self.beta < 0.5, f"beta must lie in [0, 0.5), received {self.beta}"),
+            (0.0 < self.step <= 1.0, f"step must lie in (0, 1], received {self.step}"),
+            (self.loss_multiple >= 1.0, f"loss_multiple must be >= 1, received "
+                                        f"{self.loss_multiple}"),
+            (0.0 <= self.target_drop < 1.0, f"target_drop must lie in [0, 1), received "
+                                            f"{self.target_drop}"),
+            (self.max_positions >= 1, f"max_positions must be >= 1, received "
+                                      f"{self.max_positions}"),
+            (self.samples >= 1, f"samples must be >= 1, received {self.samples}"),
+            (1 <= self.dither_bits <= 16, f"dither_bits must lie in [1, 16], received "
+                                          f"{self.dither_bits}"),
+            (1 <= self.generic_bits <= 24, f"generic_bits must lie in [1, 24], received "
+                                           f"{self.generic_bits}"),
+            (1 <= self.orig_bound_log2 <= 24, f"orig_bound_log2 must lie in [1, 24], received "
+                                              f"{self.orig_bound_log2}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise AdvParamsError(f"Params: {message}")
+
+
+# --------------------------------------------------------------------------- keyed randomness
+
+def _secret_from_seed(seed: int | bytes) -> bytes:
+    """A 32-byte secret from an int (reproducible tests) or bytes (pass 32 random bytes)."""
+    if isinstance(seed, bool) or not isinstance(seed, int | bytes):
+        raise AdvParamsError(f"seed must be an int or bytes, received {type(seed).__name__}")
+    raw = seed if isinstance(seed, bytes) else seed.to_bytes(16, "big", signed=True)
+    return hashlib.sha256(b"hallmark/advparams/seed/v1" + raw).digest()
+
+
+def _drbg_u64(secret: bytes, label: bytes) -> Iterator[int]:
+    """HMAC-SHA256 in counter mode, as an endless stream of keyed 64-bit integers."""
+    counter = 0
+    while True:
+        block = hmac.new(secret, label + struct.pack(">Q", counter), hashlib.sha256).digest()
+        counter += 1
+        for i in range(0, 32, 8):
+            yield int.from_bytes(block[i:i + 8], "big")
+
+
+def _f32_bits(value: float) -> int:
+    """The float32 bit pattern of a value, as an unsigned int."""
+    return struct.unpack("<I", struct.pack("<f", value))[0]
+
+
+def _f32_value(bits: int) -> float:
+    return struct.unpack("<f", struct.pack("<I", bits & 0xFFFFFFFF))[0]
+
+
+# --------------------------------------------------------------------------- the key
+
+@dataclass(frozen=True)
+class Key:
+    """An AdvParams key: which weights were moved, from what, to what.
+
+    It is the decryption material: whoever holds it can restore the original model.
+    """
+
+    params: Params  # public parameters of the encryption
+    tensors: tuple[tuple[str, tuple[int, ...]], ...]  # (name, shape) of each tensor touched
+    which: torch.Tensor  # (P,) int64 index into `tensors`
+    index: torch.Tensor  # (P,) int64 flat (row-major) index within that tensor
+    orig: torch.Tensor  # (P,) float32 original values (restored bit-exact by decrypt)
+    enc: torch.Tensor  # (P,) float32 encrypted values (low dither_bits keyed)
+    stats: dict[str, Any]  # loss / accuracy before and after on the set, parameter count, data digest
+
+    @property
+    def positions(self) -> int:
+        """Number of encrypted weights."""
+        return int(self.index.numel())
+
+    def fraction_touched(self) -> float:
+        """Encrypted weights as a fraction of all the model's parameters."""
+        return self.positions / max(1, int(self.stats["total_parameters"]))
+
+    def to_bytes(self) -> bytes:
+        """The key as a deterministic safetensors blob (see `verifier.keyfile`)."""
+        return keyfile.dump(NAME, {"which": self.which, "index": self.index, "orig": self.orig,
+                                   "enc": self.enc},
+                            {"params": asdict(self.params), "stats": self.stats,
+                             "tensors": [[n, list(s)] for n, s in self.tensors]})
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> Key:
+        """Parse a blob written by `to_bytes`; raises keyfile.KeyFormatError on a bad blob."""
+        _, t, meta = keyfile.load(blob, NAME)
+        try:
+            key = cls(Params(**meta["params"]),
+                      tuple((str(n), tuple(int(d) for d in s)) for n, s in meta["tensors"]),
+                      t["which"], t["index"], t["orig"], t["enc"], dict(meta["stats"]))
+        except (KeyError, TypeError, ValueError, AdvParamsError) as e:
+            raise keyfile.KeyFormatError(
+                f"malformed advparams key: {type(e).__name__}: {e}") from None
+        p = key.positions
+        ok = (all(x.shape == (p,) for x in (key.which, key.index, key.orig, key.enc))
+              and key.which.dtype == key.index.dtype == torch.int64
+              and key.orig.dtype == key.enc.dtype == torch.float32
+              and bool(((key.which >= 0) & (key.which < len(key.tensors))).all()))
+        if not ok:
+            raise keyfile.KeyFormatError("malformed advparams key: `which`, `index`, `orig`, `enc` "
+                                         "must be 1-D of equal length, int64/float32, in range")
+        for w, i in zip(key.which.tolist(), key.index.tolist(), strict=True):
+            if not 0 <= i < math.prod(key.tensors[w][1]):
+                raise keyfile.KeyFormatError(
+                    f"malformed advparams key: index {i} outside tensor `{key.tensors[w][0]}`")
+        return key
+
+    def public_params(self) -> dict[str, Any]:
+        """What may be published: parameters and counts; no positions, no values."""
+        return {**asdict(self.params), "positions": self.positions,
+                "fraction_touched": self.fraction_touched(),
+                "total_parameters": self.stats["total_parameters"]}
+
+    def entries(self) -> list[tuple[str, int, float, float]]:
+        """The key as a list of (tensor name, flat index, original, encrypted)."""
+        return [(self.tensors[w][0], i, o, e) for w, i, o, e in
+                zip(self.which.tolist(), self.index.tolist(), self.orig.tolist(),
+                    self.enc.tolist(), strict=True)]
+
+
+# --------------------------------------------------------------------------- encryption
+
+def _eligible(model: nn.Module, include_biases: bool) -> dict[str, nn.Parameter]:
+    return {n: p for n, p in model.named_parameters()
+            if p.dtype == torch.float32 and p.numel() > 1 and (p.dim() >= 2 or include_biases)}
+
+
+def _subset(data: Data, count: int, secret: bytes) -> Data:
+    """`count` examples of `data`, chosen by the key's secret."""
+    if not (isinstance(data, tuple | list) and len(data) == 2):
+        raise AdvParamsError("data must be a pair (x, y) of a labelled set: inputs (N, ...) and "
+                             f"int64 labels (N,), received {type(data).__name__}")
+    x, y = data
+    if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)) or len(x) != len(y) \
+            or len(y) == 0 or y.dtype != torch.int64:
+        raise AdvParamsError("data must be (x, y) tensors of equal, non-zero length with int64 "
+                             "labels; pass e.g. (split.x_held, split.y_held)")
+    g = torch.Generator().manual_seed(int.from_bytes(secret[:8], "big") >> 1)
+    idx = torch.randperm(len(y), generator=g)[:count]
+    return x[idx], y[idx]
+
+
+def _loss_acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    with torch.no_grad():
+        out = model(x)
+    return (float(nn.functional.cross_entropy(out, y)),
+            float((out.argmax(dim=1) == y).float().mean()))
+
+
+def _bounds(t: torch.Tensor, beta: float) -> tuple[float, float]:
+    """The stealth bounds of a tensor: [min + beta*range, max - beta*range]."""
+    vmin, vmax = float(t.detach().min()), float(t.detach().max())
+    return vmin + beta * (vmax - vmin), vmax - beta * (vmax - vmin)
+
+
+def _greedy(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
+            loss0: float, acc0: float) -> dict[tuple[str, int], float]:
+    """Move weights greedily in place; return {(name, flat index): original value}.
+
+    Each round: gradient of the cross-entropy of the still-correct examples (the ones whose
+    loss is not yet saturated), then the movable entry with the largest |gradient| moves by
+    step * range in the loss-increasing direction, clipped to the stealth bounds; an entry
+    that reaches a bound is frozen. Stops when loss > loss_multiple * loss0 and accuracy
+    <= (1 - target_drop) * acc0, or when max_positions entries have moved.
+    """
+    tensors = _eligible(model, params.include_biases)
+    if not tensors:
+        raise AdvParamsError("the model has no float32 weight tensors to encrypt; set "
+                             "Params(include_biases=True) or convert the model with .float()")
+    lo, hi, step, frozen = {}, {}, {}, {}
+    for name, p in tensors.items():
+        lo[name], hi[name] = _bounds(p, params.beta)
+        step[name] = params.step * float(p.detach().max() - p.detach().min())
+        frozen[name] = torch.zeros(p.shape, dtype=torch.bool)
+    moved: dict[tuple[str, int], float] = {}
+    model.eval()
+    while True:
+        model.zero_grad(set_to_none=True)
+        out = model(x)
+        per = nn.functional.cross_entropy(out, y, reduction="none")  # (N,)
+        right = out.argmax(dim=1) == y
+        loss, acc = float(per.detach().mean()), float(right.float().mean())
+        if loss > params.loss_multiple * loss0 and acc <= (1 - params.target_drop) * acc0:
+            break
+        if len(moved) >= params.max_positions:
+            break
+        objective = per[right].sum() / len(y) if bool(right.any()) else per.mean()
+        objective.backward()
+        best: tuple[float, str, int] | None = None
+        for name, p in tensors.items():
+            g = p.grad if p.grad is not None else torch.zeros_like(p)
+            score = g.abs().masked_fill(frozen[name], 0.0)
+            score = score.masked_fill((p >= hi[name]) & (g > 0), 0.0)
+            score = score.masked_fill((p <= lo[name]) & (g < 0), 0.0)
+            value, i = score.flatten().max(dim=0)
+            if best is None or float(value) > best[0]:
+                best = (float(value), name, int(i))
+        if best is None or best[0] == 0.0:
+            break  # nothing can move any more
+        _, name, i = best
+        with torch.no_grad():
+            flat = tensors[name].view(-1)
+            old = float(flat[i])
+            direction = 1.0 if float(tensors[name].grad.view(-1)[i]) > 0 else -1.0
+            new = min(max(old + direction * step[name], lo[name]), hi[name])
+            if new in (lo[name], hi[name]):
+                frozen[name].view(-1)[i] = True
+            moved.setdefault((name, i), old)
+            flat[i] = new
+    model.zero_grad(set_to_none=True)
+    return moved
+
+
+def _dither(value: float, lo: float, hi: float, r: int, bits: int) -> float:
+    """`value` with its low `bits` mantissa bits set to `r`, kept inside [lo, hi]."""
+    mask = (1 << bits) - 1
+    b = (_f32_bits(value) & ~mask) | r
+    v = _f32_value(b)
+    # moving by 2**bits units of the bit pattern keeps the dither and steps inward
+    if v > hi:
+        b = b - (1 << bits) if v > 0 else b + (1 << bits)
+    elif v < lo:
+        b = b + (1 << bits) if v < 0 else b - (1 << bits)
+    return _f32_value(b)
+
+
+def encrypt(model: nn.Module, params: Params, seed: int | bytes, data: Data
+            ) -> tuple[nn.Module, Key]:
+    """Encrypt a copy of a trained model; return it with its key (the decryption material).
+
+    Args:
+        model: a trained float32 classifier (left untouched).
+        params: the encryption parameters.
+        seed: an int (reproducible) or bytes: picks the labelled subset and the keyed dither.
+        data: a labelled set (x, y), e.g. held-out data; `params.samples` examples are used.
+
+    Returns:
+        (encrypted copy, Key). `decrypt(encrypted, key)` restores the model bit-exact.
+
+    Raises:
+        AdvParamsError: bad data, or no float32 weights.
+
+    Example:
+        >>> from verifier import toy
+        >>> s = toy.digits()
+        >>> enc, key = encrypt(toy.train_digits(toy.MLP(), s, 10), Params(), 0, (s.x_held, s.y_held))
+        >>> key.positions < 200
+        True
+    """
+    if not isinstance(model, nn.Module):
+        raise AdvParamsError(f"encrypt expects an nn.Module, received {type(model).__name__}")
+    secret = _secret_from_seed(seed)
+    x, y = _subset(data, params.samples, secret)
+    enc_model = copy.deepcopy(model)
+    loss0, acc0 = _loss_acc(enc_model, x, y)
+    moved = _greedy(enc_model, params, x, y, loss0, acc0)
+    tensors = _eligible(enc_model, params.include_biases)
+    names = sorted({n for n, _ in moved})
+    original = model.state_dict()
+    stream = _drbg_u64(secret, b"dither")
+    which, index, orig, enc = [], [], [], []
+    with torch.no_grad():
+        for (name, i), old in sorted(moved.items()):
+            p = tensors[name]
+            lo, hi = _bounds(original[name], params.beta)
+            r = next(stream) & ((1 << params.dither_bits) - 1)
+            new = _dither(float(p.view(-1)[i]), lo, hi, r, params.dither_bits)
+            if _f32_bits(new) == _f32_bits(old):
+                p.view(-1)[i] = old  # the dither landed on the original: this entry is dropped
+                continue
+            p.view(-1)[i] = new
+            which.append(names.index(name))
+            index.append(i)
+            orig.append(old)
+            enc.append(new)
+    loss1, acc1 = _loss_acc(enc_model, x, y)
+    digest = hashlib.sha256(x.contiguous().to(torch.float32).numpy().tobytes()
+                            + y.contiguous().numpy().tobytes()).hexdigest()
+    key = Key(params, tuple((n, tuple(tensors[n].shape)) for n in names),
+              torch.tensor(which, dtype=torch.int64), torch.tensor(index, dtype=torch.int64),
+              torch.tensor(orig, dtype=torch.float32), torch.tensor(enc, dtype=torch.float32),
+              {"loss_before": loss0, "loss_after": loss1, "accuracy_before": acc0,
+               "accuracy_after": acc1, "samples": len(y), "data_sha256": digest,
+               "total_parameters": sum(p.numel() for p in model.parameters())})
+    return enc_model, key
+
+
+def generate_key(params: Params, seed: int | bytes, model: nn.Module | None = None,
+                 data: Data | None = None) -> Key:
+    """Compute the AdvParams key of a model (positions depend on the model and the data).
+
+    Same as `encrypt(model, params, seed, data)[1]`; `embed(model, key)` then applies it.
+
+    Raises:
+        AdvParamsError: model or data missing, or unusable.
+    """
+    if model is None or data is None:
+        raise AdvParamsError("advparams.generate_key needs the trained model and a labelled set: "
+                             "pass model=... and data=(x, y) (positions depend on both)")
+    return encrypt(model, params, seed, data)[1]
+
+
+# --------------------------------------------------------------------------- apply / restore
+
+def _weights_of(model: nn.Module | Weights) -> dict[str, torch.Tensor]:
+    if isinstance(model, nn.Module):
+        return {k: v.detach() for k, v in model.state_dict().items()}
+    if isinstance(model, Mapping):
+        return dict(model)
+    raise AdvParamsError(f"expected an nn.Module or a mapping of named tensors, received "
+                         f"{type(model).__name__}")
+
+
+def _swap(weights: Weights, key: Key, expect: torch.Tensor, write: torch.Tensor,
+          what: str) -> dict[str, torch.Tensor]:
+    """Copies of `weights` with `write` at the key positions, after checking they hold `expect`."""
+    out = dict(weights)
+    for t, (name, shape) in enumerate(key.tensors):
+        w = weights.get(name)
+        if w is None or tuple(w.shape) != shape or w.dtype != torch.float32:
+            raise AdvParamsError(
+                f"tensor `{name}` is missing or not float32 of shape {shape} (found "
+                f"{None if w is None else (w.dtype, tuple(w.shape))}); this is not the model "
+                f"the key was made for")
+        sel = key.which == t
+        idx = key.index[sel]
+        flat = w.detach().contiguous().view(-1)
+        if not torch.equal(flat[idx].view(torch.int32), expect[sel].view(torch.int32)):
+            bad = int((flat[idx].view(torch.int32) != expect[sel].view(torch.int32)).sum())
+            raise AdvParamsError(
+                f"{bad} of the key's positions in `{name}` do not hold the {what} values; this "
+                f"is not the model the key was made for (or it was modified since)")
+        new = flat.clone()
+        new[idx] = write[sel]
+        out[name] = new.view(shape)
+    return out
+
+
+def _apply(model: nn.Module | Weights, weights: dict[str, torch.Tensor]) -> Any:
+    if not isinstance(model, nn.Module):
+        return weights
+    out = copy.deepcopy(model)
+    out.load_state_dict(weights)
+    return out
+
+
+@torch.no_grad()
+def embed(model: nn.Module | Weights, key: Key, data: Any = None, **options: Any) -> Any:
+    """Encrypt a copy of the model with an existing key (writes the encrypted values).
+
+    Returns:
+        An encrypted copy of the same kind (nn.Module, or dict of named tensors).
+
+    Raises:
+        AdvParamsError: the model does not hold the key's original values.
+    """
+    return _apply(model, _swap(_weights_of(model), key, key.orig, key.enc, "original"))
+
+
+@torch.no_grad()
+def decrypt(model: nn.Module | Weights, key: Key) -> Any:
+    """Restore a copy of an encrypted model: the original values written back, bit-exact.
+
+    Args:
+        model: the encrypted model (nn.Module or named tensors, e.g. from safetensors).
+        key: its key.
+
+    Returns:
+        A decrypted copy of the same kind; every tensor equals the original's bytes.
+
+    Raises:
+        AdvParamsError: the model does not hold the key's encrypted values.
+
+    Example:
+        >>> from verifier import toy
+        >>> s = toy.digits(); m = toy.train_digits(toy.MLP(), s, 10)
+        >>> enc, key = encrypt(m, Params(), 0, (s.x_held, s.y_held))
+        >>> all(torch.equal(a, b) for a, b in zip(decrypt(enc, key).state_dict().values(),
+        ...                                        m.state_dict().values()))
+        True
+    """
+    return _apply(model, _swap(_weights_of(model), key, key.enc, key.orig, "encrypted"))
+
+
+# --------------------------------------------------------------------------- test
+
+def _generic(values: torch.Tensor, generic_bits: int) -> torch.Tensor:
+    """Which float32 values are non-zero normals with >= generic_bits significant bits."""
+    bits = values.view(torch.int32)
+    exponent = (bits >> 23) & 0xFF
+    mantissa = (bits & 0x7FFFFF) | 0x800000  # with the implicit leading 1
+    trailing = (mantissa & -mantissa).to(torch.float64).log2().round().to(torch.int64)
+    return (exponent > 0) & (exponent < 255) & (24 - trailing >= generic_bits)
+
+
+@torch.no_grad()
+def test(suspect: Suspect, key: Key) -> TestResult:
+    """Count exact float32 matches with the encrypted and with the original values.
+
+    Rules:
+    - enc matches: p_enc = P[Bin(P, 1/(2**L - 1)) >= matches] (proven, keyed dither);
+    - orig matches at generic positions G: p_orig = P[Bin(G, 2**-b) >= matches] (assumption,
+      module docstring);
+    - p = min(1, 2 * min(p_enc, p_orig)) (Bonferroni over the two);
+    - a tensor the suspect lacks or holds with another shape matches nothing.
+
+    Returns:
+        TestResult (statistic = positions matching either value, n = positions) with details
+        matches_encrypted, matches_original, generic_positions, log10_p_encrypted,
+        log10_p_original, copy ("encrypted" | "decrypted" | "mixed" | "none"), assumption.
+    """
+    if not suspect.has_weights:
+        return TestResult.not_applicable(NAME, "advparams reads weights; this suspect offers "
+                                               "only black-box access")
+    weights = suspect.weights
+    if not any(n in weights for n, _ in key.tensors):
+        return TestResult.not_applicable(
+            NAME, f"the suspect has none of the {len(key.tensors)} tensors this key covers "
+                  f"(e.g. `{key.tensors[0][0]}`): its weights are named differently")
+    held = torch.full((key.positions,), float("nan"), dtype=torch.float32)
+    present = torch.zeros(key.positions, dtype=torch.bool)
+    for t, (name, shape) in enumerate(key.tensors):
+        w = weights.get(name)
+        if w is None or tuple(w.shape) != shape or not w.is_floating_point():
+            continue
+        sel = key.which == t
+        held[sel] = w.detach().to(torch.float32).contiguous().view(-1)[key.index[sel]]
+        present |= sel
+    bits = held.view(torch.int32)
+    m_enc = present & (bits == key.enc.view(torch.int32))
+    generic = _generic(key.orig, key.params.generic_bits)
+    m_orig = present & generic & (bits == key.orig.view(torch.int32))
+    k_enc, k_orig, p, g = int(m_enc.sum()), int(m_orig.sum()), key.positions, int(generic.sum())
+    lp_enc = log10_binom_sf(k_enc, p, 1.0 / ((1 << key.params.dither_bits) - 1))
+    lp_orig = log10_binom_sf(k_orig, g, 2.0 ** -key.params.orig_bound_log2)
+    log10_p = min(0.0, math.log10(2.0) + min(lp_enc, lp_orig))
+    copy_kind = ("mixed" if k_enc and k_orig else "encrypted" if k_enc else
+                 "decrypted" if k_orig else "none")
+    return TestResult.from_log10_p(
+        NAME, statistic=int((m_enc | m_orig).sum()), n=p, log10_p=log10_p,
+        null=NULL_CONSERVATIVE,
+        details={"matches_encrypted": k_enc, "matches_original": k_orig,
+                 "generic_positions": g, "log10_p_encrypted": lp_enc,
+                 "log10_p_original": lp_orig, "copy": copy_kind,
+                 "missing_positions": int((~present).sum()),
+                 "assumption": (f"an independent model reproduces a generic trained float32 "
+                                f"weight with probability <= 2^-{key.params.orig_bound_log2}")},
+        claim=CLAIM)
