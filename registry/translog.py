@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 
 from registry.identities import registry_identity
 from registry.models import Checkpoint, LogEntry, LogHead, MerkleNode
@@ -31,28 +32,39 @@ def _get_nodes(coords: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
     return {(lvl, idx): bytes(h) for lvl, idx, h in rows if (lvl, idx) in wanted}
 
 
-def _locked_head() -> LogHead:
-    """The LogHead row, locked for this transaction (created on the first append ever)."""
-    try:
-        return LogHead.objects.select_for_update().get(pk=1)
-    except LogHead.DoesNotExist:
-        LogHead.objects.bulk_create([LogHead(pk=1, size=0)], ignore_conflicts=True)
-        return LogHead.objects.select_for_update().get(pk=1)
+def _reserve(count: int) -> int:
+    """Reserve `count` consecutive indexes and return the first; the UPDATE holds the LogHead
+    row lock until commit, which serializes appenders."""
+    if not LogHead.objects.filter(pk=1).update(size=F("size") + count):
+        LogHead.objects.bulk_create([LogHead(pk=1, size=0)], ignore_conflicts=True)  # first ever
+        LogHead.objects.filter(pk=1).update(size=F("size") + count)
+    return LogHead.objects.values_list("size", flat=True).get(pk=1) - count
 
 
 def append(kind: str, data: bytes) -> LogEntry:
-    """Append one entry (bytes from `verifier.evidence.logentry`), serialized by a row lock."""
-    leaf = merkle.leaf_hash(data)
-    with transaction.atomic():
-        head = _locked_head()
-        index = head.size
-        entry = LogEntry.objects.create(index=index, kind=kind, body=data, leaf_hash=leaf)
-        completed = merkle.nodes_completed_by_append(index, leaf, _get_nodes)
-        MerkleNode.objects.bulk_create(
-            [MerkleNode(level=lvl, index=idx, hash=h) for lvl, idx, h in completed])
-        head.size = index + 1
-        head.save(update_fields=["size"])
-    return entry
+    """Append one entry (bytes from `verifier.evidence.logentry`)."""
+    return append_many(kind, [data])[0]
+
+
+def append_many(kind: str, entries: list[bytes]) -> list[LogEntry]:
+    """Append entries in order in one transaction (joining the caller's, if any)."""
+    with transaction.atomic(savepoint=False):
+        first = _reserve(len(entries))
+        rows, nodes, fresh = [], [], {}
+
+        def get_nodes(coords: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+            found = {c: fresh[c] for c in coords if c in fresh}
+            return {**found, **_get_nodes([c for c in coords if c not in fresh])}
+
+        for index, data in enumerate(entries, start=first):
+            leaf = merkle.leaf_hash(data)
+            rows.append(LogEntry(index=index, kind=kind, body=data, leaf_hash=leaf))
+            for lvl, idx, h in merkle.nodes_completed_by_append(index, leaf, get_nodes):
+                fresh[(lvl, idx)] = h
+                nodes.append(MerkleNode(level=lvl, index=idx, hash=h))
+        LogEntry.objects.bulk_create(rows)
+        MerkleNode.objects.bulk_create(nodes)
+    return rows
 
 
 def size() -> int:
