@@ -555,7 +555,8 @@ class _Auditor:
         from verifier import schemes
         from verifier.models import load_suspect  # only here: loading models pulls in torch/onnx
 
-        suspect = load_suspect(self.suspect_path or "")
+        loaded = load_suspect(self.suspect_path or "")
+        suspect = getattr(loaded, "suspect", loaded)  # a LoadedModel carries the Suspect
         done = []
         for c in self.pred["checks"]:
             o = self.opened.get(c["commitment"])
@@ -570,8 +571,10 @@ class _Auditor:
                 raise EvidenceError(f"{where}: recomputed statistic {r.statistic} of n={r.n}, "
                                     f"the report says {c['statistic']} of n={c['n']}")
             reported = _log10(c["log10_p"], "log10_p")
-            if not (r.log10_p == reported or math.isclose(r.log10_p, reported, rel_tol=1e-9,
-                                                          abs_tol=1e-12)):
+            floor = -1e300  # a reported log10 p clamped to a finite floor stands for -inf
+            same = (r.log10_p == reported or (r.log10_p <= floor and reported <= floor)
+                    or math.isclose(r.log10_p, reported, rel_tol=1e-9, abs_tol=1e-12))
+            if not same:
                 raise EvidenceError(f"{where}: recomputed log10 p {r.log10_p:.6g}, the report "
                                     f"says {reported:.6g}")
             done.append(f"{c['scheme']} {r.statistic:g}/{r.n}")
