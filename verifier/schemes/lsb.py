@@ -51,8 +51,9 @@ ACCESS = "white-box"
 CLAIM = ("exact copy and integrity only: a positive test shows the suspect's float32 weights "
          "carry the owner's keyed LSB signature, and masked_digest_match shows they are a "
          "bit-exact copy of the signed model apart from those bits; any retraining, fine-tuning, "
-         "pruning, fp16/bf16 or int8 conversion erases the mark, so a negative test says "
-         "nothing about whether the suspect was derived from the owner's model")
+         "pruning, fp16/bf16 or int8 conversion erases the mark (or leaves only the bits of "
+         "weights training never reached, with an invalid signature and digest), so a negative "
+         "test says nothing about whether the suspect was derived from the owner's model")
 
 _SIGNATURE_BITS = 512  # an Ed25519 signature is 64 bytes
 _DOMAIN = b"hallmark/lsb/v1"
