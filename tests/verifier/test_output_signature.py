@@ -1,0 +1,218 @@
+"""`output_signature`: keyed lattice signatures in logit gaps, through the scheme contract."""
+import math
+import warnings
+
+import pytest
+import torch
+
+from verifier import keyfile, schemes, toy
+from verifier.evaluation import attacks
+from verifier.schemes import output_signature as osig
+from verifier.suspect import Suspect
+
+torch.set_num_threads(1)  # the machine is shared: keep each test module on one core
+
+
+@pytest.fixture(scope="module")
+def split():
+    return toy.digits()
+
+
+def _trained(split, seed, epochs=8):
+    torch.manual_seed(seed)
+    return toy.train_digits(toy.MLP(), split, epochs=epochs, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def model(split):
+    return _trained(split, 0)
+
+
+@pytest.fixture(scope="module")
+def key():
+    return osig.generate_key(osig.Params(), seed=21)
+
+
+@pytest.fixture(scope="module")
+def wrapped(model, key):
+    return osig.embed(model, key)
+
+
+def test_it_is_registered_under_its_name_with_the_contract():
+    s = schemes.get("output_signature")
+    assert (s.NAME, s.ACCESS) == ("output_signature", "black-box")
+    assert "wrapped copy" in s.CLAIM and "without the wrapper" in s.CLAIM
+
+
+def test_it_detects_the_wrapped_model_with_p_below_1e_9_through_predict_only(wrapped, key):
+    suspect = Suspect.from_predict(wrapped)
+    r = osig.test(suspect, key)
+    assert r.applicable and r.null == "exact"
+    assert r.p_value < 1e-9
+    assert r.statistic == r.n == key.params.queries * (key.params.classes - 1)
+    assert r.queries == suspect.queries == key.params.queries
+    assert r.details["queries_for_1e-6"] <= 3
+
+
+@torch.no_grad()
+def test_it_never_changes_the_top_class_and_moves_logits_by_less_than_delta(split, model,
+                                                                            wrapped, key):
+    x = torch.cat([split.x_test, torch.rand(500, 64, generator=torch.Generator().manual_seed(0))])
+    plain, signed = model(x), wrapped(x)
+    assert torch.equal(plain.argmax(dim=1), signed.argmax(dim=1))
+    top = plain.argmax(dim=1, keepdim=True)
+    assert torch.equal(plain.gather(1, top), signed.gather(1, top))  # the top logit is untouched
+    diff = plain - signed
+    assert (diff >= 0).all() and diff.max() < key.params.delta  # others only go down, a little
+    assert toy.accuracy(wrapped, split.x_test, split.y_test) == \
+        toy.accuracy(model, split.x_test, split.y_test)
+
+
+def test_it_survives_log_probabilities_because_gaps_are_shift_invariant(wrapped, key):
+    r = osig.test(Suspect.from_predict(lambda x: torch.log_softmax(wrapped(x), dim=1)), key)
+    assert r.p_value < 1e-9
+
+
+def test_weights_re_served_without_the_wrapper_are_not_detected_as_the_claim_says(model, key):
+    r = osig.test(Suspect.from_module(model), key)
+    assert r.p_value > 1e-4
+
+
+def test_rounding_the_outputs_removes_it(wrapped, key):
+    r = osig.test(Suspect.from_predict(lambda x: (wrapped(x) * 100).round() / 100), key)
+    assert r.p_value > 1e-4
+
+
+def test_fine_tuning_the_model_inside_the_wrapper_keeps_the_signature(split, wrapped, key):
+    tuned = attacks.finetune(wrapped, split, epochs=1)  # gradients pass through the wrapper
+    assert not torch.equal(tuned.model.fc1.weight, wrapped.model.fc1.weight)
+    assert osig.test(Suspect.from_module(tuned), key).p_value < 1e-9
+
+
+def test_independent_models_get_p_values_that_are_not_small(split):
+    log10_ps = []
+    for m_seed in range(2):
+        m = _trained(split, 100 + m_seed, epochs=3)
+        for k_seed in range(20):
+            k = osig.generate_key(osig.Params(), seed=1000 + 20 * m_seed + k_seed)
+            log10_ps.append(osig.test(Suspect.from_module(m), k).log10_p)
+    assert min(log10_ps) > -4  # 40 exact p-values: P[min < 1e-4] < 0.004
+    assert sum(p > -math.log10(2) for p in log10_ps) >= 10
+
+
+@pytest.mark.parametrize("outputs", ["on the lattice", "constant"])
+def test_the_null_stays_exact_for_outputs_built_to_fool_a_naive_decoder(model, outputs):
+    # logits snapped to multiples of delta always decode to bit 0, and constant logits to one
+    # fixed bit: the expected bits are keyed fair coins, so matches ~ Bin(n, 1/2) regardless
+    def predict(x):
+        if outputs == "constant":
+            return torch.arange(10.0).expand(len(x), 10) * 0.37
+        return (model(x) / 1e-3).round() * 1e-3
+
+    z = []
+    for seed in range(150):
+        r = osig.test(Suspect.from_predict(predict), osig.generate_key(osig.Params(), seed=seed))
+        z.append((r.statistic - r.n / 2) / math.sqrt(r.n / 4))
+    mean = sum(z) / len(z)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in z) / (len(z) - 1))
+    assert abs(mean) < 0.3 and 0.8 < sd < 1.25
+
+
+def test_queries_quantize_exactly_to_gf2_independent_parity_vectors(key):
+    p = key.params
+    q = key.queries().view(p.queries, -1).double()
+    u = q * 2 ** p.scale_bits - 0.5
+    assert torch.equal(u, u.round())  # the wrapper's floor recovers the integers exactly
+    rows = [(1 << 64) | sum((int(v) & 1) << i for i, v in enumerate(r)) for r in u.tolist()]
+    basis = []
+    for row in rows:  # Gaussian elimination over GF(2): every row must be independent
+        for b in basis:
+            row = min(row, row ^ b)
+        assert row != 0
+        basis.append(row)
+    assert ((q >= p.input_low) & (q < p.input_high)).all()
+
+
+def test_the_exported_onnx_model_still_carries_the_signature(split, wrapped, key, tmp_path):
+    import onnxruntime as ort
+
+    path = tmp_path / "signed.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapped.eval(), (split.x_test[:2],), str(path), dynamo=True,
+                          dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def predict(x):
+        return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+
+    r = osig.test(Suspect.from_predict(predict), key)
+    assert r.p_value < 1e-9 and r.statistic == r.n
+    with torch.no_grad():
+        assert torch.equal(predict(split.x_test).argmax(dim=1), wrapped(split.x_test).argmax(dim=1))
+
+
+def test_key_bytes_are_deterministic_and_round_trip_to_the_same_results(wrapped, key):
+    blob = key.to_bytes()
+    assert blob == osig.generate_key(osig.Params(), seed=21).to_bytes()
+    again = osig.Key.from_bytes(blob)
+    assert again.to_bytes() == blob and schemes.load_key(blob).to_bytes() == blob
+    a = osig.test(Suspect.from_module(wrapped), key)
+    b = osig.test(Suspect.from_module(wrapped), again)
+    assert (a.statistic, a.n, a.log10_p) == (b.statistic, b.n, b.log10_p)
+
+
+def test_public_params_reveal_no_secret(key):
+    public = key.public_params()
+    assert public["queries"] == key.params.queries and public["input_shape"] == [64]
+    assert "secret" not in public and key.secret.hex() not in repr(public)
+
+
+def test_it_is_not_applicable_to_weights_only_or_to_another_number_of_classes(wrapped, key):
+    r = osig.test(Suspect.from_weights(wrapped.state_dict()), key)
+    assert not r.applicable and "only weights" in r.details["reason"]
+    r = osig.test(Suspect.from_predict(lambda x: wrapped(x)[:, :5]), key)
+    assert not r.applicable and "(48, 10)" in r.details["reason"]
+
+
+def test_non_finite_outputs_count_as_mismatches(wrapped, key):
+    def predict(x):
+        y = wrapped(x).clone()
+        y[::2] = float("nan")
+        return y
+
+    r = osig.test(Suspect.from_predict(predict), key)
+    assert r.n == key.params.queries * 10 // 2 + key.params.queries * 9 // 2
+    assert r.statistic == key.params.queries * 9 // 2
+
+
+def test_it_rejects_bad_params():
+    with pytest.raises(osig.OutputSignatureError, match="queries must lie in"):
+        osig.Params(input_shape=(4,), queries=6)
+    with pytest.raises(osig.OutputSignatureError, match="overflow exact float64"):
+        osig.Params(input_shape=(3, 224, 224), hash_bits=24, queries=8)
+    with pytest.raises(osig.OutputSignatureError, match="delta"):
+        osig.Params(delta=0.0)
+    with pytest.raises(osig.OutputSignatureError, match="quantization steps"):
+        osig.Params(input_low=0.0, input_high=0.001)
+    with pytest.raises(osig.OutputSignatureError, match="int or bytes"):
+        osig.generate_key(osig.Params(), seed="x")
+
+
+def test_it_refuses_to_wrap_a_model_that_does_not_fit_the_key(key):
+    with pytest.raises(osig.OutputSignatureError, match="classes=3"):
+        osig.embed(torch.nn.Linear(64, 3), key)
+    with pytest.raises(osig.OutputSignatureError, match="cannot take inputs"):
+        osig.embed(torch.nn.Linear(10, 10), key)
+    with pytest.raises(osig.OutputSignatureError, match="nn.Module"):
+        osig.embed(lambda x: x, key)
+
+
+def test_it_rejects_key_blobs_of_other_schemes_or_with_a_short_secret(key):
+    with pytest.raises(keyfile.KeyFormatError, match="expected `output_signature`"):
+        osig.Key.from_bytes(keyfile.dump("lsb", {"x": torch.zeros(1)}, {}))
+    _, _, meta = keyfile.load(key.to_bytes())
+    with pytest.raises(keyfile.KeyFormatError, match="secret of 3 bytes"):
+        osig.Key.from_bytes(keyfile.dump(
+            "output_signature", {"secret": torch.zeros(3, dtype=torch.uint8)}, meta))
