@@ -875,7 +875,7 @@ def _unpack_zip(p: Path, dest: Path, limits: LoadLimits) -> dict[str, int]:
             if stat.S_ISLNK(mode):
                 raise ModelFormatError(f"{member} is a symbolic link; links are refused; "
                                        f"{_ARCHIVE_FIX}")
-            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):  # 0: permissions only
                 raise ModelFormatError(f"{member} is a special file (device, pipe or socket); "
                                        f"{_ARCHIVE_FIX}")
             if info.flag_bits & 0x1:
@@ -964,8 +964,11 @@ def _unpack_tar(p: Path, dest: Path, limits: LoadLimits) -> dict[str, int]:
             src = tf.extractfile(m)
             if src is None:
                 raise ModelFormatError(f"{member} has no data; {_ARCHIVE_FIX}")
-            with src:
-                written = _copy_capped(src, target, m.size, written, limits, what, member)
+            try:
+                with src:
+                    written = _copy_capped(src, target, m.size, written, limits, what, member)
+            except tarfile.TarError as e:
+                raise ModelFormatError(f"{member} is corrupt ({e}); {_ARCHIVE_FIX}") from None
     return {"members": count, "expanded_bytes": written}
 
 
@@ -981,6 +984,9 @@ def _copy_capped(src: Any, target: Path, declared: int, written: int, limits: Lo
                                        f"(a forged size); {_ARCHIVE_FIX}")
             _check_expansion(written + got, limits, what)
             out.write(chunk)
+    if got != declared:
+        raise ModelFormatError(f"{member} is truncated ({got} of {declared} bytes); "
+                               f"{_ARCHIVE_FIX}")
     return written + got
 
 
