@@ -3,9 +3,10 @@
 Exact copy and integrity only. The owner's Ed25519 signature over the model's identity (the
 SHA-256 of its weights with the marked bits cleared) is written, with a repetition code, into
 the `k` lowest mantissa bits of a few hundred float32 weights at positions chosen by a keyed
-DRBG. Any retraining, fine-tuning, pruning, fp16/bf16 or int8 conversion re-randomises or
-zeroes those bits and erases the mark: the scheme says "this is a bit-exact copy of the signed
-model (or a copy with the signature bits intact)", never "this model was derived from mine".
+DRBG. Fine-tuning, pruning, fp16/bf16 or int8 conversion re-randomise or zero those bits in
+every weight they touch (conversion touches all): the scheme says "this is a bit-exact copy of
+the signed model" (valid signature, matching masked digest) or "this suspect kept some of the
+owner's keyed bits" (small p-value), never "this model was not derived from mine".
 
 Why the p-value is exact for ANY suspect: the bits written are codeword XOR pad, where the pad
 is a keyed pseudo-random bit string. Under H0 the suspect is independent of the key, so each
@@ -48,12 +49,12 @@ from verifier.suspect import Suspect
 
 NAME = "lsb"
 ACCESS = "white-box"
-CLAIM = ("exact copy and integrity only: a positive test shows the suspect's float32 weights "
-         "carry the owner's keyed LSB signature, and masked_digest_match shows they are a "
-         "bit-exact copy of the signed model apart from those bits; any retraining, fine-tuning, "
-         "pruning, fp16/bf16 or int8 conversion erases the mark (or leaves only the bits of "
-         "weights training never reached, with an invalid signature and digest), so a negative "
-         "test says nothing about whether the suspect was derived from the owner's model")
+CLAIM = ("exact copy and integrity only: signature_valid with masked_digest_match shows the "
+         "suspect is a bit-exact copy of the signed model; a small p-value alone shows it kept "
+         "the owner's keyed low bits in some weights, which survive only where a modification "
+         "did not touch them (partial fine-tuning, pruning); fp16/bf16/int8 conversion or "
+         "retraining erases the mark, so a negative test says nothing about whether the suspect "
+         "was derived from the owner's model")
 
 _SIGNATURE_BITS = 512  # an Ed25519 signature is 64 bytes
 _DOMAIN = b"hallmark/lsb/v1"
