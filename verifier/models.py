@@ -714,7 +714,8 @@ def _load_torch(p: Path, size: int, limits: LoadLimits, scratch: Path, use_mmap:
         if not status.get("ok"):
             raise ModelFormatError(_child_refusal(p.name, status, proc.returncode, limits))
         tensors, warnings, info = _read_safetensors(out, limits, "the state dict of")
-    warnings = [_show(w, 200) for w in status.get("notes", [])][:_MAX_WARNINGS] + warnings
+    notes = status.get("notes") if isinstance(status.get("notes"), list) else []
+    warnings = [re.sub(r"[^\x20-\x7e]", "", str(n))[:200] for n in notes][:_MAX_WARNINGS] + warnings
     return LoadedModel(Suspect.from_weights(tensors), "torch-state-dict", warnings,
                        {"bytes": size, "container": "zip" if use_mmap else "legacy pickle",
                         **info})
