@@ -412,6 +412,8 @@ def _nonfinite_warnings(tensors: Mapping[str, torch.Tensor]) -> list[str]:
             chunk = flat[i:i + _NAN_SCAN_ELEMENTS]
             if chunk.element_size() == 1:  # float8 types lack isnan on CPU
                 chunk = chunk.float()
+            if bool(torch.isfinite(chunk).all()):  # one pass in the common case
+                continue
             nan += int(torch.isnan(chunk).sum())
             inf += int(torch.isinf(chunk).sum())
         if nan:
@@ -714,7 +716,8 @@ def _load_torch(p: Path, size: int, limits: LoadLimits, scratch: Path, use_mmap:
         if not status.get("ok"):
             raise ModelFormatError(_child_refusal(p.name, status, proc.returncode, limits))
         tensors, warnings, info = _read_safetensors(out, limits, "the state dict of")
-    notes = status.get("notes") if isinstance(status.get("notes"), list) else []
+    raw_notes = status.get("notes")
+    notes: list[Any] = raw_notes if isinstance(raw_notes, list) else []
     warnings = [re.sub(r"[^\x20-\x7e]", "", str(n))[:200] for n in notes][:_MAX_WARNINGS] + warnings
     return LoadedModel(Suspect.from_weights(tensors), "torch-state-dict", warnings,
                        {"bytes": size, "container": "zip" if use_mmap else "legacy pickle",

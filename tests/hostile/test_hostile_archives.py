@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file, save
+from safetensors.torch import save, save_file
 
 from tests.hostile.loopback import files_under
 from tests.hostile.test_hostile_files import tiny_onnx
 from verifier.models import LoadLimits, ModelFormatError, load_suspect
 
+DEFAULTS = LoadLimits()
 WEIGHTS = save({"w": torch.arange(12, dtype=torch.float32).reshape(4, 3)})
 
 
@@ -31,7 +32,7 @@ def scratch(tmp_path: Path) -> Path:
     return d
 
 
-def refuse(path: Path, scratch: Path, *phrases: str, limits: LoadLimits = LoadLimits()) -> str:
+def refuse(path: Path, scratch: Path, *phrases: str, limits: LoadLimits = DEFAULTS) -> str:
     with pytest.raises(ModelFormatError) as err:
         load_suspect(path, limits, scratch_dir=scratch)
     message = str(err.value)

@@ -19,6 +19,8 @@ from tests.hostile.loopback import files_under
 from verifier.models import LoadLimits, ModelFormatError, load_suspect
 from verifier.toy import MLP
 
+DEFAULTS = LoadLimits()
+
 
 class MakeDir:
     """A payload whose unpickling would create `path` (a marker proving code ran)."""
@@ -37,7 +39,7 @@ def scratch(tmp_path: Path) -> Path:
     return d
 
 
-def refuse(path: Path, scratch: Path, *phrases: str, limits: LoadLimits = LoadLimits()) -> str:
+def refuse(path: Path, scratch: Path, *phrases: str, limits: LoadLimits = DEFAULTS) -> str:
     """Assert load_suspect refuses `path` with every phrase in its message and leaves no files."""
     with pytest.raises(ModelFormatError) as err:
         load_suspect(path, limits, scratch_dir=scratch)

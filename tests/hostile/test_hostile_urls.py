@@ -23,10 +23,11 @@ from tests.hostile.loopback import (
 )
 from workers.fetcher import FetchError, FetchPolicy, fetch
 
+NOTHING_ALLOWED = FetchPolicy()
 LOOPBACK_OK = FetchPolicy(allow_loopback=True, timeout_seconds=10)
 
 
-def refuse(url: str, cache: Path, *phrases: str, policy: FetchPolicy = FetchPolicy(),
+def refuse(url: str, cache: Path, *phrases: str, policy: FetchPolicy = NOTHING_ALLOWED,
            permanent: bool = True, **kw: object) -> FetchError:
     with pytest.raises(FetchError) as err:
         fetch(url, policy, cache, **kw)  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from verifier.models import LoadedModel, LoadLimits, ModelFormatError, load_susp
 from verifier.toy import CNN, MLP
 
 torch.set_num_threads(1)
+DEFAULTS = LoadLimits()
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def scratch(tmp_path: Path) -> Path:
     return d
 
 
-def load(path: Path, scratch: Path, limits: LoadLimits = LoadLimits()) -> LoadedModel:
+def load(path: Path, scratch: Path, limits: LoadLimits = DEFAULTS) -> LoadedModel:
     loaded = load_suspect(path, limits, scratch_dir=scratch)
     assert os.listdir(scratch) == []  # nothing left behind
     return loaded

@@ -18,7 +18,7 @@ from tests.hostile.loopback import (
     send,
     stub_resolver,
 )
-from workers.fetcher import FetchError, Fetched, FetchPolicy, check_address, fetch
+from workers.fetcher import Fetched, FetchError, FetchPolicy, check_address, fetch
 
 POLICY = FetchPolicy(allow_loopback=True, timeout_seconds=10)
 BODY = bytes(range(256)) * 40  # 10,240 bytes
