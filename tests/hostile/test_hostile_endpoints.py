@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.hostile.loopback import LoopbackServer, NeverConnect, Seen, send, serve_oip, stub_resolver
+from tests.hostile.loopback import (
+    LoopbackServer,
+    NeverConnect,
+    Seen,
+    send,
+    serve_oip,
+    stub_resolver,
+)
 from workers.fetcher import FetchError, FetchPolicy
 from workers.oip import EndpointError, oip_suspect
 
