@@ -1,0 +1,101 @@
+"""`hallmark evaluate --schemes uchida,trigger_set [--quick] [--out docs/quality.md]`.
+
+Runs `verifier.evaluation.<scheme>.evaluate(quick)` for each scheme named, merges the rows into
+the JSON file beside `--out` (rows of other schemes are kept) and renders `--out` from it.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from verifier.cli import CommandError
+from verifier.evaluation import report
+from verifier.schemes import KNOWN
+
+HELP = ("measure fidelity, power, robustness and false-positive rates of schemes; "
+        "writes docs/quality.md and quality.json")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--schemes", required=True, metavar="A,B,...",
+                        help=f"comma-separated scheme names, from: {', '.join(KNOWN)}")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: fewer seeds, epochs and null pairs (rows say so)")
+    parser.add_argument("--out", default="docs/quality.md", type=Path, metavar="FILE.md",
+                        help="the Markdown report; the JSON record goes beside it "
+                             "(default: docs/quality.md and docs/quality.json)")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="torch threads (default 1, so timings compare across machines)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    names = parse_schemes(args.schemes)
+    evaluators = {name: evaluator(name) for name in names}
+    if args.out.suffix != ".md":
+        raise CommandError(f"--out must name a .md file, received {args.out}")
+    try:
+        old = report.load(args.out.with_suffix(".json"))
+    except report.ReportError as e:
+        raise CommandError(str(e)) from None
+    if args.threads < 1:
+        raise CommandError(f"--threads must be >= 1, received {args.threads}")
+    torch.set_num_threads(args.threads)
+    new: list[dict[str, Any]] = []
+    for name, evaluate in evaluators.items():
+        print(f"evaluating {name}{' (quick)' if args.quick else ''} ...", flush=True)
+        start = time.perf_counter()
+        rows = rows_of(name, evaluate(args.quick))
+        info = report.run_info(args.quick)
+        for row in rows:
+            row.setdefault("seconds", time.perf_counter() - start)
+            row["run"] = info
+            try:
+                report.check_row(row)
+            except report.ReportError as e:
+                raise CommandError(f"verifier.evaluation.{name}: {e}") from None
+        new += rows
+        print(f"  {name}: {len(rows)} row(s) in {time.perf_counter() - start:.0f} s", flush=True)
+    json_path = report.write(args.out, report.merge(old, new))
+    print(f"wrote {json_path} and {args.out}")
+    return 0
+
+
+def parse_schemes(text: str) -> list[str]:
+    """Scheme names from "a,b", in order, without duplicates; CommandError on an unknown one."""
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise CommandError("--schemes is empty; name at least one scheme, e.g. --schemes uchida")
+    unknown = [n for n in names if n not in KNOWN]
+    if unknown:
+        raise CommandError(f"unknown scheme(s) {', '.join(unknown)}; expected names from "
+                           f"{', '.join(KNOWN)}")
+    return names
+
+
+def evaluator(name: str) -> Callable[[bool], Mapping[str, Any]]:
+    """`verifier.evaluation.<name>.evaluate`; CommandError if that scheme has no evaluation."""
+    if importlib.util.find_spec(f"verifier.evaluation.{name}") is None:
+        raise CommandError(f"scheme `{name}` has no evaluation module "
+                           f"(verifier/evaluation/{name}.py)")
+    module = importlib.import_module(f"verifier.evaluation.{name}")
+    fn = getattr(module, "evaluate", None)
+    if not callable(fn):
+        raise CommandError(f"verifier.evaluation.{name} has no evaluate(quick) function")
+    return fn  # type: ignore[no-any-return]
+
+
+def rows_of(name: str, result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rows of one evaluate() result: a row, or {"rows": [...]}; each must be for `name`."""
+    rows = [dict(r) for r in result["rows"]] if "rows" in result else [dict(result)]
+    for r in rows:
+        if r.get("scheme") != name:
+            raise CommandError(f"verifier.evaluation.{name} returned a row for scheme "
+                               f"`{r.get('scheme')}`")
+    return rows
