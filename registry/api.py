@@ -117,7 +117,11 @@ class VerificationViewSet(mixins.CreateModelMixin, mixins.ListModelMixin,
 def report(request: Request, public_id: str) -> Response:
     """The self-contained signed report, public: anyone can fetch and audit it."""
     r = get_object_or_404(Report, public_id=public_id)
-    return Response(reporting.report_document(r))
+    since = _int_param(request, "since") if "since" in request.query_params else None
+    try:
+        return Response(reporting.report_document(r, since))
+    except translog.LogRangeError as e:
+        raise ValidationError({"since": str(e)}) from None
 
 
 @api_view(["GET"])

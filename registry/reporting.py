@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -29,7 +29,7 @@ from registry import translog
 from registry.identities import owner_identity, registry_identity
 from registry.models import CHECKED, ENDPOINT, CheckResult, Owner, Report, Suspect, Verification
 from verifier.evidence import dsse, intoto, logentry
-from verifier.evidence.report import PREDICATE_TYPE, REPORT_FORMAT, assemble_report
+from verifier.evidence.report import PREDICATE_TYPE, assemble_report, consistency_field
 from verifier.evidence.canonical import canonical_json
 from verifier.evidence.identity import b64
 from verifier.stats import holm
@@ -40,7 +40,7 @@ ATTRIBUTED, NOT_ATTRIBUTED, NOT_APPLICABLE, ERRORED = (
 
 
 def rfc3339(t: datetime | None) -> str | None:
-    return None if t is None else t.astimezone(timezone.UTC).isoformat().replace("+00:00", "Z")
+    return None if t is None else t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def subject_digest(suspect: Suspect) -> str:
@@ -100,26 +100,31 @@ def _verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _signers(v: Verification, verdict_rows: list[dict[str, Any]]) -> list[Owner]:
-    keyids = {r["owner_keyid"] for r in verdict_rows if r["decision"] == ATTRIBUTED}
-    owners = list(Owner.objects.filter(keyid__in=keyids))
-    if v.target is not None and v.target.owner not in owners:
-        owners.append(v.target.owner)
-    return sorted(owners, key=lambda o: o.keyid)
+def _owners(v: Verification, rows: list[dict[str, Any]]) -> tuple[list[Owner], set[str]]:
+    """Every owner a check names (plus the target's), and the keyids that sign the report:
+    the target's owner and the attributed owners, when the registry holds their key."""
+    named = {r["owner_keyid"] for r in rows}
+    if v.target is not None:
+        named.add(v.target.owner.keyid)
+    owners = sorted(Owner.objects.filter(keyid__in=named), key=lambda o: o.keyid)
+    wanted = {r["owner_keyid"] for r in rows if r["decision"] == ATTRIBUTED}
+    if v.target is not None:
+        wanted.add(v.target.owner.keyid)
+    return owners, {o.keyid for o in owners if o.keyid in wanted and not o.byok}
 
 
 def build_statement(v: Verification, signed_at: datetime) -> tuple[dict[str, Any], list[Owner]]:
     suspect = v.suspect
     seen = first_seen(suspect)
     rows = _check_rows(v, seen)
-    owners = _signers(v, rows)
+    owners, signing = _owners(v, rows)
     reg = registry_identity()
     predicate = {
         "verification": str(v.public_id),
         "registry": {"origin": settings.HALLMARK_LOG_ORIGIN, "keyid": reg.keyid,
                      "public_key": b64(reg.public_key)},
-        "owners": [{"keyid": o.keyid, "public_key": b64(bytes(o.public_key)), "byok": o.byok}
-                   for o in owners],
+        "owners": [{"keyid": o.keyid, "public_key": b64(bytes(o.public_key)), "byok": o.byok,
+                    "signs": o.keyid in signing} for o in owners],
         "suspect": {"url": suspect.url, "kind": suspect.kind, "format": suspect.format,
                     "size": suspect.size, "first_seen": rfc3339(seen)},
         "target_model": str(v.target.public_id) if v.target else None,
@@ -137,7 +142,8 @@ def build_statement(v: Verification, signed_at: datetime) -> tuple[dict[str, Any
                   "finished": rfc3339(v.finished_at), "signed": rfc3339(signed_at)},
     }
     name = suspect.url
-    return intoto.statement(name, subject_digest(suspect), PREDICATE_TYPE, predicate), owners
+    signers = [o for o in owners if o.keyid in signing]
+    return intoto.statement(name, subject_digest(suspect), PREDICATE_TYPE, predicate), signers
 
 
 def finalize(v: Verification) -> Report:
@@ -161,12 +167,21 @@ def finalize(v: Verification) -> Report:
     return report
 
 
-def report_document(report: Report) -> dict[str, Any]:
-    """The public, self-contained report: envelope, log proof bundle, registry key."""
+def report_document(report: Report, since: int | None = None) -> dict[str, Any]:
+    """The public, self-contained report: envelope, log proof bundle, registry key.
+
+    With `since` (the size of a checkpoint the auditor kept), it also carries a consistency
+    proof from that size to the bundle's checkpoint, for `hallmark audit --since`.
+    """
     proof = translog.prove(report.log_index)
+    consistency = None
+    if since is not None:
+        new = translog.checkpoint().size
+        consistency = consistency_field(since, new, translog.consistency(since, new))
     return assemble_report(json.loads(report.envelope), log_index=proof.index, bundle=proof.bundle,
                            origin=settings.HALLMARK_LOG_ORIGIN,
-                           registry_public_key=registry_identity().public_key)
+                           registry_public_key=registry_identity().public_key,
+                           consistency=consistency)
 
 
 def statement_of(report: Report) -> dict[str, Any]:

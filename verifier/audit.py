@@ -25,7 +25,7 @@ The envelope's payload is canonical JSON of an in-toto Statement v1:
     predicate: {
       "verification": uuid,
       "registry": {"origin", "keyid", "public_key": b64},
-      "owners": [{"keyid", "public_key": b64, "byok": bool, ...}],
+      "owners": [{"keyid", "public_key": b64, "byok": bool, "signs": bool (optional), ...}],
       "alpha": family-wise alpha, "tests_run": m (checks not "not applicable"),
       "checks": [{"scheme", "commitment", "model", "owner_keyid", "statistic", "n", "log10_p"
                   (number or "-inf"), "p_value", "null", "alpha" (Holm threshold, null when not
@@ -48,7 +48,8 @@ Rules checked, in order (the audit stops at the first failure):
   envelope        DSSE structure; payloadType is in-toto.
   signatures      every signature verifies over PAE(payloadType, payload); every signer is the
                   registry or an owner listed in the predicate (else "unknown key"); the registry
-                  and every owner without "byok": true signed (else "signature removed"). A
+                  and every owner listed with "signs": true (without "signs": every owner
+                  without "byok": true) signed (else "signature removed"). A
                   bring-your-own-key owner's key never leaves the owner, so the registry cannot
                   add that signature; if it is present it must verify.
   statement       in-toto Statement v1, predicateType, one subject with a sha256 digest.
@@ -293,7 +294,7 @@ class _Auditor:
         # signature over that same payload is required and verified below.
         for owner in _unverified_owners(parse_envelope(self.report["envelope"]).payload):
             trusted[owner[0]] = owner[1]
-            if not owner[2]:
+            if owner[2]:
                 required.add(owner[0])
         self.payload = verify_envelope(self.report["envelope"], trusted, required)
         signers = [s["keyid"] for s in self.report["envelope"]["signatures"]]
@@ -642,14 +643,17 @@ def _time(value: object, where: str) -> datetime:
 
 
 def _unverified_owners(payload: bytes) -> list[tuple[str, bytes, bool]]:
-    """(keyid, key, byok) of the owners the payload lists, before any signature is checked."""
+    """(keyid, key, must_sign) of the owners the payload lists, before any signature is checked.
+
+    An owner must sign when listed with "signs": true, or, without "signs", when not "byok".
+    """
     try:
         owners = parse_statement(payload)["predicate"]["owners"]
         out = []
         for o in owners:
             key = unb64_strict(o["public_key"], "owner key", 32)
             if o["keyid"] == keyid_of(key):
-                out.append((o["keyid"], key, o.get("byok") is True))
+                out.append((o["keyid"], key, o.get("signs", o.get("byok") is not True) is True))
         return out
     except (EvidenceError, KeyError, TypeError):
         return []
