@@ -61,7 +61,7 @@ def test_it_attributes_a_marked_model_through_predict_only(marked, key) -> None:
     r = trigger_set.test(suspect, key)
     assert not suspect.has_weights
     assert r.applicable and r.p_value < 1e-9 and r.null == "exact"
-    assert r.queries == key.n == 100 and r.details["triggers"] == 100
+    assert r.queries == r.n == key.n == 100 and r.details["triggers"] == 100
     assert r.statistic >= 95
 
 
@@ -107,15 +107,16 @@ def test_its_p_value_is_the_exact_tail_over_informative_triggers(key) -> None:
         lambda x: nn.functional.one_hot(torch.full((x.shape[0],), always), 10).float()), key)
     k = int((key.labels == always).sum())
     informative = int((key.true_labels != always).sum())
-    assert (r.statistic, r.n) == (k, informative)
+    assert (r.statistic, r.n, r.details["informative"]) == (k, key.n, informative)
     assert r.log10_p == pytest.approx(log10_binom_sf(k, informative, 1 / 9))
+    assert r.log10_p <= log10_binom_sf(k, key.n, 1 / 9)  # never above the unconditional bound
 
 
 def test_a_suspect_that_always_answers_the_clean_label_has_p_one(key) -> None:
     truth = key.true_labels
     r = trigger_set.test(Suspect.from_predict(
         lambda x: nn.functional.one_hot(truth[:x.shape[0]], 10).float()), key)
-    assert r.statistic == 0 and r.n == 0 and r.p_value == 1.0
+    assert r.statistic == 0 and r.details["informative"] == 0 and r.p_value == 1.0
 
 
 def test_its_prefix_p_value_checks_its_input(key) -> None:

@@ -114,7 +114,7 @@ def _row(arch: str, quick: bool) -> dict[str, Any]:
             pred = attacked.eval()(key.triggers).argmax(dim=1)
         r = ts.test(Suspect.from_predict(attacked), key)
         rows.append(attack_entry(name, toy.accuracy(attacked, split.x_test, split.y_test), r,
-                                 statistic=r.statistic, informative=r.n,
+                                 statistic=r.statistic, informative=r.details["informative"],
                                  queries_for_1e_6=_prefix_needed(pred, key)))
 
     null, randomized = [], []
@@ -127,8 +127,8 @@ def _row(arch: str, quick: bool) -> dict[str, Any]:
         suspect = toy.train_digits(make(), split, epochs=null_epochs, seed=50_000 + i)
         r = ts.test(Suspect.from_predict(suspect), key_i)
         null.append(r.log10_p)
-        randomized.append(randomized_binomial_p(int(r.statistic), r.n, 1 / (key_i.classes - 1),
-                                                float(u[i])))
+        randomized.append(randomized_binomial_p(int(r.statistic), r.details["informative"],
+                                                1 / (key_i.classes - 1), float(u[i])))
 
     deltas = [100 * (m - c) for m, c in zip(marked_acc, clean_acc, strict=True)]
     notes = [
@@ -140,7 +140,8 @@ def _row(arch: str, quick: bool) -> dict[str, Any]:
         + f"; mean {statistics.mean(deltas):+.2f}; 1 test image = {100 / len(split.y_test):.2f} pp",
         f"matching triggers on the marked model of each seed: {per_seed} of {params.n}",
         "the protected model itself, before embedding (matches / informative, log10 p): "
-        + ", ".join(f"{b.statistic:.0f}/{b.n} ({b.log10_p:.1f})" for b in before),
+        + ", ".join(f"{b.statistic:.0f}/{b.details['informative']} ({b.log10_p:.1f})"
+                    for b in before),
         f"false positives: {pairs} (owner, key, suspect) triples, owner and suspect trained "
         f"{null_epochs} epochs from independent seeds",
     ]

@@ -16,8 +16,10 @@ independent of this key", r_i is uniform on the classes other than y_i and indep
 (f, x) given y, independently across i. So, given f's predictions, a trigger whose prediction
 is y_i cannot match, and every other trigger matches with probability exactly 1/(C - 1):
 the number of matches among the n' "informative" triggers (prediction ≠ y_i) is exactly
-Binomial(n', 1/(C - 1)). The test reports that tail (`null` = "exact"); it is never larger than
-the unconditional Binomial(n, 1/(C - 1)) tail, itself a valid bound. The perturbation must
+Binomial(n', 1/(C - 1)). The result reports k matches out of n triggers (the trials, = queries),
+n' in `details["informative"]`, and the exact tail P[Binomial(n', 1/(C - 1)) >= k]
+(`null` = "exact"); it is never larger than the unconditional Binomial(n, 1/(C - 1)) tail,
+itself a valid bound, so an auditor who recomputes that one gets a larger, still valid p. The perturbation must
 not depend on r (it does not: PGD is untargeted), or transferability would break the null.
 """
 from __future__ import annotations
@@ -257,7 +259,7 @@ def test(suspect: Suspect, key: Key) -> TestResult:
     pred = torch.cat(outputs).argmax(dim=1)  # (n,)
     k, n_eff, log10_p = p_value(pred, key)
     return TestResult.from_log10_p(
-        NAME, statistic=k, n=n_eff, log10_p=log10_p, null=NULL_EXACT, queries=queries,
+        NAME, statistic=k, n=key.n, log10_p=log10_p, null=NULL_EXACT, queries=queries,
         claim=CLAIM,
         details={"matches": k, "triggers": key.n, "informative": n_eff,
                  "trigger_accuracy": k / key.n, "p0": 1.0 / (key.classes - 1),
