@@ -75,8 +75,10 @@ def stolen_and_independent(marked: Marked, seed: int = 0) -> tuple[nn.Module, nn
 
 def export_onnx(model: nn.Module, path: Path) -> None:
     """ONNX with a dynamic batch dimension; initializers keep the torch parameter names."""
+    import logging
     import warnings
 
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed"
     model.eval()
     batch = torch.export.Dim("batch")
     with warnings.catch_warnings():
@@ -122,11 +124,11 @@ def _print_report(name: str, report: dict) -> dict:
     return p
 
 
-def _audit(path: Path) -> int:
+def _audit(path: Path, registry_key: str) -> int:
     from verifier.cli import main as hallmark
 
-    say(f"   $ hallmark audit {path.name}")
-    return hallmark(["audit", str(path)])
+    say(f"   $ hallmark audit {path.name} --registry-key {registry_key[:12]}…")
+    return hallmark(["audit", str(path), "--registry-key", registry_key])
 
 
 def run(workdir: Path, workers: int = 2) -> bool:
@@ -160,6 +162,8 @@ def run(workdir: Path, workers: int = 2) -> bool:
         say(f"3. Registered owner alice (key {me['keyid'][:16]}…)")
         model = owner.register_model("digits-mlp", version="1",
                                      description="MLP on scikit-learn digits, demo")
+        # The owner pins the registry's key from its first signed receipt.
+        registry_key = model["receipt"]["public_keys"]["registry"]["ed25519"]
         for scheme, blob in marked.keys.items():
             c = owner.add_commitment(model["id"], blob)
             say(f"   committed {scheme:<12} {c['digest'][:24]}… at log index {c['log_index']}")
@@ -186,14 +190,14 @@ def run(workdir: Path, workers: int = 2) -> bool:
         for name, r in reports.items():
             path = workdir / f"report-{name}.json"
             path.write_text(json.dumps(r, indent=1))
-            ok &= _audit(path) == 0
+            ok &= _audit(path, registry_key) == 0
         tampered = workdir / "report-stolen-tampered.json"
         raw = bytearray((workdir / "report-stolen.json").read_bytes())
         pos = raw.index(b'"payload": "') + len(b'"payload": "') + 40
         raw[pos] = ord("A") if raw[pos] != ord("A") else ord("B")
         tampered.write_bytes(bytes(raw))
         say("   one byte changed in the stolen copy's report:")
-        ok &= _audit(tampered) != 0
+        ok &= _audit(tampered, registry_key) != 0
         say("7. Stopping the registry, its workers and Redis…")
     say("DEMO OK: stolen copy attributed, independent model not, audits as expected"
         if ok else "DEMO FAILED: an expectation did not hold (see above)")
