@@ -1,6 +1,8 @@
 """The REST API: thin DRF views over the registration, submission and log services."""
 from __future__ import annotations
 
+import json
+
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -14,7 +16,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from registry import receipts, reporting, serializers, translog
+from registry import licensing, receipts, reporting, serializers, translog
 from registry.identities import new_owner_fields
 from registry.models import Commitment, LogEntry, Owner, RegisteredModel, Report, Verification
 from registry.registration import add_commitment, register_model
@@ -88,6 +90,18 @@ class CommitmentViewSet(viewsets.ReadOnlyModelViewSet):
         c = self.get_object()
         blob = unseal(settings.HALLMARK_MASTER_KEY, bytes(c.sealed_key))
         return Response(make_opening(c.scheme, bytes(c.salt), blob))
+
+    @action(detail=True, methods=["post"])
+    def licences(self, request: Request, public_id: str) -> Response:
+        """Issue a decryption licence for an advparams-encrypted model to a named licensee."""
+        c = self.get_object()
+        s = serializers.LicenceRequestSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        lic = licensing.issue(c, s.validated_data["licensee"], s.validated_data["model"].read())
+        entry = LogEntry.objects.get(index=lic.log_index)
+        return Response({"id": str(lic.public_id), "licensee": lic.licensee,
+                         "licence": json.loads(lic.document), "receipt": receipts.receipt(entry)},
+                        status=status.HTTP_201_CREATED)
 
 
 class VerificationViewSet(mixins.CreateModelMixin, mixins.ListModelMixin,

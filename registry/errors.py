@@ -33,3 +33,9 @@ class NotAdvParams(APIException):
     status_code = status.HTTP_400_BAD_REQUEST
     default_detail = "licences can only be issued for advparams commitments"
     default_code = "not_advparams"
+
+
+class BadLicenceRequest(APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = "the licence cannot be issued for this model"
+    default_code = "bad_licence_request"

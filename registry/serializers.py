@@ -89,6 +89,11 @@ class CommitmentUploadSerializer(serializers.Serializer):
         return _signature(value)
 
 
+class LicenceRequestSerializer(serializers.Serializer):
+    licensee = serializers.CharField(max_length=200)
+    model = serializers.FileField(help_text="the encrypted model (safetensors) the licence decrypts")
+
+
 class VerificationSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="public_id", read_only=True)
     url = serializers.CharField(source="suspect.url")
