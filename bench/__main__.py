@@ -1,0 +1,38 @@
+"""`make bench`: every benchmark, written to bench/results/bench.json with the machine it ran on.
+
+    python -m bench [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from bench import bench_evidence, extraction, log_append
+from bench.machine import machine
+
+RESULTS = Path(__file__).resolve().parent / "results" / "bench.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    args = parser.parse_args()
+    n = 20_000 if args.quick else 1_000_000
+    t0 = time.perf_counter()
+    out = {
+        "machine": machine(),
+        "evidence_in_memory": bench_evidence.run(entries=n),
+        "log_postgresql": log_append.run(entries=500 if args.quick else 3000, million=n),
+        "uchida_extraction": extraction.run(),
+    }
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    text = json.dumps(out, indent=1)
+    print(text)
+    if not args.quick:
+        RESULTS.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
