@@ -1,0 +1,156 @@
+"""The audit's checks of the signed claims: predicate fields, Holm decisions, priority."""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from verifier.audit_fields import (
+    _HEX64,
+    RAN,
+    _has_first_seen,
+    _is_count,
+    _log10,
+    _optional,
+    _require,
+    _time,
+)
+from verifier.audit_state import _AuditState
+from verifier.evidence.errors import EvidenceError
+from verifier.evidence.identity import b64, keyid_of, unb64_strict
+from verifier.evidence.report import ATTRIBUTED, DECISIONS
+
+
+class _PredicateChecks(_AuditState):
+    """predicate, decisions and priority; each returns what it established."""
+
+    def check_predicate(self) -> str:
+        p = self.pred
+        _require(p, "predicate", {"verification": str, "registry": dict, "owners": list,
+                                  "alpha": (int, float), "tests_run": int, "checks": list,
+                                  "verdict": dict, "times": dict, "commitments": list})
+        reg = p["registry"]
+        _require(reg, "predicate.registry", {"origin": str, "keyid": str, "public_key": str})
+        if reg["public_key"] != b64(self.registry_key) or reg["keyid"] != keyid_of(self.registry_key):
+            raise EvidenceError("the predicate names another registry key than the report's")
+        if reg["origin"] != self.report["log"]["origin"]:
+            raise EvidenceError(f"log origin {self.report['log']['origin']!r} differs from the "
+                                f"signed registry origin {reg['origin']!r}")
+        owners = set()
+        for n, o in enumerate(p["owners"]):
+            _require(o, f"owners[{n}]", {"keyid": str, "public_key": str})
+            key = unb64_strict(o["public_key"], f"owners[{n}].public_key", 32)
+            if o["keyid"] != keyid_of(key):
+                raise EvidenceError(f"owners[{n}].keyid does not match its public key")
+            if "byok" in o and not isinstance(o["byok"], bool):
+                raise EvidenceError(f"owners[{n}].byok must be true or false")
+            owners.add(o["keyid"])
+        commitments = {}
+        for n, c in enumerate(p["commitments"]):
+            _require(c, f"commitments[{n}]", {"digest": str, "scheme": str, "log_index": int,
+                                              "registered_at": str})
+            if not _HEX64.fullmatch(c["digest"]) or not _is_count(c["log_index"]):
+                raise EvidenceError(f"commitments[{n}]: digest must be 64 hex, log_index >= 0")
+            _time(c["registered_at"], f"commitments[{n}].registered_at")
+            if c["digest"] in commitments:
+                raise EvidenceError(f"commitment {c['digest'][:16]}… is listed twice")
+            commitments[c["digest"]] = c
+        for n, c in enumerate(p["checks"]):
+            _require(c, f"checks[{n}]", {"scheme": str, "commitment": str, "model": str,
+                                         "owner_keyid": str, "decision": str})
+            if c["decision"] not in DECISIONS:
+                raise EvidenceError(f"checks[{n}].decision is {c['decision']!r}, expected one "
+                                    f"of {', '.join(DECISIONS)}")
+            _optional(c, f"checks[{n}]", {"queries": int, "claim": str, "details": dict})
+            if c["decision"] in RAN:
+                _require(c, f"checks[{n}]", {"statistic": (int, float), "n": int,
+                                             "log10_p": (int, float, str),
+                                             "p_value": (int, float), "null": str,
+                                             "alpha": (int, float)})
+                log10_p = _log10(c["log10_p"], f"checks[{n}].log10_p")
+                if not math.isclose(c["p_value"], 10.0 ** log10_p, rel_tol=1e-9,
+                                    abs_tol=1e-300):
+                    raise EvidenceError(f"checks[{n}].p_value {c['p_value']} is not "
+                                        "10^log10_p")
+            if c["commitment"] not in commitments:
+                raise EvidenceError(f"checks[{n}] names commitment {c['commitment'][:16]}…, "
+                                    "which the report does not list")
+            if commitments[c["commitment"]]["scheme"] != c["scheme"]:
+                raise EvidenceError(f"checks[{n}] runs scheme {c['scheme']!r} on a "
+                                    f"{commitments[c['commitment']]['scheme']!r} commitment")
+            if c["owner_keyid"] not in owners:
+                raise EvidenceError(f"checks[{n}] names owner {c['owner_keyid'][:16]}…, who is "
+                                    "not among the report's owners")
+        t = p["times"]
+        order = [_time(t[k], f"times.{k}") if t.get(k) is not None else None
+                 for k in ("submitted", "fetched", "finished", "signed")]
+        if order[0] is None or order[2] is None or order[3] is None:
+            raise EvidenceError("times.submitted, times.finished and times.signed are required")
+        present = [x for x in order if x is not None]
+        if present != sorted(present):
+            raise EvidenceError("times are out of order: expected submitted <= fetched <= "
+                                "finished <= signed")
+        return (f"{len(p['checks'])} check(s) on {len(commitments)} commitment(s) of "
+                f"{len(owners)} owner(s); times in order")
+
+    def check_decisions(self) -> str:
+        from verifier.stats import holm
+
+        p = self.pred
+        if not 0.0 < p["alpha"] < 1.0:
+            raise EvidenceError(f"family alpha {p['alpha']} is not in (0, 1)")
+        applicable = [c for c in p["checks"] if c["decision"] in RAN]
+        if p["tests_run"] != len(applicable):
+            raise EvidenceError(f"tests_run is {p['tests_run']} but {len(applicable)} checks ran")
+        decisions = holm([_log10(c["log10_p"], "log10_p") for c in applicable], p["alpha"]) \
+            if applicable else []
+        for c, d in zip(applicable, decisions, strict=True):
+            expected = ATTRIBUTED if d.reject else "not attributed"
+            if c["decision"] != expected:
+                raise EvidenceError(f"check {c['scheme']} on {c['commitment'][:16]}… says "
+                                    f"{c['decision']!r} but Holm at alpha={p['alpha']} gives "
+                                    f"{expected!r}")
+            if not math.isclose(c["alpha"], d.alpha, rel_tol=1e-9):
+                raise EvidenceError(f"check {c['scheme']} on {c['commitment'][:16]}… reports "
+                                    f"alpha {c['alpha']} but its Holm threshold is {d.alpha:.3g}")
+        attributed = any(c["decision"] == ATTRIBUTED for c in applicable)
+        if not isinstance(p["verdict"].get("attributed"), bool):
+            raise EvidenceError("verdict.attributed must be true or false")
+        if p["verdict"]["attributed"] and not attributed:
+            raise EvidenceError("verdict.attributed is true but no check attributed the suspect")
+        if attributed and not p["verdict"]["attributed"] and not _has_first_seen(p):
+            raise EvidenceError("verdict.attributed is false but a check attributed the suspect "
+                                "(and no first sighting is given to deny priority)")
+        hits = sum(c["decision"] == ATTRIBUTED for c in applicable)
+        return (f"Holm at family alpha {p['alpha']:g} over {len(applicable)} test(s): "
+                f"{hits} attributed")
+
+    def check_priority(self) -> str:
+        p = self.pred
+        raw = p["suspect"]["first_seen"]
+        first_seen = None if raw is None else _time(raw, "suspect.first_seen")
+
+        def prior(c: Mapping[str, Any]) -> bool:
+            return first_seen is None or _time(c["registered_at"], "registered_at") < first_seen
+
+        for c in p["commitments"]:
+            if "proves_priority" in c and c["proves_priority"] is not prior(c):
+                raise EvidenceError(f"commitment {c['digest'][:16]}… registered at "
+                                    f"{c['registered_at']} is marked proves_priority="
+                                    f"{c['proves_priority']} but the suspect was first seen at "
+                                    f"{raw}")
+        attributed = {c["commitment"] for c in p["checks"] if c["decision"] == ATTRIBUTED}
+        valid = sorted((c for c in p["commitments"] if c["digest"] in attributed and prior(c)),
+                       key=lambda c: c["log_index"])
+        earliest = valid[0]["digest"] if valid else None
+        claimed = p["verdict"].get("earliest_commitment", earliest)
+        if claimed != earliest:
+            raise EvidenceError(f"verdict.earliest_commitment is {claimed!r} but the earliest "
+                                f"attributed commitment registered before the first sighting "
+                                f"is {earliest!r}")
+        if p["verdict"]["attributed"] is not (earliest is not None):
+            raise EvidenceError(f"verdict.attributed should be {str(earliest is not None).lower()}"
+                                ": only a commitment registered before the suspect was first "
+                                "seen can attribute it")
+        return (f"earliest valid commitment: {earliest[:16] + '…' if earliest else 'none'} "
+                f"({len(attributed) - len(valid)} attributed commitment(s) cannot prove priority)")

@@ -1,0 +1,98 @@
+"""Model folders: scanned without following links, then read as an adapter, ONNX, weights or
+a bundle."""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path, PurePosixPath
+
+from verifier.models.archives import _check_count
+from verifier.models.bundle import _load_bundle
+from verifier.models.errors import _EXPORT_HINT, ModelFormatError, _show
+from verifier.models.limits import LoadLimits
+from verifier.models.loaded import LoadedModel
+from verifier.models.onnx_format import _load_onnx_model
+from verifier.models.peft_adapter import _load_adapter
+from verifier.models.safetensors_format import _read_safetensors
+from verifier.models.sniff import _sniff_member
+from verifier.suspect import Suspect
+
+
+def _scan_folder(root: Path, limits: LoadLimits) -> list[PurePosixPath]:
+    """Every regular file under `root` (relative paths); links and special files are refused."""
+    files: list[PurePosixPath] = []
+    count = 0
+    stack: list[tuple[Path, PurePosixPath]] = [(root, PurePosixPath())]
+    while stack:
+        folder, rel = stack.pop()
+        if len(rel.parts) > limits.max_path_depth:
+            raise ModelFormatError(f"the model folder nests more than {limits.max_path_depth} "
+                                   "folders deep; send only the model files")
+        with os.scandir(folder) as it:
+            for entry in it:
+                count += 1
+                _check_count(count, limits, "the model folder")
+                shown = _show(str(rel / entry.name))
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    raise ModelFormatError(f"the model folder holds a symbolic link ({shown}); "
+                                           "links are refused: copy the file itself")
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append((Path(entry.path), rel / entry.name))
+                elif stat.S_ISREG(st.st_mode):
+                    if st.st_nlink != 1:
+                        raise ModelFormatError(f"the model folder holds a hard link ({shown}); "
+                                               "links are refused: copy the file itself")
+                    files.append(rel / entry.name)
+                else:
+                    raise ModelFormatError(f"the model folder holds a special file ({shown}); "
+                                           "send only plain files")
+    return files
+
+
+def _load_folder(root: Path, limits: LoadLimits) -> LoadedModel:
+    """A model folder: a PEFT adapter, an ONNX model (with external data), safetensors
+    weights, or a bundle of safetensors weights + an ONNX model."""
+    files = _scan_folder(root, limits)
+    base = PurePosixPath()
+    while True:  # an archive of a folder holds one top-level folder: descend into it
+        tops = {f.relative_to(base).parts[0] for f in files if f.is_relative_to(base)}
+        top = base / next(iter(tops)) if len(tops) == 1 else None
+        if top is None or any(f == top for f in files):
+            break
+        base = top
+    folder = root.joinpath(*base.parts)
+    top_files = sorted(f.name for f in files if f.parent == base)
+    if "adapter_config.json" in top_files:
+        return _load_adapter(folder, top_files, limits)
+    weights, onnx_files, pickles = [], [], []
+    for name in top_files:
+        kind = _sniff_member(folder / name)
+        if kind == "safetensors":
+            weights.append(name)
+        elif kind == "onnx" and name.lower().endswith(".onnx"):
+            onnx_files.append(name)
+        elif kind in ("pickle", "torch-zip"):
+            pickles.append(name)
+    if len(weights) > 1 or len(onnx_files) > 1:
+        raise ModelFormatError(
+            f"the model folder holds {len(weights)} safetensors files and {len(onnx_files)} ONNX "
+            f"models ({_show(', '.join(weights + onnx_files), 200)}); send one weights file "
+            "and/or one ONNX model (sharded checkpoints are not supported: merge the shards)")
+    notes = [f"ignored {_show(n)}: pickle files inside a folder or archive are never opened"
+             for n in pickles]
+    if not weights and not onnx_files:
+        raise ModelFormatError(
+            f"the model folder holds no safetensors weights, ONNX model or PEFT adapter (files: "
+            f"{_show(', '.join(top_files), 200)}); {_EXPORT_HINT}"
+            + (" (pickled weights are refused inside archives)" if pickles else ""))
+    if onnx_files and not weights:
+        loaded = _load_onnx_model(folder / onnx_files[0], folder, limits)
+    elif weights and not onnx_files:
+        tensors, warnings, info = _read_safetensors(folder / weights[0], limits, "the weights")
+        loaded = LoadedModel(Suspect.from_weights(tensors), "safetensors", warnings, info)
+    else:
+        loaded = _load_bundle(folder, weights[0], onnx_files[0], limits)
+    loaded.warnings[:0] = notes
+    loaded.details["files"] = [n[:200] for n in top_files[:50]]
+    return loaded

@@ -1,0 +1,78 @@
+"""`load_suspect`: the one entry point, dispatching on what the content is."""
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from verifier.models.archives import _unpack_tar, _unpack_zip
+from verifier.models.errors import ModelFormatError, _check_size, _show
+from verifier.models.folders import _load_folder
+from verifier.models.limits import LoadLimits
+from verifier.models.loaded import LoadedModel
+from verifier.models.onnx_format import _load_onnx_model
+from verifier.models.safetensors_format import _read_safetensors
+from verifier.models.sniff import _sniff
+from verifier.models.torch_child import _load_torch
+from verifier.suspect import Suspect
+
+
+def load_suspect(path: str | os.PathLike[str],
+                 limits: LoadLimits = LoadLimits(),  # noqa: B008 - frozen, so shared safely
+                 *, scratch_dir: str | os.PathLike[str] | None = None) -> LoadedModel:
+    """Open a suspect model file, folder or archive without trusting it.
+
+    Args:
+        path: a file (safetensors, ONNX, torch state dict, .zip/.tar) or a folder
+            (PEFT adapter, ONNX with external data, weights + ONNX bundle).
+        limits: caps on sizes, counts and the torch.load child's resources.
+        scratch_dir: where archives are unpacked and the torch.load child writes
+            (default: the system temp folder); nothing is left there afterwards.
+
+    Returns:
+        A LoadedModel; `suspect.has_weights` / `suspect.has_predict` tell which access it offers.
+
+    Raises:
+        ModelFormatError: the input is refused; the message says why and how to fix it.
+
+    Example:
+        >>> import torch
+        >>> from safetensors.torch import save_file
+        >>> save_file({"w": torch.ones(2, 2)}, "/tmp/w.safetensors")
+        >>> m = load_suspect("/tmp/w.safetensors")
+        >>> m.format, sorted(m.suspect.weights)
+        ('safetensors', ['w'])
+    """
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except OSError as e:
+        raise ModelFormatError(f"cannot open the suspect {_show(p.name)}: {e.strerror}; "
+                               "check that the file was fetched") from None
+    scratch = Path(scratch_dir) if scratch_dir is not None else Path(tempfile.gettempdir())
+    if stat.S_ISDIR(st.st_mode):
+        return _load_folder(p, limits)
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelFormatError(f"the suspect {_show(p.name)} is not a regular file (a device, "
+                               "pipe or socket); send a model file")
+    _check_size(st.st_size, limits.max_file_bytes, f"the suspect {_show(p.name)}")
+    kind = _sniff(p, st.st_size)
+    if kind == "safetensors":
+        tensors, warnings, info = _read_safetensors(p, limits, "the suspect")
+        return LoadedModel(Suspect.from_weights(tensors), "safetensors", warnings,
+                           {"bytes": st.st_size, **info})
+    if kind == "onnx":
+        folder = p.parent if limits.onnx_external_data_beside_file else None
+        return _load_onnx_model(p, folder, limits)
+    if kind in ("torch-zip", "pickle"):
+        return _load_torch(p, st.st_size, limits, scratch, use_mmap=kind == "torch-zip")
+    # a .zip or .tar of a folder
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="hallmark-unpack-") as tmp:
+        root = Path(tmp) / "unpacked"
+        root.mkdir()
+        unpack = _unpack_zip if kind == "zip" else _unpack_tar
+        stats = unpack(p, root, limits)
+        loaded = _load_folder(root, limits)
+    loaded.details["archive"] = {"kind": kind, "bytes": st.st_size, **stats}
+    return loaded
