@@ -65,9 +65,10 @@ ACCESS = "white-box"
 CLAIM = ("exact-copy fingerprint: a positive test shows the suspect holds, bit for bit, the "
          "owner's encrypted values (an encrypted copy; bound proven by keyed dither) or original "
          "values (a decrypted copy; bound assumes an independent model reproduces a generic "
-         "trained float32 weight with probability <= 2^-8) at the key's secret positions; any "
-         "fine-tuning, pruning or quantization erases it, and AdvParams itself protects access "
-         "to the encrypted model, not ownership of a decrypted one")
+         "trained float32 weight with probability <= 2^-8) at the key's secret positions; "
+         "fine-tuning or quantization, which change those weights, erase it (pruning only "
+         "removes the ones it zeroes), and AdvParams itself protects access to the encrypted "
+         "model, not ownership of a decrypted one")
 
 Weights = Mapping[str, torch.Tensor]
 Data = tuple[torch.Tensor, torch.Tensor]
@@ -257,8 +258,9 @@ def _greedy(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
     Each round: gradient of the cross-entropy of the still-correct examples (the ones whose
     loss is not yet saturated), then the movable entry with the largest |gradient| moves by
     step * range in the loss-increasing direction, clipped to the stealth bounds; an entry
-    that reaches a bound is frozen. Stops when loss > loss_multiple * loss0 and accuracy
-    <= (1 - target_drop) * acc0, or when max_positions entries have moved.
+    that reaches a bound, or whose gradient turns against its earlier moves, is frozen. Stops
+    when loss > loss_multiple * loss0 and accuracy <= (1 - target_drop) * acc0, when
+    max_positions entries have moved, when nothing can move, or after 20 * max_positions rounds.
     """
     tensors = _eligible(model, params.include_biases)
     if not tensors:
@@ -270,8 +272,9 @@ def _greedy(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
         step[name] = params.step * float(p.detach().max() - p.detach().min())
         frozen[name] = torch.zeros(p.shape, dtype=torch.bool)
     moved: dict[tuple[str, int], float] = {}
+    direction_of: dict[tuple[str, int], float] = {}
     model.eval()
-    while True:
+    for _ in range(params.max_positions * 20):  # a bound on rounds, whatever the model does
         model.zero_grad(set_to_none=True)
         out = model(x)
         per = nn.functional.cross_entropy(out, y, reduction="none")  # (N,)
@@ -299,6 +302,9 @@ def _greedy(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
             flat = tensors[name].view(-1)
             old = float(flat[i])
             direction = 1.0 if float(tensors[name].grad.view(-1)[i]) > 0 else -1.0
+            if direction_of.setdefault((name, i), direction) != direction:
+                frozen[name].view(-1)[i] = True  # it overshot: stop here rather than oscillate
+                continue
             new = min(max(old + direction * step[name], lo[name]), hi[name])
             if new in (lo[name], hi[name]):
                 frozen[name].view(-1)[i] = True
