@@ -27,7 +27,7 @@ serve: install ## run the embedded registry (web + workers + Redis) until Ctrl-C
 
 test: install ## the test suite: unit, hostile corpus, integration (PostgreSQL, Redis, celery worker), demo
 	DATABASE_URL=$(TEST_DATABASE_URL) HALLMARK_TEST_REDIS_URL=$(TEST_REDIS_URL) \
-		HALLMARK_DATA_DIR=$(CURDIR)/.test-data HALLMARK_FETCH_ALLOW_LOOPBACK=1 $(PY) -m pytest -q
+		HALLMARK_DATA_DIR=$(CURDIR)/.test-data $(PY) -m pytest -q
 
 lint: install ## ruff and mypy
 	$(VENV)/bin/ruff check verifier registry workers tests

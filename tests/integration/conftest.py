@@ -40,6 +40,7 @@ def celery_worker(django_db_setup: None, redis_url: str, tmp_path_factory) -> It
     app.conf.task_default_queue = queue
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     env = {**os.environ, "CELERY_BROKER_URL": redis_url, "HALLMARK_QUEUE": queue,
+           "HALLMARK_FETCH_ALLOW_LOOPBACK": "1",  # the suspects are served on 127.0.0.1
            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
