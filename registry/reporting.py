@@ -27,11 +27,11 @@ from django.utils import timezone
 
 from registry import translog
 from registry.identities import owner_identity, registry_identity
-from registry.models import CHECKED, ENDPOINT, CheckResult, Owner, Report, Suspect, Verification
+from registry.models import CHECKED, ENDPOINT, Owner, Report, Suspect, Verification
 from verifier.evidence import dsse, intoto, logentry
-from verifier.evidence.report import PREDICATE_TYPE, assemble_report, consistency_field
 from verifier.evidence.canonical import canonical_json
 from verifier.evidence.identity import b64
+from verifier.evidence.report import PREDICATE_TYPE, assemble_report, consistency_field
 from verifier.stats import holm
 
 PAYLOAD_TYPE = dsse.PAYLOAD_TYPE_INTOTO

@@ -8,6 +8,7 @@ one query.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F

@@ -15,8 +15,8 @@ django.setup()
 
 from celery.signals import worker_process_init  # noqa: E402
 
-from registry.celery_app import app  # noqa: E402
 import workers.tasks  # noqa: E402,F401  (registers the tasks)
+from registry.celery_app import app  # noqa: E402
 
 __all__ = ["app"]
 

@@ -21,8 +21,19 @@ from django.utils import timezone
 from registry import reporting
 from registry.celery_app import app
 from registry.models import (
-    CHECKED, CHECKING, DONE, ERROR, FAILED, FETCHING, FINALIZING, NOT_APPLICABLE, QUEUED,
-    RUNNING, CheckResult, Commitment, Verification,
+    CHECKED,
+    CHECKING,
+    DONE,
+    ERROR,
+    FAILED,
+    FETCHING,
+    FINALIZING,
+    NOT_APPLICABLE,
+    QUEUED,
+    RUNNING,
+    CheckResult,
+    Commitment,
+    Verification,
 )
 from registry.secrets import unseal
 from verifier import schemes

@@ -10,7 +10,6 @@ from registry.models import LogEntry, MerkleNode
 from verifier.evidence import logentry, merkle, note, proofbundle
 
 
-
 def _append(n, start=0):
     return [translog.append("correction", logentry.log_entry(
         "correction", corrects=start + i, envelope_sha256="00" * 32)) for i in range(n)]

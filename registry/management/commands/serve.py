@@ -1,6 +1,7 @@
 """`python manage.py serve`: the embedded registry (Redis + celery workers + web) until Ctrl-C."""
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 
@@ -21,8 +22,6 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         with Embedded(settings.DATA_DIR, workers=int(options["workers"])) as e:  # type: ignore[arg-type]
             self.stdout.write(f"Hallmark registry at {e.url} (data in {settings.DATA_DIR}); Ctrl-C stops it")
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 stop.wait()
-            except KeyboardInterrupt:
-                pass
         self.stdout.write("stopped")
