@@ -6,9 +6,10 @@ Rules encoded here:
   attributes an independent model to anyone is at most alpha.
 - A commitment logged after the suspect's digest was first seen by the registry cannot prove
   priority: it is flagged, and the verdict names the earliest attributed commitment that can.
-- The statement is an in-toto Statement v1 (subject: the suspect's sha256) in a DSSE envelope
-  signed by the registry and by every owner whose key the registry holds among the target's
-  owner and the attributed owners; bring-your-own-key owners are listed with "byok": true.
+- The statement is an in-toto Statement v1 (subject: the suspect's sha256) in a DSSE envelope.
+  Every owner a check names is listed in the predicate; those with "signs": true (the target's
+  owner and the attributed owners, when the registry holds their key) sign beside the registry.
+  Bring-your-own-key owners are listed with "byok": true and never sign server-side.
 - A report is never changed after signing: the Report row is created once (OneToOne), and
   corrections are new log entries.
 """
