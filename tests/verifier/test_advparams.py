@@ -47,7 +47,7 @@ def test_it_drops_digits_mlp_accuracy_by_at_least_80_percent_touching_under_1_pe
     clean = toy.accuracy(model, split.x_test, split.y_test)
     locked = toy.accuracy(enc, split.x_test, split.y_test)
     assert locked <= 0.2 * clean
-    assert 0 < key.positions and key.fraction_touched() < 0.01
+    assert key.positions > 0 and key.fraction_touched() < 0.01
     assert key.stats["loss_after"] > ap.Params().loss_multiple * key.stats["loss_before"]
 
 
@@ -70,7 +70,7 @@ def test_decryption_restores_the_model_bit_exact(model, encrypted):
 def test_it_leaves_its_input_untouched_and_writes_only_the_key_positions(model, encrypted):
     enc, key = encrypted
     differ = sum(int((a != b).sum()) for a, b in
-                 zip(model.state_dict().values(), enc.state_dict().values()))
+                 zip(model.state_dict().values(), enc.state_dict().values(), strict=True))
     assert differ == key.positions
     for name, index, orig, value in key.entries():
         w = model.state_dict()[name]
