@@ -225,11 +225,11 @@ def verify_licence(doc: Mapping[str, Any], registry_key: bytes, owner_key: bytes
     if hashlib.sha256(blob).hexdigest() != _field(payload, "key_sha256", str):
         raise LicenceError("the licence's key does not match its key_sha256")
     try:
-        key = advparams.Key.from_bytes(blob)
+        decryption_key = advparams.Key.from_bytes(blob)
     except keyfile.KeyFormatError as e:
         raise LicenceError(f"the licence's key is not an advparams key: {e}") from None
     return Licence(licensee=licensee, model_name=_field(payload, "model.name", str),
-                   model_digest=digest, key=key, issued_at=issued_at,
+                   model_digest=digest, key=decryption_key, issued_at=issued_at,
                    registry_keyid=keyid_of(registry_key), owner_keyid=keyid_of(owner_key))
 
 

@@ -292,16 +292,18 @@ def _greedy(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
             score = g.abs().masked_fill(frozen[name], 0.0)
             score = score.masked_fill((p >= hi[name]) & (g > 0), 0.0)
             score = score.masked_fill((p <= lo[name]) & (g < 0), 0.0)
-            value, i = score.flatten().max(dim=0)
+            value, where = score.flatten().max(dim=0)
             if best is None or float(value) > best[0]:
-                best = (float(value), name, int(i))
+                best = (float(value), name, int(where))
         if best is None or best[0] == 0.0:
             break  # nothing can move any more
         _, name, i = best
+        grad = tensors[name].grad
+        assert grad is not None  # chosen for its (non-zero) gradient
         with torch.no_grad():
             flat = tensors[name].view(-1)
             old = float(flat[i])
-            direction = 1.0 if float(tensors[name].grad.view(-1)[i]) > 0 else -1.0
+            direction = 1.0 if float(grad.view(-1)[i]) > 0 else -1.0
             if direction_of.setdefault((name, i), direction) != direction:
                 frozen[name].view(-1)[i] = True  # it overshot: stop here rather than oscillate
                 continue

@@ -206,7 +206,7 @@ def _layout(weights: dict[str, torch.Tensor]) -> tuple[tuple[str, tuple[int, ...
         t = weights[name]
         if t.dtype != torch.float32 or t.numel() == 0:
             continue
-        ident = (t.untyped_storage().data_ptr(), t.storage_offset())
+        ident = (t.untyped_storage().data_ptr(), int(t.storage_offset()))
         if ident in seen:
             continue
         seen.add(ident)
@@ -384,7 +384,7 @@ def _read_bits(weights: Mapping[str, torch.Tensor], key: Key) -> tuple[torch.Ten
             t = weights.get(name)
             ok = t is not None and t.is_floating_point() and tuple(t.shape) == shapes[name]
             cache[name] = (t.detach().to(torch.float32).contiguous().view(torch.int32).flatten()
-                           if ok else None)
+                           if t is not None and ok else None)
         ints = cache[name]
         missing.append(ints is None)
         values.append(0 if ints is None else int(ints[index]) & ((1 << k) - 1))

@@ -252,8 +252,10 @@ class SignedOutput(nn.Module):
         super().__init__()
         a, c = key.hash_key()
         self.model = model
-        self.register_buffer("sig_a", a)  # (C, D) keyed hash matrix
-        self.register_buffer("sig_c", c)  # (C,) keyed hash offsets
+        self.sig_a: torch.Tensor  # (C, D) keyed hash matrix
+        self.sig_c: torch.Tensor  # (C,) keyed hash offsets
+        self.register_buffer("sig_a", a)
+        self.register_buffer("sig_c", c)
         self.delta = key.params.delta
         self.scale_bits = key.params.scale_bits
         self.hash_bits = key.params.hash_bits
