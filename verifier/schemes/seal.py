@@ -5,7 +5,7 @@ Embedding (see `seal_lora` for the layer maths): every target nn.Linear gets
 alternates C_t between C and C_p batch by batch. On top of SEAL, the released update
 ΔW = (alpha/r)·B·C·A is trained to carry T secret bits: for bit j,
 
-    z_j = Σ_m u_{j,m}ᵀ·ΔW_m·v_{j,m} / sqrt(Σ_m ‖ΔW_m‖²_F)     u_{j,m} (d_m,), v_{j,m} (k_m,) ~ N(0, I)
+    z_j = Σ_m u_{j,m}ᵀ·ΔW_m·v_{j,m} / sqrt(Σ_m ‖ΔW_m‖²_F)     u_{j,m} (d_m,), v_{j,m} (k_m,) ∈ {±1}
 
 and a hinge loss weight·mean_j relu(margin − b_j·z_j) pushes sign(z_j) to the key's bit b_j ∈ {±1}.
 Release hides C in the factors (B′ = B·UΣ^½, A′ = Σ^½Vᵀ·A) and writes a standard PEFT adapter.
@@ -211,12 +211,23 @@ def secret_bits(seed: int, bits: int) -> torch.Tensor:
     return torch.from_numpy((2.0 * (raw & 1) - 1.0).astype(np.float32))
 
 
+def _rademacher(seed: int, label: str, n: int) -> torch.Tensor:
+    """n independent ±1 signs from the (seed, label) stream, float32, (n,)."""
+    raw = np.unpackbits(np.frombuffer(_stream(seed, label, (n + 7) // 8), dtype=np.uint8))[:n]
+    return torch.from_numpy(2.0 * raw.astype(np.float32) - 1.0)
+
+
 def projections(seed: int, target: str, bits: int, shape: tuple[int, int]
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The rank-one projections of one target: U (T, d) and V (T, k), standard normal."""
+    """The rank-one projections of one target: U (T, d) and V (T, k), independent ±1 signs.
+
+    Bit j of this target projects ΔW on u_j·v_jᵀ. Signs rather than Gaussians: the same second
+    moment (E[(uᵀ·M·v)²] = ‖M‖²_F), one stream bit per entry instead of 32, so regenerating
+    them for MiniLM's 12 targets costs a millisecond instead of tens.
+    """
     d, k = shape
-    u = _normals(seed, f"u|{target}|{bits}|{d}x{k}", bits * d).reshape(bits, d)
-    v = _normals(seed, f"v|{target}|{bits}|{d}x{k}", bits * k).reshape(bits, k)
+    u = _rademacher(seed, f"u|{target}|{bits}|{d}x{k}", bits * d).reshape(bits, d)
+    v = _rademacher(seed, f"v|{target}|{bits}|{d}x{k}", bits * k).reshape(bits, k)
     return u, v
 
 
@@ -753,3 +764,6 @@ def test(suspect: Suspect, key: Key) -> TestResult:
     null = NULL_CONSERVATIVE if zeros else NULL_EXACT  # a zero can only lower k
     return TestResult.from_log10_p(NAME, float(k), key.bits, log10_binom_sf(k, key.bits, 0.5),
                                    null, details=details, claim=CLAIM)
+
+
+test.__test__ = False  # type: ignore[attr-defined]  # the contract's `test`, not a pytest test
