@@ -85,3 +85,16 @@ def test_concurrent_appenders_leave_no_gap_no_duplicate_and_no_fork():
     leaves = [bytes(h) for h in LogEntry.objects.order_by("index").values_list("leaf_hash", flat=True)]
     assert bytes(translog.checkpoint(320).root) == merkle.root(leaves)
     assert MerkleNode.objects.filter(level=0).count() == 320
+
+
+@pytest.mark.django_db
+def test_a_batch_append_builds_the_same_tree_as_single_appends():
+    _append(5)
+    batch = translog.append_many("correction", [
+        logentry.log_entry("correction", corrects=100 + i, envelope_sha256="11" * 32)
+        for i in range(1100)])  # more than one INSERT chunk
+    assert [e.index for e in batch] == list(range(5, 1105))
+    leaves = [bytes(h) for h in LogEntry.objects.order_by("index").values_list("leaf_hash", flat=True)]
+    assert bytes(translog.checkpoint(1105).root) == merkle.root(leaves)
+    proof = translog.inclusion(700, 1105)
+    assert merkle.verify_inclusion(leaves[700], 700, 1105, proof, merkle.root(leaves))
