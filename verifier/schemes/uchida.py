@@ -169,6 +169,11 @@ def host_vector(weights: Mapping[str, torch.Tensor], key: Key,
 
     Returns:
         (M,) tensor. Raises LayerMismatch for a missing or reshaped layer.
+
+    Example:
+        >>> k = generate_key(Params(bits=2, layers=("w",), shapes=((2, 3),)), seed=1)
+        >>> host_vector({"w": torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])}, k)
+        tensor([2., 2., 2.])
     """
     parts = []
     for name, shape in zip(key.layers, key.shapes, strict=True):
@@ -189,6 +194,12 @@ def project(weights: Mapping[str, torch.Tensor], key: Key) -> torch.Tensor:
 
     Returns:
         (T,) float64. Raises LayerMismatch as `host_vector` does.
+
+    Example:
+        >>> k = generate_key(Params(bits=4, layers=("w",), shapes=((1, 16),)), seed=1)
+        >>> y = project({"w": torch.ones(1, 16)}, k)
+        >>> y.shape, y.dtype
+        (torch.Size([4]), torch.float64)
     """
     w = host_vector({n: t.detach() for n, t in weights.items()}, key, dtype=torch.float64)
     return _project(w, key)
@@ -253,6 +264,13 @@ def embed(model: nn.Module, key: Key, data: Iterable[tuple[torch.Tensor, torch.T
     Returns:
         The same model, marked, in eval mode. Raises UchidaError without data, LayerMismatch
         when the model lacks a key layer.
+
+    Example:
+        >>> from verifier import toy
+        >>> s = toy.digits(); m = toy.MLP(); k = generate_key(Params(bits=64), seed=1, model=m)
+        >>> m = embed(m, k, toy.batches(s.x_train, s.y_train, epochs=3), epochs=1, lr=3e-3)
+        >>> test(Suspect.from_module(m), k).p_value < 1e-9
+        True
     """
     if data is None:
         raise UchidaError("uchida trains its bits in: pass data=<(inputs, labels) batches>")
