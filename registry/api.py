@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -152,26 +153,28 @@ def _int_param(request: Request, name: str) -> int:
         raise ValidationError({name: f"give `{name}` as a whole number"}) from None
 
 
+def _proof(request: Request, names: tuple[str, str], prove: Callable[[int, int], list[bytes]]
+           ) -> Response:
+    first, second = (_int_param(request, n) for n in names)
+    try:
+        hashes = prove(first, second)
+    except translog.LogRangeError as e:
+        raise ValidationError({"detail": str(e)}) from None
+    return Response({names[0]: first, names[1]: second, "hashes": [b64(h) for h in hashes]})
+
+
 @api_view(["GET"])
 @permission_classes([AllowAny])
 def inclusion_proof(request: Request) -> Response:
-    index, size = _int_param(request, "index"), _int_param(request, "size")
-    try:
-        proof = translog.inclusion(index, size)
-    except translog.LogRangeError as e:
-        raise ValidationError({"detail": str(e)}) from None
-    return Response({"index": index, "size": size, "hashes": [b64(h) for h in proof]})
+    """RFC 9162 inclusion proof of entry `index` in the tree of `size` entries."""
+    return _proof(request, ("index", "size"), translog.inclusion)
 
 
 @api_view(["GET"])
 @permission_classes([AllowAny])
 def consistency_proof(request: Request) -> Response:
-    old, new = _int_param(request, "old"), _int_param(request, "new")
-    try:
-        proof = translog.consistency(old, new)
-    except translog.LogRangeError as e:
-        raise ValidationError({"detail": str(e)}) from None
-    return Response({"old": old, "new": new, "hashes": [b64(h) for h in proof]})
+    """RFC 9162 consistency proof from tree size `old` to tree size `new`."""
+    return _proof(request, ("old", "new"), translog.consistency)
 
 
 @api_view(["GET"])

@@ -7,7 +7,6 @@ Production mode (`HALLMARK_PRODUCTION=1`) refuses to generate: an operator must 
 from __future__ import annotations
 
 import base64
-import binascii
 import os
 from pathlib import Path
 
@@ -15,17 +14,17 @@ from nacl.secret import SecretBox
 from nacl.utils import random as nacl_random
 
 from registry.env import ConfigError, envsecret
+from verifier.evidence.errors import EvidenceError
+from verifier.evidence.identity import unb64_strict
 
 
 def _decode32(name: str, value: str) -> bytes:
     try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 32:
+        return unb64_strict(value, name, 32)
+    except EvidenceError:
         raise ConfigError(f"{name} must be base64 of exactly 32 random bytes; generate one with "
-                          "`python -c \"import os,base64;print(base64.b64encode(os.urandom(32)).decode())\"`")
-    return raw
+                          "`python -c \"import os,base64;print(base64.b64encode(os.urandom(32)).decode())\"`"
+                          ) from None
 
 
 def _generated(path: Path) -> bytes:

@@ -1,24 +1,19 @@
 """DRF serializers: what the API accepts and shows (never an escrowed key or a salt)."""
 from __future__ import annotations
 
-import base64
-import binascii
-
 from django.contrib.auth.models import User
 from rest_framework import serializers
 
 from registry.models import Commitment, RegisteredModel, Verification
+from verifier.evidence.errors import EvidenceError
+from verifier.evidence.identity import unb64_strict
 
 
-def _b64_32(value: str, what: str) -> bytes:
+def _decoded(value: str, what: str, size: int, fix: str) -> bytes:
     try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 32:
-        raise serializers.ValidationError(
-            f"{what} must be base64 of a 32-byte Ed25519 public key (as printed by `hallmark keygen`)")
-    return raw
+        return unb64_strict(value, what, size)
+    except EvidenceError as e:
+        raise serializers.ValidationError(f"{e}; {fix}") from None
 
 
 class SignupSerializer(serializers.Serializer):
@@ -32,18 +27,13 @@ class SignupSerializer(serializers.Serializer):
         return value
 
     def validate_public_key(self, value: str) -> bytes:
-        return _b64_32(value, "public_key")
+        return _decoded(value, "public_key", 32, "send the base64 Ed25519 public key that "
+                        "`hallmark keygen` prints")
 
 
 def _signature(value: str) -> bytes:
-    try:
-        sig = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        sig = b""
-    if len(sig) != 64:
-        raise serializers.ValidationError("owner_signature must be base64 of a 64-byte Ed25519 "
-                                          "signature (as printed by `hallmark request`)")
-    return sig
+    return _decoded(value, "owner_signature", 64, "send the base64 signature that "
+                    "`hallmark request` prints")
 
 
 class ModelSerializer(serializers.ModelSerializer):
