@@ -262,15 +262,26 @@ def evaluate_mlp(quick: bool = False, seed: int = 0,
         return list(toy.batches(split.x_train, split.y_train, seed=s, epochs=ep))
 
     say("training SEAL and plain LoRA adapters")
-    marked = seal.embed(base, key, data(seed + 1))
-    baseline = plain_lora(base, params.targets, r, params.alpha, data(seed + 1), seed=10_000 + seed)
+    # Fidelity is averaged over training seeds: on 400 test images one seed moves accuracy by
+    # about a point either way, more than the 0.5 pp target. Seed 0's adapter is "the" marked one.
+    accs_clean, accs_marked, accs_cp = [], [], []
+    marked = nn.Module()
+    for s in range(1 if quick else 5):
+        key_s = key if s == 0 else seal.generate_key(params, seed=10_000 + seed + 100 * s, model=base)
+        marked_s = seal.embed(base, key_s, data(seed + 1 + s))
+        baseline_s = plain_lora(base, params.targets, r, params.alpha, data(seed + 1 + s),
+                                seed=10_000 + seed + 100 * s)
+        accs_clean.append(toy.accuracy(baseline_s, split.x_test, split.y_test))
+        accs_marked.append(toy.accuracy(marked_s, split.x_test, split.y_test))
+        seal_lora.set_passport(marked_s, seal_lora.PASSPORT_P)
+        accs_cp.append(toy.accuracy(marked_s, split.x_test, split.y_test))
+        seal_lora.set_passport(marked_s, seal_lora.PASSPORT)
+        if s == 0:
+            marked = marked_s
     key = seal.finalize_key(marked, key)
     acc_base = toy.accuracy(base, split.x_test, split.y_test)
-    acc_clean = toy.accuracy(baseline, split.x_test, split.y_test)
-    acc_marked = toy.accuracy(marked, split.x_test, split.y_test)
-    seal_lora.set_passport(marked, seal_lora.PASSPORT_P)
-    acc_cp = toy.accuracy(marked, split.x_test, split.y_test)
-    seal_lora.set_passport(marked, seal_lora.PASSPORT)
+    acc_clean, acc_marked = sum(accs_clean) / len(accs_clean), sum(accs_marked) / len(accs_marked)
+    acc_cp = sum(accs_cp) / len(accs_cp)
 
     with tempfile.TemporaryDirectory() as folder:
         seal.release(marked, key, folder)
@@ -315,8 +326,11 @@ def evaluate_mlp(quick: bool = False, seed: int = 0,
         "carries the task",
         f"SEAL r={r}, alpha={params.alpha:g}, T={params.bits} bits, margin={params.margin:g}, "
         f"{epochs} epochs; plain LoRA baseline: same rank, init seed, data order and steps",
-        f"entanglement: the marked model scores {acc_cp:.3f} with the private passport C_p "
-        f"and {acc_marked:.3f} with C",
+        f"accuracies are means over {len(accs_clean)} training seed(s) (key, init and data "
+        f"order): plain {', '.join(f'{a:.4f}' for a in accs_clean)}; SEAL "
+        f"{', '.join(f'{a:.4f}' for a in accs_marked)}; attacks and tests use the first",
+        f"entanglement: the marked models score {acc_cp:.3f} with the private passport C_p "
+        f"and {acc_marked:.3f} with C (means)",
         f"released PEFT adapter loaded with peft scores {acc_loaded:.3f}; tested as an adapter: "
         f"log10 p = {res_adapter.log10_p:.1f}, R1 max relative error "
         f"{res_adapter.details['R1']['max_rel_error']:.1e}; as a merged model: "
@@ -423,7 +437,8 @@ def evaluate_minilm(quick: bool = False, seed: int = 0,
         f"linear head; T={params.bits} bits; {epochs} epochs of {len(split.y_train)} generated "
         f"sentences; test {len(split.y_test)} sentences; the frozen encoder with a trained "
         f"head alone scores {acc_head:.3f}",
-        f"entanglement: {acc_cp:.3f} with the private passport C_p, {acc_marked:.3f} with C",
+        f"entanglement: {acc_cp:.3f} with the private passport C_p, {acc_marked:.3f} with C; "
+        "one training seed (a MiniLM adapter costs about a minute here)",
         "attacks run on the merged classifier: finetune_all_<E>ep_lr<L> fine-tunes every "
         "parameter (encoder, embeddings, head) for E epochs with a fresh Adam at lr L, batch 64; "
         "prune_50 zeroes the 50 % smallest-magnitude weights of every matrix, embeddings "
