@@ -99,11 +99,12 @@ def test_it_recognises_an_encrypted_copy_with_p_below_1e_9(encrypted):
     assert r.details["matches_encrypted"] == key.positions == r.statistic == r.n
 
 
-def test_it_recognises_a_decrypted_copy_with_p_below_1e_9(model, encrypted):
+def test_it_recognises_a_decrypted_copy_but_gives_it_no_unproven_p_value(model, encrypted):
     _, key = encrypted
     r = ap.test(Suspect.from_weights(model.state_dict()), key)
-    assert r.p_value < 1e-9
+    assert r.p_value == 1.0 and r.statistic == 0  # no accusation rests on an assumption
     assert r.details["copy"] == "decrypted"
+    assert r.details["log10_p_original_if_assumed"] < -9
     assert r.details["matches_original"] == r.details["generic_positions"] > 0
 
 
