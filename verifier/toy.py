@@ -70,6 +70,39 @@ class CNN(nn.Module):
         return self.fc2(torch.relu(self.fc1(x.flatten(1))))
 
 
+class DeepCNN(nn.Module):
+    """A deeper CNN for 8×8 digits: four 3×3 convs, global average pooling, one dense layer.
+
+    conv1 (1→w), conv2 (w→w), 2×2 max-pool, conv3 (w→2w), conv4 (2w→2w), mean over the 4×4
+    positions, then `fc` (2w → classes): at w = 32, ~65k conv weights and a dense head of
+    650 parameters. Most of the model is convolutional, so a mark carried by the features
+    survives re-initialising and retraining the dense head (`attacks.retrain_dense`).
+
+    Example:
+        >>> DeepCNN()(torch.zeros(5, 64)).shape
+        torch.Size([5, 10])
+    """
+
+    def __init__(self, classes: int = 10, width: int = 32) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        self.conv3 = nn.Conv2d(width, 2 * width, 3, padding=1)
+        self.conv4 = nn.Conv2d(2 * width, 2 * width, 3, padding=1)
+        self.fc = nn.Linear(2 * width, classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # (N, 64) or (N, 1, 8, 8) -> (N, 2w)
+        """The pooled conv features: the input of the dense head."""
+        x = x.reshape(x.shape[0], 1, 8, 8)
+        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))  # (N, w, 8, 8)
+        x = torch.max_pool2d(x, 2)  # (N, w, 4, 4)
+        x = torch.relu(self.conv4(torch.relu(self.conv3(x))))  # (N, 2w, 4, 4)
+        return x.mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 64) or (N, 1, 8, 8) -> (N, classes)
+        return self.fc(self.features(x))
+
+
 def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int = 64, seed: int = 0,
             epochs: int = 1) -> Iterable[Batch]:
     """Shuffled mini-batches over `epochs` passes; a fresh order each epoch, from `seed`."""

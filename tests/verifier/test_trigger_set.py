@@ -194,6 +194,22 @@ def test_it_marks_every_layer_of_a_cnn(split) -> None:
     assert trigger_set.test(_predict_only(cnn), k).p_value < 1e-9
 
 
+def test_it_survives_retraining_the_dense_head_of_a_deep_cnn(split) -> None:
+    torch.manual_seed(0)
+    unmarked = toy.train_digits(toy.DeepCNN(), split, epochs=10, seed=0)
+    k = trigger_set.generate_key(Params(n=40), seed=100, model=unmarked,
+                                 data=(split.x_held, split.y_held))
+    marked = trigger_set.embed(copy.deepcopy(unmarked), k,
+                               toy.batches(split.x_train, split.y_train, seed=0),
+                               epochs_per_layer=2, final_epochs=10, triggers_per_batch=8)
+    attacked = attacks.retrain_dense(marked, split)
+    marked_acc = toy.accuracy(marked, split.x_test, split.y_test)
+    assert toy.accuracy(attacked, split.x_test, split.y_test) >= marked_acc - 0.05
+    assert trigger_set.test(_predict_only(attacked), k).p_value < 1e-6
+    control = attacks.retrain_dense(unmarked, split)
+    assert trigger_set.test(_predict_only(control), k).p_value > 1e-3
+
+
 def test_it_needs_the_model_and_held_out_data_to_generate_a_key(trained, split) -> None:
     with pytest.raises(TriggerSetError, match=r"pass model=<the trained model> and data="):
         trigger_set.generate_key(Params(), seed=1)
