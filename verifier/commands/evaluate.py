@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out.suffix != ".md":
         raise CommandError(f"--out must name a .md file, received {args.out}")
     try:
-        old = report.load(args.out.with_suffix(".json"))
+        report.load(args.out.with_suffix(".json"))  # fail before hours of work, not after
     except report.ReportError as e:
         raise CommandError(str(e)) from None
     if args.threads < 1:
@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
                 raise CommandError(f"verifier.evaluation.{name}: {e}") from None
         new += rows
         print(f"  {name}: {len(rows)} row(s) in {time.perf_counter() - start:.0f} s", flush=True)
-    json_path = report.write(args.out, report.merge(old, new))
+    # Re-read just before writing, so rows another run wrote meanwhile are kept.
+    json_path = report.write(args.out, report.merge(report.load(args.out.with_suffix(".json")), new))
     print(f"wrote {json_path} and {args.out}")
     return 0
 
