@@ -35,33 +35,35 @@ def _get_nodes(coords: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
 
 def _reserve(count: int) -> int:
     """Reserve `count` consecutive indexes and return the first; the UPDATE holds the LogHead
-    row lock until commit, which serializes appenders."""
-    q = connection.ops.quote_name
-    sql = f"UPDATE {q(LogHead._meta.db_table)} SET {q('size')} = {q('size')} + %s WHERE id = 1 RETURNING {q('size')}"
-    with connection.cursor() as cur:
-        cur.execute(sql, [count])
-        row = cur.fetchone()
-        if row is None:  # the first append ever: create the row, then take its lock
-            LogHead.objects.bulk_create([LogHead(pk=1, size=0)], ignore_conflicts=True)
-            cur.execute(sql, [count])
-            row = cur.fetchone()
-    return int(row[0]) - count
+    row lock until commit, which serializes appenders.
 
-
-def _commit_without_waiting_for_flush() -> None:
-    """PostgreSQL: let this transaction's commit return before its WAL reaches the disk.
-
-    The row lock on LogHead is held until commit, so the commit's disk flush (~2-8 ms here)
-    would cap appends at a few hundred per second. Safe because nothing is shown as logged
-    before a synchronous commit flushes it: PostgreSQL flushes the WAL in order, so the
-    (synchronous) commit that stores the first checkpoint covering an entry, or any later
-    ordinary commit, makes the entry durable first. A crash before that loses the entry
-    together with the rest of its transaction, as if it had never been asked for; a signed
-    checkpoint never covers a lost entry, so the tree cannot fork.
+    On PostgreSQL the same round trip also lets the transaction's commit return before its WAL
+    reaches the disk (`SET LOCAL synchronous_commit TO OFF`); otherwise the flush (~2-8 ms
+    here), paid while the lock is held, would cap appends at a few hundred per second. Safe
+    because nothing is shown as logged before a synchronous commit flushes it: PostgreSQL
+    flushes the WAL in order, so the (synchronous) commit that stores the first checkpoint
+    covering an entry, or any later ordinary commit, makes the entry durable first. A crash
+    before that loses the entry together with the rest of its transaction, as if it had never
+    been asked for; a signed checkpoint never covers a lost entry, so the tree cannot fork.
     """
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cur:
-            cur.execute("SET LOCAL synchronous_commit TO OFF")
+    q = connection.ops.quote_name
+    size = q("size")
+    sql = (f"UPDATE {q(LogHead._meta.db_table)} SET {size} = {size} + {int(count)} "
+           f"WHERE id = 1 RETURNING {size}")
+    postgres = connection.vendor == "postgresql"
+    with connection.cursor() as cur:
+        for attempt in range(2):
+            if postgres:  # two statements, one round trip (no parameters: the count is an int)
+                cur.execute(f"SET LOCAL synchronous_commit TO OFF; {sql}")
+                cur.nextset()
+            else:
+                cur.execute(sql)
+            row = cur.fetchone()
+            if row is not None or attempt:
+                break
+            # the first append ever: create the row, then take its lock
+            LogHead.objects.bulk_create([LogHead(pk=1, size=0)], ignore_conflicts=True)
+    return int(row[0]) - count
 
 
 def append(kind: str, data: bytes) -> LogEntry:
@@ -72,7 +74,6 @@ def append(kind: str, data: bytes) -> LogEntry:
 def append_many(kind: str, entries: list[bytes]) -> list[LogEntry]:
     """Append entries in order in one transaction (joining the caller's, if any)."""
     with transaction.atomic(savepoint=False):
-        _commit_without_waiting_for_flush()
         first = _reserve(len(entries))
         rows, nodes, fresh = [], [], {}
 
