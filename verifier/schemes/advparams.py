@@ -46,10 +46,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import hmac
 import math
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -58,6 +57,7 @@ from torch import nn
 
 from verifier import keyfile
 from verifier.result import NULL_CONSERVATIVE, TestResult
+from verifier.schemes._keyed import drbg_u64, secret_from_seed
 from verifier.stats import log10_binom_sf
 from verifier.suspect import Suspect
 
@@ -122,21 +122,8 @@ class Params:
 # --------------------------------------------------------------------------- keyed randomness
 
 def _secret_from_seed(seed: int | bytes) -> bytes:
-    """A 32-byte secret from an int (reproducible tests) or bytes (pass 32 random bytes)."""
-    if isinstance(seed, bool) or not isinstance(seed, int | bytes):
-        raise AdvParamsError(f"seed must be an int or bytes, received {type(seed).__name__}")
-    raw = seed if isinstance(seed, bytes) else seed.to_bytes(16, "big", signed=True)
-    return hashlib.sha256(b"hallmark/advparams/seed/v1" + raw).digest()
-
-
-def _drbg_u64(secret: bytes, label: bytes) -> Iterator[int]:
-    """HMAC-SHA256 in counter mode, as an endless stream of keyed 64-bit integers."""
-    counter = 0
-    while True:
-        block = hmac.new(secret, label + struct.pack(">Q", counter), hashlib.sha256).digest()
-        counter += 1
-        for i in range(0, 32, 8):
-            yield int.from_bytes(block[i:i + 8], "big")
+    """A 32-byte key secret from an int (reproducible tests) or bytes (pass 32 random bytes)."""
+    return secret_from_seed(seed, b"hallmark/advparams/seed/v1", AdvParamsError)
 
 
 def _f32_bits(value: float) -> int:
@@ -365,7 +352,7 @@ def encrypt(model: nn.Module, params: Params, seed: int | bytes, data: Data
     tensors = _eligible(enc_model, params.include_biases)
     names = sorted({n for n, _ in moved})
     original = model.state_dict()
-    stream = _drbg_u64(secret, b"dither")
+    stream = drbg_u64(secret, b"dither")
     which, index, orig, enc = [], [], [], []
     with torch.no_grad():
         for (name, i), old in sorted(moved.items()):

@@ -33,7 +33,7 @@ import hashlib
 import hmac
 import math
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -44,6 +44,7 @@ from torch import nn
 
 from verifier import keyfile
 from verifier.result import NULL_CONSERVATIVE, NULL_EXACT, TestResult
+from verifier.schemes._keyed import drbg_u64, secret_from_seed
 from verifier.stats import log10_binom_sf
 from verifier.suspect import Suspect
 
@@ -96,25 +97,12 @@ class Params:
 
 def _secret_from_seed(seed: int | bytes) -> bytes:
     """A 32-byte key secret from an int (reproducible tests) or bytes (pass 32 random bytes)."""
-    if isinstance(seed, bool) or not isinstance(seed, int | bytes):
-        raise LSBError(f"seed must be an int or bytes, received {type(seed).__name__}")
-    raw = seed if isinstance(seed, bytes) else seed.to_bytes(16, "big", signed=True)
-    return hashlib.sha256(b"hallmark/lsb/seed/v1" + raw).digest()
-
-
-def _drbg_u64(secret: bytes, label: bytes) -> Iterator[int]:
-    """HMAC-SHA256 in counter mode, as an endless stream of keyed 64-bit integers."""
-    counter = 0
-    while True:
-        block = hmac.new(secret, label + struct.pack(">Q", counter), hashlib.sha256).digest()
-        counter += 1
-        for i in range(0, 32, 8):
-            yield int.from_bytes(block[i:i + 8], "big")
+    return secret_from_seed(seed, b"hallmark/lsb/seed/v1", LSBError)
 
 
 def _keyed_bits(secret: bytes, label: bytes, n: int) -> torch.Tensor:
     """`n` keyed pseudo-random bits: (n,) uint8 in {0, 1}, least significant bit first."""
-    stream = _drbg_u64(secret, label)
+    stream = drbg_u64(secret, label)
     words = [next(stream) for _ in range(math.ceil(n / 64))]
     return torch.tensor([(w >> j) & 1 for w in words for j in range(64)][:n], dtype=torch.uint8)
 
@@ -231,7 +219,7 @@ def _choose_positions(secret: bytes, weights: dict[str, torch.Tensor],
                        f"positions out of at least {2 * count}: lower Params.repetitions or "
                        "raise Params.k, or sign a larger model")
     offsets = [sum(sizes[:i]) for i in range(len(sizes))]  # first flat index of each tensor
-    stream = _drbg_u64(secret, b"positions")
+    stream = drbg_u64(secret, b"positions")
     limit = (1 << 64) - (1 << 64) % total  # rejection keeps the draw uniform
     chosen: dict[tuple[str, int], None] = {}
     while len(chosen) < count:

@@ -35,10 +35,7 @@ Example:
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
-import struct
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -48,6 +45,7 @@ from torch import nn
 
 from verifier import keyfile
 from verifier.result import NULL_EXACT, TestResult
+from verifier.schemes._keyed import drbg_u64, secret_from_seed
 from verifier.stats import log10_binom_sf
 from verifier.suspect import Suspect
 
@@ -107,20 +105,7 @@ class Params:
 
 def _secret_from_seed(seed: int | bytes) -> bytes:
     """A 32-byte key secret from an int (reproducible tests) or bytes (pass 32 random bytes)."""
-    if isinstance(seed, bool) or not isinstance(seed, int | bytes):
-        raise OutputSignatureError(f"seed must be an int or bytes, received {type(seed).__name__}")
-    raw = seed if isinstance(seed, bytes) else seed.to_bytes(16, "big", signed=True)
-    return hashlib.sha256(b"hallmark/output_signature/seed/v1" + raw).digest()
-
-
-def _drbg_u64(secret: bytes, label: bytes) -> Iterator[int]:
-    """HMAC-SHA256 in counter mode, as an endless stream of keyed 64-bit integers."""
-    counter = 0
-    while True:
-        block = hmac.new(secret, label + struct.pack(">Q", counter), hashlib.sha256).digest()
-        counter += 1
-        for i in range(0, 32, 8):
-            yield int.from_bytes(block[i:i + 8], "big")
+    return secret_from_seed(seed, b"hallmark/output_signature/seed/v1", OutputSignatureError)
 
 
 def _uniform_ints(stream: Iterator[int], count: int, low: int, high: int) -> list[int]:
@@ -151,7 +136,7 @@ class Key:
         """The keyed hash: A (C, D) and c (C,), integers in [0, 2**hash_bits) as float64."""
         p = self.params
         dim, modulus = math.prod(p.input_shape), 1 << p.hash_bits
-        values = _uniform_ints(_drbg_u64(self.secret, b"hash"), p.classes * (dim + 1), 0, modulus)
+        values = _uniform_ints(drbg_u64(self.secret, b"hash"), p.classes * (dim + 1), 0, modulus)
         t = torch.tensor(values, dtype=torch.float64).view(p.classes, dim + 1)
         return t[:, :dim].contiguous(), t[:, dim].contiguous()
 
@@ -166,7 +151,7 @@ class Key:
         p = self.params
         dim, scale = math.prod(p.input_shape), 1 << p.scale_bits
         low, high = math.ceil(p.input_low * scale), math.floor(p.input_high * scale)
-        stream = _drbg_u64(self.secret, b"queries")
+        stream = drbg_u64(self.secret, b"queries")
         basis: dict[int, int] = {}  # GF(2) row echelon form: leading bit -> row
         kept: list[list[int]] = []
         while len(kept) < p.queries:
