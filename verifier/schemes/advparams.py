@@ -45,9 +45,7 @@ Example:
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
-import struct
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -57,7 +55,8 @@ from torch import nn
 
 from verifier import keyfile
 from verifier.result import NULL_CONSERVATIVE, TestResult
-from verifier.schemes._keyed import drbg_u64, secret_from_seed
+from verifier.schemes._keyed import secret_from_seed
+from verifier.schemes.advparams_search import AdvParamsError, Data, Weights, search
 from verifier.stats import log10_binom_sf
 from verifier.suspect import Suspect
 
@@ -72,13 +71,6 @@ CLAIM = ("exact-copy fingerprint: a positive test shows the suspect holds, bit f
          "fine-tuning or quantization, which change those weights, erase it (pruning only "
          "removes the ones it zeroes), and AdvParams itself protects access to the encrypted "
          "model, not ownership of a decrypted one")
-
-Weights = Mapping[str, torch.Tensor]
-Data = tuple[torch.Tensor, torch.Tensor]
-
-
-class AdvParamsError(ValueError):
-    """Models, data or keys the scheme cannot use (the message says what and the fix)."""
 
 
 @dataclass(frozen=True)
@@ -124,15 +116,6 @@ class Params:
 def _secret_from_seed(seed: int | bytes) -> bytes:
     """A 32-byte key secret from an int (reproducible tests) or bytes (pass 32 random bytes)."""
     return secret_from_seed(seed, b"hallmark/advparams/seed/v1", AdvParamsError)
-
-
-def _f32_bits(value: float) -> int:
-    """The float32 bit pattern of a value, as an unsigned int."""
-    return struct.unpack("<I", struct.pack("<f", value))[0]
-
-
-def _f32_value(bits: int) -> float:
-    return struct.unpack("<f", struct.pack("<I", bits & 0xFFFFFFFF))[0]
 
 
 # --------------------------------------------------------------------------- the key
@@ -206,119 +189,6 @@ class Key:
                     self.enc.tolist(), strict=True)]
 
 
-# --------------------------------------------------------------------------- encryption
-
-def _eligible(model: nn.Module, include_biases: bool) -> dict[str, nn.Parameter]:
-    return {n: p for n, p in model.named_parameters()
-            if p.dtype == torch.float32 and p.numel() > 1 and (p.dim() >= 2 or include_biases)}
-
-
-def _subset(data: Data, count: int, secret: bytes) -> Data:
-    """`count` examples of `data`, chosen by the key's secret."""
-    if not (isinstance(data, tuple | list) and len(data) == 2):
-        raise AdvParamsError("data must be a pair (x, y) of a labelled set: inputs (N, ...) and "
-                             f"int64 labels (N,), received {type(data).__name__}")
-    x, y = data
-    if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)) or len(x) != len(y) \
-            or len(y) == 0 or y.dtype != torch.int64:
-        raise AdvParamsError("data must be (x, y) tensors of equal, non-zero length with int64 "
-                             "labels; pass e.g. (split.x_held, split.y_held)")
-    g = torch.Generator().manual_seed(int.from_bytes(secret[:8], "big") >> 1)
-    idx = torch.randperm(len(y), generator=g)[:count]
-    return x[idx], y[idx]
-
-
-def _loss_acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    with torch.no_grad():
-        out = model(x)
-    return (float(nn.functional.cross_entropy(out, y)),
-            float((out.argmax(dim=1) == y).float().mean()))
-
-
-def _bounds(t: torch.Tensor, beta: float) -> tuple[float, float]:
-    """The stealth bounds of a tensor: [min + beta*range, max - beta*range]."""
-    vmin, vmax = float(t.detach().min()), float(t.detach().max())
-    return vmin + beta * (vmax - vmin), vmax - beta * (vmax - vmin)
-
-
-def _greedy(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
-            loss0: float, acc0: float) -> dict[tuple[str, int], float]:
-    """Move weights greedily in place; return {(name, flat index): original value}.
-
-    Each round: gradient of the cross-entropy of the still-correct examples (the ones whose
-    loss is not yet saturated), then the movable entry with the largest |gradient| moves by
-    step * range in the loss-increasing direction, clipped to the stealth bounds; an entry
-    that reaches a bound, or whose gradient turns against its earlier moves, is frozen. Stops
-    when loss > loss_multiple * loss0 and accuracy <= (1 - target_drop) * acc0, when
-    max_positions entries have moved, when nothing can move, or after 20 * max_positions rounds.
-    """
-    tensors = _eligible(model, params.include_biases)
-    if not tensors:
-        raise AdvParamsError("the model has no float32 weight tensors to encrypt; set "
-                             "Params(include_biases=True) or convert the model with .float()")
-    lo, hi, step, frozen = {}, {}, {}, {}
-    for name, p in tensors.items():
-        lo[name], hi[name] = _bounds(p, params.beta)
-        step[name] = params.step * float(p.detach().max() - p.detach().min())
-        frozen[name] = torch.zeros(p.shape, dtype=torch.bool)
-    moved: dict[tuple[str, int], float] = {}
-    direction_of: dict[tuple[str, int], float] = {}
-    model.eval()
-    for _ in range(params.max_positions * 20):  # a bound on rounds, whatever the model does
-        model.zero_grad(set_to_none=True)
-        out = model(x)
-        per = nn.functional.cross_entropy(out, y, reduction="none")  # (N,)
-        right = out.argmax(dim=1) == y
-        loss, acc = float(per.detach().mean()), float(right.float().mean())
-        if loss > params.loss_multiple * loss0 and acc <= (1 - params.target_drop) * acc0:
-            break
-        if len(moved) >= params.max_positions:
-            break
-        objective = per[right].sum() / len(y) if bool(right.any()) else per.mean()
-        objective.backward()
-        best: tuple[float, str, int] | None = None
-        for name, p in tensors.items():
-            g = p.grad if p.grad is not None else torch.zeros_like(p)
-            score = g.abs().masked_fill(frozen[name], 0.0)
-            score = score.masked_fill((p >= hi[name]) & (g > 0), 0.0)
-            score = score.masked_fill((p <= lo[name]) & (g < 0), 0.0)
-            value, where = score.flatten().max(dim=0)
-            if best is None or float(value) > best[0]:
-                best = (float(value), name, int(where))
-        if best is None or best[0] == 0.0:
-            break  # nothing can move any more
-        _, name, i = best
-        grad = tensors[name].grad
-        assert grad is not None  # chosen for its (non-zero) gradient
-        with torch.no_grad():
-            flat = tensors[name].view(-1)
-            old = float(flat[i])
-            direction = 1.0 if float(grad.view(-1)[i]) > 0 else -1.0
-            if direction_of.setdefault((name, i), direction) != direction:
-                frozen[name].view(-1)[i] = True  # it overshot: stop here rather than oscillate
-                continue
-            new = min(max(old + direction * step[name], lo[name]), hi[name])
-            if new in (lo[name], hi[name]):
-                frozen[name].view(-1)[i] = True
-            moved.setdefault((name, i), old)
-            flat[i] = new
-    model.zero_grad(set_to_none=True)
-    return moved
-
-
-def _dither(value: float, lo: float, hi: float, r: int, bits: int) -> float:
-    """`value` with its low `bits` mantissa bits set to `r`, kept inside [lo, hi]."""
-    mask = (1 << bits) - 1
-    b = (_f32_bits(value) & ~mask) | r
-    v = _f32_value(b)
-    # moving by 2**bits units of the bit pattern keeps the dither and steps inward
-    if v > hi:
-        b = b - (1 << bits) if v > 0 else b + (1 << bits)
-    elif v < lo:
-        b = b + (1 << bits) if v < 0 else b - (1 << bits)
-    return _f32_value(b)
-
-
 def encrypt(model: nn.Module, params: Params, seed: int | bytes, data: Data
             ) -> tuple[nn.Module, Key]:
     """Encrypt a copy of a trained model; return it with its key (the decryption material).
@@ -345,38 +215,12 @@ def encrypt(model: nn.Module, params: Params, seed: int | bytes, data: Data
     if not isinstance(model, nn.Module):
         raise AdvParamsError(f"encrypt expects an nn.Module, received {type(model).__name__}")
     secret = _secret_from_seed(seed)
-    x, y = _subset(data, params.samples, secret)
-    enc_model = copy.deepcopy(model)
-    loss0, acc0 = _loss_acc(enc_model, x, y)
-    moved = _greedy(enc_model, params, x, y, loss0, acc0)
-    tensors = _eligible(enc_model, params.include_biases)
-    names = sorted({n for n, _ in moved})
-    original = model.state_dict()
-    stream = drbg_u64(secret, b"dither")
-    which, index, orig, enc = [], [], [], []
-    with torch.no_grad():
-        for (name, i), old in sorted(moved.items()):
-            p = tensors[name]
-            lo, hi = _bounds(original[name], params.beta)
-            r = next(stream) & ((1 << params.dither_bits) - 1)
-            new = _dither(float(p.view(-1)[i]), lo, hi, r, params.dither_bits)
-            if _f32_bits(new) == _f32_bits(old):
-                p.view(-1)[i] = old  # the dither landed on the original: this entry is dropped
-                continue
-            p.view(-1)[i] = new
-            which.append(names.index(name))
-            index.append(i)
-            orig.append(old)
-            enc.append(new)
-    loss1, acc1 = _loss_acc(enc_model, x, y)
-    digest = hashlib.sha256(x.contiguous().to(torch.float32).numpy().tobytes()
-                            + y.contiguous().numpy().tobytes()).hexdigest()
-    key = Key(params, tuple((n, tuple(tensors[n].shape)) for n in names),
-              torch.tensor(which, dtype=torch.int64), torch.tensor(index, dtype=torch.int64),
-              torch.tensor(orig, dtype=torch.float32), torch.tensor(enc, dtype=torch.float32),
-              {"loss_before": loss0, "loss_after": loss1, "accuracy_before": acc0,
-               "accuracy_after": acc1, "samples": len(y), "data_sha256": digest,
-               "total_parameters": sum(p.numel() for p in model.parameters())})
+    enc_model, moves = search(model, params, secret, data)
+    key = Key(params, moves.tensors,
+              torch.tensor(moves.which, dtype=torch.int64),
+              torch.tensor(moves.index, dtype=torch.int64),
+              torch.tensor(moves.orig, dtype=torch.float32),
+              torch.tensor(moves.enc, dtype=torch.float32), moves.stats)
     return enc_model, key
 
 
