@@ -24,8 +24,6 @@ which can only make the p-value larger (the null is then labelled "conservative"
 """
 from __future__ import annotations
 
-import hashlib
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +33,14 @@ from torch import nn
 
 from verifier import keyfile
 from verifier.result import NULL_CONSERVATIVE, NULL_EXACT, TestResult
+from verifier.schemes.uchida_projection import (
+    _apply,
+    _factors,
+    _host_len,
+    _layout,
+    _project,
+    _subseed,
+)
 from verifier.stats import log10_binom_sf
 from verifier.suspect import Suspect
 
@@ -323,67 +329,6 @@ def test(suspect: Suspect, key: Key) -> TestResult:
 
 
 # ---------------------------------------------------------------------------------------------
-
-def _subseed(seed: int, purpose: str) -> int:
-    """An independent 63-bit seed for one purpose, derived from the key seed."""
-    digest = hashlib.sha256(f"hallmark/uchida/{purpose}/{seed}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def _host_len(shape: tuple[int, ...]) -> int:
-    return math.prod(shape[1:])
-
-
-def _layout(m: int) -> tuple[int, int, int]:
-    """(N1, N2, capacity): the host grid for M = m weights and the largest T it carries.
-
-    The grid is N1 rows of N2 = ceil(sqrt M); when M does not fill it, its last row is
-    zero-padded and only N1 - 1 rows of bits keep X at full rank.
-    """
-    n2 = math.isqrt(m - 1) + 1
-    n1 = -(-m // n2)
-    return n1, n2, m if n1 * n2 == m else (n1 - 1) * n2
-
-
-def _grid(t: int, m: int) -> tuple[int, int]:
-    """(t1, t2): the bit grid (t1 · t2 >= T), as square as the host grid allows."""
-    n1, n2, _ = _layout(m)
-    t1max = n1 if n1 * n2 == m else n1 - 1
-    t1 = min(t1max, math.isqrt(t - 1) + 1)
-    return t1, -(-t // t1)
-
-
-def _orthogonal_rows(t: int, n: int, g: torch.Generator) -> torch.Tensor:
-    """(t, n) float64 with orthogonal rows of norm sqrt(n): a Gaussian matrix, orthonormalised."""
-    q, r = torch.linalg.qr(torch.randn(n, t, generator=g, dtype=torch.float64))  # (n, t)
-    sign = torch.sign(torch.diagonal(r))
-    sign[sign == 0] = 1.0  # unique QR: positive diag(R), so every LAPACK gives the same X
-    return (q * sign).T * math.sqrt(n)
-
-
-def _factors(key: Key) -> tuple[torch.Tensor, torch.Tensor]:
-    """U (t1, N1) and V (t2, N2) in float64: X = (U ⊗ V) restricted to the host's M columns."""
-    m = key.host_size
-    n1, n2, _ = _layout(m)
-    t1, t2 = _grid(len(key.bits), m)
-    g = torch.Generator().manual_seed(_subseed(key.seed, "projection"))
-    return _orthogonal_rows(t1, n1, g), _orthogonal_rows(t2, n2, g)
-
-
-def _apply(w: torch.Tensor, u: torch.Tensor, v: torch.Tensor, key: Key) -> torch.Tensor:
-    """(X·w)_j for the first T cells of the t1 × t2 bit grid."""
-    n1, n2 = u.shape[1], v.shape[1]
-    if w.numel() == n1 * n2:
-        grid = w.reshape(n1, n2)  # (N1, N2), no copy
-    else:
-        grid = nn.functional.pad(w, (0, n1 * n2 - w.numel())).view(n1, n2)  # zero-padded
-    return (u @ (grid @ v.T)).reshape(-1)[:len(key.bits)]  # (t1, t2) -> (T,)
-
-
-def _project(w: torch.Tensor, key: Key) -> torch.Tensor:
-    u, v = _factors(key)
-    return _apply(w, u, v, key)
-
 
 def _resolve_layers(params: Params, model: nn.Module | Mapping[str, torch.Tensor] | None,
                     ) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...]]:
