@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
-from django.db.models import F
+from django.db.models import F, Q
+from django.utils import timezone
 
 # Verification.status
 QUEUED, FETCHING, CHECKING, FINALIZING, DONE, FAILED = (
@@ -122,6 +124,7 @@ class Verification(models.Model):
     checks_done = models.IntegerField(default=0)
     queries = models.IntegerField(default=0)  # black-box queries made across all checks
     submitted_at = models.DateTimeField(auto_now_add=True)
+    fetch_claimed_at = models.DateTimeField(null=True)  # when a worker last claimed the fetch
     fetched_at = models.DateTimeField(null=True)
     finished_at = models.DateTimeField(null=True)
 
@@ -133,6 +136,17 @@ class Verification(models.Model):
         changed = Verification.objects.filter(pk=self.pk, status=from_status).update(status=to_status)
         if changed:
             self.status = to_status
+        return bool(changed)
+
+    def claim_fetch(self, stale_after: timedelta) -> bool:
+        """Claim the fetch: a queued verification, or one whose fetch claim is older than
+        `stale_after` (its worker died and the broker redelivered the message)."""
+        now = timezone.now()
+        claimable = Q(status=QUEUED) | Q(status=FETCHING, fetch_claimed_at__lt=now - stale_after)
+        changed = Verification.objects.filter(claimable, pk=self.pk).update(
+            status=FETCHING, fetch_claimed_at=now)
+        if changed:
+            self.status, self.fetch_claimed_at = FETCHING, now
         return bool(changed)
 
     def count_check_done(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 
 from celery import group
 from celery.exceptions import SoftTimeLimitExceeded
@@ -57,7 +58,8 @@ def fetch(self, verification_id: int) -> None:  # type: ignore[no-untyped-def]
     """Fetch and validate the suspect, then fan out one check per commitment."""
     t0 = time.monotonic()
     v = Verification.objects.select_related("suspect", "target").get(pk=verification_id)
-    if not v.claim(QUEUED, FETCHING):
+    # A fetch claimed longer ago than the hard time limit belongs to a worker that died.
+    if not v.claim_fetch(timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)):
         return
     wait = (timezone.now() - v.submitted_at).total_seconds()
     try:
