@@ -1,6 +1,7 @@
 """The append-only transparency log in the database (RFC 6962 hashing, C2SP checkpoints).
 
-Appends take a row lock on LogHead, so concurrent appenders are serialized: no index is
+Appends take a row lock on LogHead (on PostgreSQL inside the `hallmark_log_append` function of
+migration 0003, one statement), so concurrent appenders are serialized: no index is
 skipped or used twice and the tree never forks. Each append stores the leaf and every
 perfect subtree it completes, so any root or proof needs O(log n) stored nodes, read in
 one query.
@@ -67,8 +68,19 @@ def _reserve(count: int) -> int:
 
 
 def append(kind: str, data: bytes) -> LogEntry:
-    """Append one entry (bytes from `verifier.evidence.logentry`)."""
-    return append_many(kind, [data])[0]
+    """Append one entry (bytes from `verifier.evidence.logentry`).
+
+    On PostgreSQL one statement does it all under the row lock (the `hallmark_log_append`
+    function of migration 0003, same hashing and rules as `append_many`).
+    """
+    if connection.vendor != "postgresql":
+        return append_many(kind, [data])[0]
+    now = timezone.now()
+    with transaction.atomic(savepoint=False), connection.cursor() as cur:
+        cur.execute("SELECT hallmark_log_append(%s, %s, %s)", [kind, data, now])
+        (index,) = cur.fetchone()
+    return LogEntry(index=index, kind=kind, body=data, leaf_hash=merkle.leaf_hash(data),
+                    created_at=now)
 
 
 def append_many(kind: str, entries: list[bytes]) -> list[LogEntry]:
