@@ -138,6 +138,13 @@ def train_digits(model: nn.Module, split: Split, epochs: int = 30, seed: int = 0
     return train(model, batches(split.x_train, split.y_train, seed=seed, epochs=epochs), lr=lr)
 
 
+def trained(split: Split, seed: int, epochs: int = 30, arch: Callable[[], nn.Module] = MLP
+            ) -> nn.Module:
+    """A fresh `arch()` whose initial weights and training order both come from `seed` alone."""
+    torch.manual_seed(seed)
+    return train_digits(arch(), split, epochs=epochs, seed=seed)
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
              y: torch.Tensor) -> float:

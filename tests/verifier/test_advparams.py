@@ -16,14 +16,9 @@ def split():
     return toy.digits()
 
 
-def _trained(split, seed, arch=toy.MLP, epochs=10):
-    torch.manual_seed(seed)
-    return toy.train_digits(arch(), split, epochs=epochs, seed=seed)
-
-
 @pytest.fixture(scope="module")
 def model(split):
-    return _trained(split, 0)
+    return toy.trained(split, 0, epochs=10)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +47,7 @@ def test_it_drops_digits_mlp_accuracy_by_at_least_80_percent_touching_under_1_pe
 
 
 def test_it_drops_the_small_cnn_accuracy_by_at_least_80_percent(split):
-    cnn = _trained(split, 1, arch=toy.CNN, epochs=6)
+    cnn = toy.trained(split, 1, epochs=6, arch=toy.CNN)
     enc, key = ap.encrypt(cnn, ap.Params(), seed=2, data=(split.x_held, split.y_held))
     assert toy.accuracy(enc, split.x_test, split.y_test) <= \
         0.2 * toy.accuracy(cnn, split.x_test, split.y_test)
@@ -111,7 +106,7 @@ def test_it_recognises_a_decrypted_copy_but_gives_it_no_unproven_p_value(model, 
 def test_independent_models_share_no_exact_value_and_get_p_1(split, encrypted):
     _, key = encrypted
     for seed in range(100, 110):
-        r = ap.test(Suspect.from_module(_trained(split, seed, epochs=2)), key)
+        r = ap.test(Suspect.from_module(toy.trained(split, seed, epochs=2)), key)
         assert r.statistic == 0 and r.p_value == 1.0 and r.details["copy"] == "none"
 
 

@@ -18,14 +18,9 @@ def split():
     return toy.digits()
 
 
-def _trained(split, seed, epochs=8):
-    torch.manual_seed(seed)
-    return toy.train_digits(toy.MLP(), split, epochs=epochs, seed=seed)
-
-
 @pytest.fixture(scope="module")
 def model(split):
-    return _trained(split, 0)
+    return toy.trained(split, 0, epochs=8)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +87,7 @@ def test_it_tells_a_tampered_copy_from_an_exact_copy(signed, key):
 def test_independent_models_get_p_values_that_are_not_small(split):
     log10_ps = []
     for m_seed in range(2):
-        m = _trained(split, 100 + m_seed, epochs=3)
+        m = toy.trained(split, 100 + m_seed, epochs=3)
         for k_seed in range(20):
             k = lsb.generate_key(lsb.Params(), seed=1000 + 10 * m_seed + k_seed, model=m)
             r = lsb.test(Suspect.from_module(m), k)
@@ -216,7 +211,7 @@ def test_it_refuses_models_it_cannot_sign():
 
 def test_it_refuses_to_sign_another_model_than_the_keyed_one(split, key):
     with pytest.raises(lsb.LSBError, match="masked digest"):
-        lsb.embed(_trained(split, 7, epochs=1), key)
+        lsb.embed(toy.trained(split, 7, epochs=1), key)
     with pytest.raises(lsb.LSBError, match="names, shapes"):
         lsb.embed(toy.CNN(), key)
     with pytest.raises(lsb.LSBError, match="nn.Module or a mapping"):

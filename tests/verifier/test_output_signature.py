@@ -18,14 +18,9 @@ def split():
     return toy.digits()
 
 
-def _trained(split, seed, epochs=8):
-    torch.manual_seed(seed)
-    return toy.train_digits(toy.MLP(), split, epochs=epochs, seed=seed)
-
-
 @pytest.fixture(scope="module")
 def model(split):
-    return _trained(split, 0)
+    return toy.trained(split, 0, epochs=8)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +87,7 @@ def test_fine_tuning_the_model_inside_the_wrapper_keeps_the_signature(split, wra
 def test_independent_models_get_p_values_that_are_not_small(split):
     log10_ps = []
     for m_seed in range(2):
-        m = _trained(split, 100 + m_seed, epochs=3)
+        m = toy.trained(split, 100 + m_seed, epochs=3)
         for k_seed in range(20):
             k = osig.generate_key(osig.Params(), seed=1000 + 20 * m_seed + k_seed)
             log10_ps.append(osig.test(Suspect.from_module(m), k).log10_p)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import torch
 from safetensors.torch import save
 from torch import nn
 
@@ -23,12 +22,6 @@ from verifier import toy
 from verifier.evaluation import attack_entry, attacks, fpr_summary, marked_summary
 from verifier.schemes import advparams as ap
 from verifier.suspect import Suspect
-
-
-def _trained(split: toy.Split, seed: int, epochs: int, arch: type[nn.Module] = toy.MLP
-             ) -> nn.Module:
-    torch.manual_seed(seed)
-    return toy.train_digits(arch(), split, epochs=epochs, seed=seed)
 
 
 def _bytes(model: nn.Module) -> bytes:
@@ -44,7 +37,7 @@ def _attack(name: str, model: nn.Module, split: toy.Split, key: ap.Key) -> dict[
 def _encryption(split: toy.Split, arch: type[nn.Module], epochs: int, params: ap.Params
                 ) -> dict[str, Any]:
     """Encrypt one trained model and measure locking, restore and the repair attempt."""
-    model = _trained(split, 0, epochs, arch)
+    model = toy.trained(split, 0, epochs, arch)
     enc, key = ap.encrypt(model, params, seed=1, data=(split.x_held, split.y_held))
     dec = ap.decrypt(enc, key)
     repaired = attacks.finetune(enc, split, epochs=5, fraction=0.1)
@@ -86,8 +79,8 @@ def _row(arch: type[nn.Module], label: str, quick: bool) -> dict[str, Any]:
 
     null = []
     for i in range(pairs):
-        owner = _trained(split, 1000 + 2 * i, null_epochs, arch)
-        other = _trained(split, 1001 + 2 * i, null_epochs, arch)
+        owner = toy.trained(split, 1000 + 2 * i, null_epochs, arch)
+        other = toy.trained(split, 1001 + 2 * i, null_epochs, arch)
         _, owner_key = ap.encrypt(owner, params, seed=5000 + i, data=(split.x_held, split.y_held))
         suspect = (ap.encrypt(other, params, seed=9000 + i, data=(split.x_held, split.y_held))[0]
                    if i % 2 == 0 else other)

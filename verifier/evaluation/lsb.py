@@ -15,7 +15,6 @@ import random
 import time
 from typing import Any
 
-import torch
 from torch import nn
 
 from verifier import toy
@@ -28,11 +27,6 @@ from verifier.evaluation import (
 )
 from verifier.schemes import lsb
 from verifier.suspect import Suspect
-
-
-def _trained(split: toy.Split, seed: int, epochs: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return toy.train_digits(toy.MLP(), split, epochs=epochs, seed=seed)
 
 
 def _attack(name: str, model: nn.Module, split: toy.Split, key: lsb.Key) -> dict[str, Any]:
@@ -52,7 +46,7 @@ def evaluate(quick: bool = False) -> dict[str, Any]:
     split = toy.digits()
     epochs, null_epochs, pairs = (10, 3, 20) if quick else (30, 10, 100)
     params = lsb.Params()
-    model = _trained(split, 0, epochs)
+    model = toy.trained(split, 0, epochs)
     key = lsb.generate_key(params, seed=1, model=model)
     signed = lsb.embed(model, key)
     acc_clean = toy.accuracy(model, split.x_test, split.y_test)
@@ -78,8 +72,8 @@ def evaluate(quick: bool = False) -> dict[str, Any]:
     null, randomized = [], []
     coin = random.Random(0)  # only for the randomized p-values that check exactness
     for i in range(pairs):
-        owner = _trained(split, 1000 + 2 * i, null_epochs)
-        other = _trained(split, 1001 + 2 * i, null_epochs)
+        owner = toy.trained(split, 1000 + 2 * i, null_epochs)
+        other = toy.trained(split, 1001 + 2 * i, null_epochs)
         owner_key = lsb.generate_key(params, seed=5000 + i, model=owner)
         other_signed = lsb.embed(other, lsb.generate_key(params, seed=9000 + i, model=other))
         r = lsb.test(Suspect.from_module(other_signed), owner_key)

@@ -33,11 +33,6 @@ from verifier.schemes import output_signature as osig
 from verifier.suspect import Suspect
 
 
-def _trained(split: toy.Split, seed: int, epochs: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return toy.train_digits(toy.MLP(), split, epochs=epochs, seed=seed)
-
-
 def _row(name: str, predict: Callable[[torch.Tensor], torch.Tensor], split: toy.Split,
          key: osig.Key) -> dict[str, Any]:
     r = osig.test(Suspect.from_predict(predict), key)
@@ -70,7 +65,7 @@ def evaluate(quick: bool = False) -> dict[str, Any]:
     split = toy.digits()
     epochs, null_epochs, pairs = (10, 3, 20) if quick else (30, 10, 100)
     params = osig.Params()
-    model = _trained(split, 0, epochs)
+    model = toy.trained(split, 0, epochs)
     key = osig.generate_key(params, seed=1)
     wrapped = osig.embed(model, key)
     acc_clean = toy.accuracy(model, split.x_test, split.y_test)
@@ -106,7 +101,7 @@ def evaluate(quick: bool = False) -> dict[str, Any]:
     null, randomized = [], []
     coin = random.Random(0)  # only for the randomized p-values that check exactness
     for i in range(pairs):
-        other = _trained(split, 1000 + i, null_epochs)
+        other = toy.trained(split, 1000 + i, null_epochs)
         other_signed = osig.embed(other, osig.generate_key(params, seed=9000 + i))
         owner_key = osig.generate_key(params, seed=5000 + i)
         r = osig.test(Suspect.from_predict(served(other_signed)), owner_key)
