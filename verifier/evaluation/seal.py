@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import os
 import random
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -123,10 +124,27 @@ def _with_adapter(base: nn.Module, folder: str, tensors: Mapping[str, torch.Tens
 
 # ---------------------------------------------------------------- rows
 
+def _released(base: nn.Module, marked: nn.Module, key: seal.Key, split: Any,
+              modules_to_save: tuple[str, ...] = ()) -> tuple[Any, ...]:
+    """Release the adapter and measure it: (accuracy loaded with peft, test as an adapter,
+    accuracy and test with 50 % of the adapter pruned, merged model, test merged, test costs)."""
+    with tempfile.TemporaryDirectory() as folder:
+        seal.release(marked, key, folder, modules_to_save=modules_to_save)
+        adapter = _adapter_tensors(folder)
+        acc_loaded = toy.accuracy(_load_adapter(base, folder), split.x_test, split.y_test)
+        res_adapter = seal.test(Suspect.from_weights(adapter), key)
+        pruned = _prune_adapter(adapter, 0.5)
+        acc_pa = toy.accuracy(_with_adapter(base, folder, pruned), split.x_test, split.y_test)
+        res_pa = seal.test(Suspect.from_weights(pruned), key)
+    merged = seal.merge(marked, key)
+    res_merged = seal.test(Suspect.from_module(merged), key)
+    cost = (_test_ms(Suspect.from_weights(adapter), key), _test_ms(Suspect.from_module(merged), key))
+    return acc_loaded, res_adapter, acc_pa, res_pa, merged, res_merged, cost
+
+
 def evaluate_mlp(quick: bool = False, seed: int = 0,
                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The "mlp-digits" row: fidelity vs plain LoRA, marked p, attacks, FPR over >= 100 pairs."""
-    import tempfile
 
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
@@ -163,18 +181,8 @@ def evaluate_mlp(quick: bool = False, seed: int = 0,
     acc_clean, acc_marked = sum(accs_clean) / len(accs_clean), sum(accs_marked) / len(accs_marked)
     acc_cp = sum(accs_cp) / len(accs_cp)
 
-    with tempfile.TemporaryDirectory() as folder:
-        seal.release(marked, key, folder)
-        adapter = _adapter_tensors(folder)
-        loaded = _load_adapter(base, folder)
-        acc_loaded = toy.accuracy(loaded, split.x_test, split.y_test)
-        res_adapter = seal.test(Suspect.from_weights(adapter), key)
-        pruned_adapter = _prune_adapter(adapter, 0.5)
-        acc_pa = toy.accuracy(_with_adapter(base, folder, pruned_adapter), split.x_test, split.y_test)
-        res_pa = seal.test(Suspect.from_weights(pruned_adapter), key)
-    merged = seal.merge(marked, key)
-    res_merged = seal.test(Suspect.from_module(merged), key)
-    cost = (_test_ms(Suspect.from_weights(adapter), key), _test_ms(Suspect.from_module(merged), key))
+    acc_loaded, res_adapter, acc_pa, res_pa, merged, res_merged, cost = _released(
+        base, marked, key, split)
 
     say("attacks")
     attack_rows = []
@@ -237,7 +245,6 @@ def evaluate_mlp(quick: bool = False, seed: int = 0,
 def evaluate_minilm(quick: bool = False, seed: int = 0,
                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The "minilm-sentiment" row: SEAL LoRA on the real all-MiniLM-L6-v2."""
-    import tempfile
 
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
@@ -270,18 +277,8 @@ def evaluate_minilm(quick: bool = False, seed: int = 0,
     acc_head = toy.accuracy(toy.train(head, data(seed + 1), lr=lr,
                                       params=head.classifier.parameters()),
                             split.x_test, split.y_test)
-    with tempfile.TemporaryDirectory() as folder:
-        seal.release(marked, key, folder, modules_to_save=("classifier",))
-        adapter = _adapter_tensors(folder)
-        loaded = _load_adapter(base, folder)
-        acc_loaded = toy.accuracy(loaded, split.x_test, split.y_test)
-        res_adapter = seal.test(Suspect.from_weights(adapter), key)
-        pruned_adapter = _prune_adapter(adapter, 0.5)
-        acc_pa = toy.accuracy(_with_adapter(base, folder, pruned_adapter), split.x_test, split.y_test)
-        res_pa = seal.test(Suspect.from_weights(pruned_adapter), key)
-    merged = seal.merge(marked, key)
-    res_merged = seal.test(Suspect.from_module(merged), key)
-    cost = (_test_ms(Suspect.from_weights(adapter), key), _test_ms(Suspect.from_module(merged), key))
+    acc_loaded, res_adapter, acc_pa, res_pa, merged, res_merged, cost = _released(
+        base, marked, key, split, ("classifier",))
 
     say("attacks on MiniLM")
     attack_rows = []
