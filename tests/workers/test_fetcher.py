@@ -3,7 +3,6 @@ conditional re-fetches, redirects, the exact size cap, and the address rules on 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -14,7 +13,6 @@ from tests.hostile.loopback import (
     LoopbackServer,
     Seen,
     files_under,
-    loopback_only_sockets,
     send,
     stub_resolver,
 )
@@ -22,18 +20,6 @@ from workers.fetcher import Fetched, FetchError, FetchPolicy, check_address, fet
 
 POLICY = FetchPolicy(allow_loopback=True, timeout_seconds=10)
 BODY = bytes(range(256)) * 40  # 10,240 bytes
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    loopback_only_sockets(monkeypatch)
-
-
-@pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    s = LoopbackServer()
-    yield s
-    s.close()
 
 
 def test_it_streams_a_file_into_the_cache_under_its_sha256(server: LoopbackServer,

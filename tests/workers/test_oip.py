@@ -2,32 +2,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
 import torch
 
-from tests.hostile.loopback import LoopbackServer, Seen, loopback_only_sockets, send, serve_oip
+from tests.hostile.loopback import LoopbackServer, Seen, send, serve_oip
 from verifier.toy import CNN, MLP
 from workers.fetcher import FetchPolicy
 from workers.oip import OipClient, is_oip_url, oip_suspect, parse_oip_url
 
 POLICY = FetchPolicy(allow_loopback=True, timeout_seconds=10)
 torch.set_num_threads(1)
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    loopback_only_sockets(monkeypatch)
-
-
-@pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    s = LoopbackServer()
-    yield s
-    s.close()
 
 
 @pytest.fixture(scope="module")

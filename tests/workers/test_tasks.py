@@ -13,18 +13,11 @@ from django.utils import timezone
 
 from registry.models import CheckResult, Commitment, LogEntry, Report, Verification
 from registry.submission import submit
-from tests.hostile.loopback import LoopbackServer, send
+from tests.hostile.loopback import send
 from tests.keys import uchida_key_blob
 from tests.registry.conftest import make_actor
 from verifier import toy
 from workers import tasks
-
-
-@pytest.fixture
-def server():  # type: ignore[no-untyped-def]
-    s = LoopbackServer()
-    yield s
-    s.close()
 
 
 @pytest.fixture
