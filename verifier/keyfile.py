@@ -28,6 +28,26 @@ class KeyFormatError(ValueError):
     """A key blob that is not a Hallmark key (wrong format, scheme or metadata)."""
 
 
+class KeyMaterialError(KeyFormatError):
+    """A key whose random material is not what its seed derives: forged or edited after generation.
+
+    Every random element of a key (bits, labels, positions, pads, dither, projections) is an
+    output of the scheme's keyed DRBG over the key's seed; `Key.from_bytes` re-derives it and
+    raises this error, naming the first field that differs, when the stored value does not match.
+
+    Example:
+        >>> e = KeyMaterialError("bits", "uchida"); e.field, "edited or forged" in str(e)
+        ('bits', True)
+    """
+
+    def __init__(self, field: str, scheme: str) -> None:
+        self.field = field
+        self.scheme = scheme
+        super().__init__(
+            f"the {scheme} key's `{field}` are not the ones its seed derives: the key was edited "
+            "or forged after generation; regenerate it with generate_key(params, seed)")
+
+
 def dump(scheme: str, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> bytes:
     """Serialize a key deterministically.
 

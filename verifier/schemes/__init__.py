@@ -7,6 +7,14 @@ Every scheme is a module `verifier.schemes.<name>` with the same small contract:
 - `Params`: a dataclass of public parameters, and `generate_key(params, seed, model=None) -> Key`;
 - `Key`: `to_bytes()` / `Key.from_bytes(blob)` as a deterministic safetensors blob
   (see `verifier.keyfile`), and `public_params() -> dict` (what may be published: no secrets);
+  every random element of a key (bits, labels, positions, pads, dither, projections) is an
+  output of the scheme's keyed DRBG over the seed, and `from_bytes` re-derives it and raises
+  `keyfile.KeyMaterialError` (naming the field) when the blob's material differs;
+  `best_log10_p() -> float`: log10 of the p-value a perfect match would give (the registry
+  refuses keys that could never reach the forgery floor, see `verifier.forgery`);
+  `owner_chosen_inputs -> bool` (property): True when the key carries inputs its seed cannot
+  produce (adversarial triggers), which the registry screens against a reference panel
+  (`verifier.screening`);
 - `embed(model, key, data=None, **options) -> model`: training-time schemes fine-tune with
   their loss on `data` (an iterable of `(inputs, labels)` batches); post-training schemes
   edit weights or wrap the model;
