@@ -176,6 +176,15 @@ class Key:
                     f"malformed advparams key: index {i} outside tensor `{key.tensors[w][0]}`")
         return key
 
+    @property
+    def owner_chosen_inputs(self) -> bool:
+        """False: the dither derives from the secret."""
+        return False
+
+    def best_log10_p(self) -> float:
+        """log10 of the p-value of a perfect match: the strongest evidence this key can give."""
+        return self.positions * math.log10(1.0 / ((1 << self.params.dither_bits) - 1))
+
     def public_params(self) -> dict[str, Any]:
         """What may be published: parameters and counts; no positions, no values."""
         return {**asdict(self.params), "positions": self.positions,

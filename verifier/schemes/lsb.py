@@ -161,6 +161,15 @@ class Key:
             raise keyfile.KeyFormatError("lsb key's public_key does not match its secret")
         return key
 
+    @property
+    def owner_chosen_inputs(self) -> bool:
+        """False: positions, pad and signature derive from the secret."""
+        return False
+
+    def best_log10_p(self) -> float:
+        """log10 of the p-value of a perfect match: the strongest evidence this key can give."""
+        return self.params.n_bits * math.log10(0.5)
+
     def public_params(self) -> dict[str, Any]:
         """What may be published: parameters, the signer's public key; no positions, no pad."""
         return {**asdict(self.params), "n_bits": self.params.n_bits,

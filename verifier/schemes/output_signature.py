@@ -189,6 +189,15 @@ class Key:
                 f"malformed output_signature key: secret of {len(secret)} bytes, expected 32")
         return cls(params, secret)
 
+    @property
+    def owner_chosen_inputs(self) -> bool:
+        """False: queries and hash derive from the secret."""
+        return False
+
+    def best_log10_p(self) -> float:
+        """log10 of the p-value of a perfect match: the strongest evidence this key can give."""
+        return self.params.queries * (self.params.classes - 1) * math.log10(0.5)
+
     def public_params(self) -> dict[str, Any]:
         """What may be published: the parameters (no secret, no hash key, no queries)."""
         d = asdict(self.params)

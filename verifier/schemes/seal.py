@@ -169,6 +169,15 @@ class Key:
                 raise PassportError("SEAL key refused (R0): " + "; ".join(problems))
         return key
 
+    @property
+    def owner_chosen_inputs(self) -> bool:
+        """False: every random element derives from the seed."""
+        return False
+
+    def best_log10_p(self) -> float:
+        """log10 of the p-value of a perfect match: the strongest evidence this key can give."""
+        return self.bits * math.log10(0.5)
+
     def public_params(self) -> dict[str, Any]:
         """What may be published: rank, scale, targets, bit count, base; no seed, no tensors."""
         return {"r": self.r, "alpha": self.alpha, "targets": list(self.targets),

@@ -25,6 +25,7 @@ not depend on r (it does not: PGD is untargeted), or transferability would break
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -121,6 +122,15 @@ class Key:
         """What may be published with a commitment: sizes only, no trigger, no label."""
         return {"scheme": NAME, "triggers": self.n, "classes": self.classes, "eps": self.eps,
                 "input_shape": list(self.triggers.shape[1:]), "p0": 1.0 / (self.classes - 1)}
+
+    @property
+    def owner_chosen_inputs(self) -> bool:
+        """True: the triggers come from the owner's model, not the seed (screened at upload)."""
+        return True
+
+    def best_log10_p(self) -> float:
+        """log10 of the p-value of a perfect match: the strongest evidence this key can give."""
+        return self.n * math.log10(1.0 / (self.classes - 1))
 
 
 def generate_key(params: Params, seed: int, model: nn.Module | None = None,

@@ -24,6 +24,7 @@ which can only make the p-value larger (the null is then labelled "conservative"
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -131,6 +132,15 @@ class Key:
         return {"scheme": NAME, "bits": len(self.bits), "layers": list(self.layers),
                 "shapes": [list(s) for s in self.shapes], "host_size": self.host_size,
                 "lam": self.lam}
+
+    @property
+    def owner_chosen_inputs(self) -> bool:
+        """False: every random element derives from the seed."""
+        return False
+
+    def best_log10_p(self) -> float:
+        """log10 of the p-value of a perfect match: the strongest evidence this key can give."""
+        return len(self.bits) * math.log10(0.5)
 
 
 def generate_key(params: Params, seed: int, model: nn.Module | Mapping[str, torch.Tensor] | None = None) -> Key:
