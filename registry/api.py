@@ -11,14 +11,16 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from rest_framework import generics, mixins, status, viewsets
 from rest_framework.authtoken.models import Token
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from registry import licensing, receipts, reporting, serializers, translog
+from registry import licensing, receipts, reporting, serializers, throttling, translog
 from registry.identities import new_owner_fields
+from registry.limits import lockout_response
 from registry.models import Commitment, LogEntry, Owner, RegisteredModel, Report, Verification
 from registry.registration import add_commitment, register_model
 from registry.secrets import unseal
@@ -32,6 +34,7 @@ class SignupView(generics.CreateAPIView):
 
     permission_classes = [AllowAny]
     serializer_class = serializers.SignupSerializer
+    throttle_classes = [throttling.SignupThrottle]
 
     def create(self, request: Request, *args: object, **kwargs: object) -> Response:
         s = self.get_serializer(data=request.data)
@@ -46,6 +49,21 @@ class SignupView(generics.CreateAPIView):
                         status=status.HTTP_201_CREATED)
 
 
+class TokenView(ObtainAuthToken):
+    """An API token for a username and password; throttled per address, locked out by axes."""
+
+    throttle_classes = [throttling.LoginThrottle]
+
+    def post(self, request: Request, *args: object, **kwargs: object) -> Response:
+        try:
+            return super().post(request, *args, **kwargs)
+        except ValidationError:
+            if getattr(request, "axes_locked_out", False) or getattr(
+                    request._request, "axes_locked_out", False):
+                return lockout_response(request._request)  # type: ignore[return-value]
+            raise
+
+
 class ModelViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
                    viewsets.GenericViewSet):
     """The requesting owner's models; other owners' models do not exist for them (404)."""
@@ -55,6 +73,11 @@ class ModelViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrie
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
         return RegisteredModel.objects.filter(owner=self.request.user.owner)
+
+    def get_throttles(self):  # type: ignore[no-untyped-def]
+        if self.action == "commitments" and self.request.method == "POST":
+            return [throttling.UploadThrottle()]
+        return super().get_throttles()
 
     def create(self, request: Request, *args: object, **kwargs: object) -> Response:
         s = self.get_serializer(data=request.data)
@@ -86,6 +109,11 @@ class CommitmentViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):  # type: ignore[no-untyped-def]
         return Commitment.objects.filter(model__owner=self.request.user.owner)
 
+    def get_throttles(self):  # type: ignore[no-untyped-def]
+        if self.action == "licences":
+            return [throttling.UploadThrottle()]
+        return super().get_throttles()
+
     @action(detail=True, methods=["post"])
     def open(self, request: Request, public_id: str) -> Response:
         c = self.get_object()
@@ -116,14 +144,17 @@ class VerificationViewSet(mixins.CreateModelMixin, mixins.ListModelMixin,
         return (Verification.objects.filter(requested_by=self.request.user.owner)
                 .select_related("suspect", "target", "report"))
 
+    def get_throttles(self):  # type: ignore[no-untyped-def]
+        if self.action == "create":
+            return [throttling.SuspectHostThrottle(), throttling.SubmitThrottle()]
+        return super().get_throttles()
+
     def create(self, request: Request, *args: object, **kwargs: object) -> Response:
-        url = request.data.get("url")
-        if not isinstance(url, str) or not url:
-            raise ValidationError({"url": "give the suspect's http(s) URL"})
-        target = None
-        if request.data.get("target"):
-            target = get_object_or_404(RegisteredModel, public_id=request.data["target"])
-        v = submit(request.user.owner, url, target)
+        s = serializers.SubmitSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        target_id = s.validated_data.get("target")
+        target = get_object_or_404(RegisteredModel, public_id=target_id) if target_id else None
+        v = submit(request.user.owner, s.validated_data["url"], target)
         return Response(self.get_serializer(v).data, status=status.HTTP_202_ACCEPTED)
 
 

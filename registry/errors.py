@@ -25,7 +25,7 @@ class BadSuspectURL(APIException):
 
 class DuplicateCommitment(APIException):
     status_code = status.HTTP_409_CONFLICT
-    default_detail = "this key is already committed in the registry"
+    default_detail = "you already committed this key; each key blob is committed once per owner"
     default_code = "duplicate_commitment"
 
 
@@ -39,3 +39,9 @@ class BadLicenceRequest(APIException):
     status_code = status.HTTP_400_BAD_REQUEST
     default_detail = "the licence cannot be issued for this model"
     default_code = "bad_licence_request"
+
+
+class PayloadTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "the request body is larger than the registry accepts"
+    default_code = "payload_too_large"

@@ -94,7 +94,10 @@ def add_commitment(model: RegisteredModel, blob: bytes,
     parsed = parse_key(blob)
     request = requests.commitment_request(str(model.public_id), parsed.scheme, parsed.sha256)
     env = _signed_request(model.owner, request, owner_signature)
-    if Commitment.objects.filter(key_sha256=parsed.sha256).exists():
+    # Per owner: answering "already committed" for another account's key would let anyone
+    # test whether a given key blob sits in escrow. Two owners committing one blob are
+    # resolved by the priority rule (earliest log index) and flagged as a dispute.
+    if Commitment.objects.filter(key_sha256=parsed.sha256, model__owner=model.owner).exists():
         raise errors.DuplicateCommitment()
     salt = commit_lib.new_salt()
     digest = commit_lib.commit(parsed.scheme, salt, blob)

@@ -51,6 +51,7 @@ HALLMARK_ENDPOINT_MAX_QUERIES = envint("HALLMARK_ENDPOINT_MAX_QUERIES", 10_000)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
+    "axes",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -68,7 +69,11 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
+# Before anything reads a body: a request id on every request (logged with every 500) and
+# a refusal of bodies over the caps below, answered 413 without reading them.
+MIDDLEWARE.insert(0, "registry.limits.RequestLimitsMiddleware")
 ROOT_URLCONF = "registry.urls"
 TEMPLATES = [{
     "BACKEND": "django.template.backends.django.DjangoTemplates",
@@ -100,8 +105,46 @@ TIME_ZONE = "UTC"
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
-DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024 * 1024  # key blobs can hold trigger sets
-FILE_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024 * 1024
+# Request bodies: uploads (key blobs, encrypted models) up to HALLMARK_MAX_UPLOAD_BYTES,
+# everything else (JSON, forms) up to HALLMARK_MAX_BODY_BYTES. Larger bodies are refused from
+# their Content-Length before a byte is read; uploads stream to a temporary file past 2.5 MB,
+# and an upload handler stops reading the moment a file passes the cap (a lying
+# Content-Length cannot make the process hold more).
+HALLMARK_MAX_UPLOAD_BYTES = envint("HALLMARK_MAX_UPLOAD_BYTES", 256 * 1024 * 1024)
+HALLMARK_MAX_BODY_BYTES = envint("HALLMARK_MAX_BODY_BYTES", 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = HALLMARK_MAX_BODY_BYTES
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 100
+DATA_UPLOAD_MAX_NUMBER_FILES = 4
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+FILE_UPLOAD_HANDLERS = ["registry.limits.CappedUploadHandler",
+                        "django.core.files.uploadhandler.MemoryFileUploadHandler",
+                        "django.core.files.uploadhandler.TemporaryFileUploadHandler"]
+
+# Login lockout (django-axes, attempts kept in the database so every web host sees them):
+# HALLMARK_LOGIN_FAILURES wrong passwords for one username from one address lock that pair
+# out for HALLMARK_LOGIN_COOLOFF_MINUTES, on the web login and on /api/token alike (429).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend",
+                           "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = envint("HALLMARK_LOGIN_FAILURES", 5)
+AXES_COOLOFF_TIME = envfloat("HALLMARK_LOGIN_COOLOFF_MINUTES", 15.0) / 60.0  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_LOCKOUT_CALLABLE = "registry.limits.lockout_response"
+AXES_VERBOSE = False
+
+# Throttle counters live in this cache: set HALLMARK_CACHE_URL to a Redis URL whenever more
+# than one web process serves (scaled mode), or each process counts alone. Production mode
+# refuses the per-process default.
+_CACHE_URL = envstr("HALLMARK_CACHE_URL", "")
+if PRODUCTION and not _CACHE_URL:
+    raise ConfigError("HALLMARK_CACHE_URL must name a Redis server in production mode "
+                      "(redis://host:6379/1): throttles counted per process would not hold")
+CACHES = {"default": (
+    {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _CACHE_URL,
+     "KEY_PREFIX": "hallmark", "TIMEOUT": 3600}
+    if _CACHE_URL else
+    {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "hallmark"})}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -110,7 +153,20 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "EXCEPTION_HANDLER": "registry.api_errors.exception_handler",
+    "DEFAULT_PARSER_CLASSES": ["registry.parsers.BoundedJSONParser",
+                               "rest_framework.parsers.FormParser",
+                               "rest_framework.parsers.MultiPartParser"],
+    # Rates per scope (registry/throttling.py says who is counted and how). An untargeted
+    # verification scans the whole registry and costs HALLMARK_SCAN_COST submissions.
+    "DEFAULT_THROTTLE_RATES": {
+        "signup": envstr("HALLMARK_RATE_SIGNUP", "10/hour"),
+        "login": envstr("HALLMARK_RATE_LOGIN", "30/min"),
+        "submit": envstr("HALLMARK_RATE_SUBMIT", "120/hour"),
+        "suspect_host": envstr("HALLMARK_RATE_SUSPECT_HOST", "60/min"),
+        "upload": envstr("HALLMARK_RATE_UPLOAD", "60/hour"),
+    },
 }
+HALLMARK_SCAN_COST = envint("HALLMARK_SCAN_COST", 10)
 
 # Celery: JSON only, late acks with requeue on a lost worker, one task per child at a time,
 # time limits, and a Redis visibility timeout above the hard limit (so long checks are not
@@ -135,8 +191,30 @@ if CELERY_TASK_SOFT_TIME_LIMIT >= CELERY_TASK_TIME_LIMIT:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {"hallmark": {"handlers": ["console"], "level": envstr("HALLMARK_LOG_LEVEL", "INFO")}},
+    "filters": {"request_id": {"()": "registry.requestid.RequestIdFilter"}},
+    "formatters": {"plain": {
+        "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain",
+                             "filters": ["request_id"]}},
+    "loggers": {
+        "hallmark": {"handlers": ["console"], "level": envstr("HALLMARK_LOG_LEVEL", "INFO")},
+        # every 500 (with its traceback and request id), in production too
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+    },
 }
+
+# Production serving behind a TLS-terminating proxy (docs/architecture.md, "Production"):
+# HTTPS only, HSTS, secure cookies. The proxy must set X-Forwarded-Proto.
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = envbool("HALLMARK_SSL_REDIRECT", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = envint("HALLMARK_HSTS_SECONDS", 31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("HALLMARK_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = envbool("HALLMARK_HSTS_PRELOAD", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
+        raise ConfigError("DJANGO_SECRET_KEY must be at least 50 random characters in production "
+                          "mode; generate one with `python -c \"import secrets;"
+                          "print(secrets.token_urlsafe(64))\"`")
 os.makedirs(DATA_DIR, exist_ok=True)

@@ -1,7 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
 from registry import api, views
@@ -14,7 +13,7 @@ router.register("verifications", api.VerificationViewSet, basename="verification
 urlpatterns = [
     path("", views.home, name="home"),
     path("signup/", views.signup, name="signup"),
-    path("login/", auth_views.LoginView.as_view(template_name="registry/login.html"), name="login"),
+    path("login/", views.LoginView.as_view(template_name="registry/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("models/new/", views.model_new, name="model_new"),
@@ -23,7 +22,7 @@ urlpatterns = [
     path("verifications/<uuid:public_id>/", views.verification_detail, name="verification_detail"),
     path("reports/<uuid:public_id>/", views.report_detail, name="report_detail"),
     path("api/signup", api.SignupView.as_view(), name="api_signup"),
-    path("api/token", obtain_auth_token, name="api_token"),
+    path("api/token", api.TokenView.as_view(), name="api_token"),
     path("api/reports/<uuid:public_id>", api.report, name="api_report"),
     path("api/log/checkpoint", api.checkpoint, name="api_checkpoint"),
     path("api/log/inclusion", api.inclusion_proof, name="api_inclusion"),

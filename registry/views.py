@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from rest_framework.exceptions import APIException
 
-from registry import forms, reporting
+from registry import forms, reporting, throttling
 from registry.identities import new_owner_fields
 from registry.models import Owner, RegisteredModel, Report, Verification
 from registry.registration import add_commitment, register_model
@@ -20,13 +21,23 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "registry/home.html")
 
 
+class LoginView(auth_views.LoginView):
+    """Django's login, throttled per address like /api/token (axes adds the lockout)."""
+
+    def post(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        throttling.check(request, throttling.LoginThrottle)
+        return super().post(request, *args, **kwargs)
+
+
 def signup(request: HttpRequest) -> HttpResponse:
     form = forms.SignupForm(request.POST or None)
+    if request.method == "POST":
+        throttling.check(request, throttling.SignupThrottle)
     if request.method == "POST" and form.is_valid():
         with transaction.atomic():
             user = form.save()
             Owner.objects.create(user=user, **new_owner_fields(None))
-        login(request, user)
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("dashboard")
     return render(request, "registry/signup.html", {"form": form})
 
@@ -51,6 +62,8 @@ def model_new(request: HttpRequest) -> HttpResponse:
 @login_required
 def model_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     model = get_object_or_404(RegisteredModel, public_id=public_id, owner=request.user.owner)
+    if request.method == "POST":
+        throttling.check(request, throttling.UploadThrottle)
     form = forms.CommitmentForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -65,6 +78,8 @@ def model_detail(request: HttpRequest, public_id: str) -> HttpResponse:
 @login_required
 def verification_new(request: HttpRequest) -> HttpResponse:
     owner = request.user.owner
+    if request.method == "POST":
+        throttling.check(request, throttling.SuspectHostThrottle, throttling.SubmitThrottle)
     form = forms.SuspectForm(request.POST or None, owner=owner)
     if request.method == "POST" and form.is_valid():
         try:

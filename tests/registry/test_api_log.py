@@ -33,5 +33,5 @@ def test_proof_requests_outside_the_log_get_a_clear_400(alice, client):
     r = client.get("/api/log/inclusion", {"index": 5, "size": 9})
     assert r.status_code == 400 and "the log has 2 entries" in r.json()["detail"]
     r = client.get("/api/log/consistency", {"old": "x", "new": 2})
-    assert r.status_code == 400 and "whole number" in r.json()["old"]
+    assert r.status_code == 400 and "whole number" in r.json()["errors"]["old"][0]
     assert client.get("/api/log/entries/99").status_code == 404

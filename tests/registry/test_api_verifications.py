@@ -13,7 +13,7 @@ def test_it_refuses_a_file_url_with_a_message_naming_the_fix(alice):
 
 def test_it_requires_a_url(alice):
     r = alice.api.post("/api/verifications/", {}, format="json")
-    assert r.status_code == status.HTTP_400_BAD_REQUEST and "url" in r.json()
+    assert r.status_code == status.HTTP_400_BAD_REQUEST and "url" in r.json()["errors"]
 
 
 def test_an_outsider_cannot_read_someone_elses_verification(alice, outsider, django_capture_on_commit_callbacks):
