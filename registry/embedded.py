@@ -57,7 +57,9 @@ class Embedded:
             raise ConfigError(f"HALLMARK_DATA_DIR {self.data_dir} is too long for a Unix socket "
                               "path; use a shorter folder")
         self.env = {**os.environ, **(env or {}), "HALLMARK_DATA_DIR": str(self.data_dir),
-                    "CELERY_BROKER_URL": f"redis+socket://{self.socket}"}
+                    "CELERY_BROKER_URL": f"redis+socket://{self.socket}",
+                    # throttle counters shared by every gunicorn worker (db 1 of the same Redis)
+                    "HALLMARK_CACHE_URL": f"unix://{self.socket}?db=1"}
         self.quiet = quiet
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
