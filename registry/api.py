@@ -17,6 +17,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from registry import licensing, receipts, reporting, serializers, throttling, translog
 from registry.identities import new_owner_fields
@@ -53,6 +54,7 @@ class TokenView(ObtainAuthToken):
     """An API token for a username and password; throttled per address, locked out by axes."""
 
     throttle_classes = [throttling.LoginThrottle]
+    parser_classes = APIView.parser_classes  # the bounded JSON parser (ObtainAuthToken sets its own)
 
     def post(self, request: Request, *args: object, **kwargs: object) -> Response:
         try:

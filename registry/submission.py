@@ -20,14 +20,24 @@ def suspect_kind(url: str) -> str:
 
 def validate_url(url: str) -> str:
     """Accept only absolute http(s) URLs with a host; the fetcher re-checks every address."""
-    parts = urlsplit(url.strip())
+    url = url.strip()
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise errors.BadSuspectURL(
+            f"refusing suspect URL {url[:200]!r}: it contains spaces or control characters; "
+            "percent-encode them (%20, %0A)")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port outside 0-65535)
+    except ValueError as e:
+        raise errors.BadSuspectURL(f"refusing suspect URL {url[:200]!r}: {e}; check the host "
+                                   "and port") from None
     if parts.scheme not in ("http", "https"):
         raise errors.BadSuspectURL(
             f"refusing suspect URL {url!r}: scheme {parts.scheme or '(none)'!r} is not allowed; "
             "publish the model over http:// or https:// and submit that URL")
     if not parts.hostname:
-        raise errors.BadSuspectURL(f"refusing suspect URL {url!r}: it has no host name")
-    return url.strip()
+        raise errors.BadSuspectURL(f"refusing suspect URL {url[:200]!r}: it has no host name")
+    return url
 
 
 def submit(owner: Owner, url: str, target: RegisteredModel | None = None) -> Verification:

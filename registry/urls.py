@@ -31,3 +31,8 @@ urlpatterns = [
     path("api/", include(router.urls)),
     path("admin/", admin.site.urls),
 ]
+
+handler400 = "registry.errorpages.bad_request"
+handler403 = "registry.errorpages.permission_denied"
+handler404 = "registry.errorpages.page_not_found"
+handler500 = "registry.errorpages.server_error"

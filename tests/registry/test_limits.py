@@ -223,3 +223,22 @@ def test_every_response_carries_a_request_id(db):
     assert r["X-Request-ID"] == "trace-42"
     r = APIClient().get("/api/log/checkpoint", HTTP_X_REQUEST_ID="bad id\r\nSet-Cookie: x")
     assert r["X-Request-ID"] != "bad id\r\nSet-Cookie: x" and len(r["X-Request-ID"]) == 16
+
+
+def test_server_errors_are_logged_with_the_request_id_in_production_too(settings):
+    import logging.config
+
+    from registry import requestid
+
+    config = settings.LOGGING
+    handler = config["loggers"]["django.request"]["handlers"][0]
+    assert config["loggers"]["django.request"]["level"] == "ERROR"
+    assert "request_id" in config["handlers"][handler]["filters"]
+    assert "%(request_id)s" in config["formatters"][config["handlers"][handler]["formatter"]]["format"]
+    record = logging.LogRecord("django.request", logging.ERROR, __file__, 1, "boom", None, None)
+    token = requestid.current.set("abc123")
+    try:
+        assert requestid.RequestIdFilter().filter(record) and record.request_id == "abc123"
+    finally:
+        requestid.current.reset(token)
+    logging.config.dictConfig(config)  # the configuration loads as written
