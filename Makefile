@@ -4,6 +4,9 @@ PY := $(VENV)/bin/python
 # The test suite talks to real PostgreSQL and Redis on this machine (see .ci/services.sh).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/hallmark
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+# `make serve HOST=0.0.0.0 PORT=8080` (DJANGO_DEBUG must be off off loopback)
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo serve test lint bench evaluate
@@ -23,7 +26,7 @@ demo: install ## the end-to-end demo on the embedded default (SQLite, bundled Re
 	$(PY) -m registry.demo
 
 serve: install ## run the embedded registry (web + workers + Redis) until Ctrl-C
-	$(PY) manage.py serve
+	$(PY) manage.py serve --host $(HOST) --port $(PORT)
 
 test: install ## the test suite: unit, hostile corpus, integration (PostgreSQL, Redis, celery worker), demo
 	DATABASE_URL=$(TEST_DATABASE_URL) HALLMARK_TEST_REDIS_URL=$(TEST_REDIS_URL) \

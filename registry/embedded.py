@@ -37,6 +37,11 @@ def _wait_for(check: object, what: str, timeout: float, proc: subprocess.Popen |
     raise RuntimeError(f"{what} did not start within {timeout:.0f} s")
 
 
+def shown_bind(host: str) -> str:
+    """A host as gunicorn's -b wants it (IPv6 literals in brackets)."""
+    return f"[{host}]" if ":" in host else host
+
+
 class Embedded:
     """Context manager running Redis + N celery workers + the web server for `data_dir`.
 
@@ -46,12 +51,15 @@ class Embedded:
     """
 
     def __init__(self, data_dir: Path, workers: int = 2, concurrency: int = 1,
-                 env: dict[str, str] | None = None, quiet: bool = True) -> None:
+                 env: dict[str, str] | None = None, quiet: bool = True,
+                 host: str = "127.0.0.1", port: int | None = None) -> None:
         self.data_dir = data_dir.resolve()
         self.workers = workers
         self.concurrency = concurrency
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.host = host
+        self.port = port or _free_port()
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{self.port}"
         self.socket = self.data_dir / "redis.sock"
         if len(str(self.socket)) > _SOCKET_PATH_MAX:
             raise ConfigError(f"HALLMARK_DATA_DIR {self.data_dir} is too long for a Unix socket "
@@ -88,13 +96,14 @@ class Embedded:
                 "-c", str(self.concurrency), "-O", "fair", "-Q", "hallmark",
                 "--loglevel", "INFO", "--without-gossip", "--without-mingle"])
         web = self._spawn("web", [sys.executable, "-m", "gunicorn", "registry.wsgi",
-                                  "-b", f"127.0.0.1:{self.port}", "-w", "2", "--timeout", "120"])
+                                  "-b", f"{shown_bind(self.host)}:{self.port}", "-w", "2", "--timeout", "120"])
         _wait_for(self._web_up, "the web server (gunicorn)", 60, web)
         return self
 
     def _web_up(self) -> bool:
         with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", self.port)) == 0
+            return s.connect_ex(("127.0.0.1" if self.host in ("0.0.0.0", "127.0.0.1") else
+                                 self.host, self.port)) == 0
 
     def stop(self) -> None:
         """SIGTERM every process (workers finish their current task), then SIGKILL stragglers."""

@@ -5,11 +5,15 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from dotenv import load_dotenv
 
 from registry.env import ConfigError, envbool, envfloat, envint, envsecret, envstr
 from registry.secrets import load_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# A `.env` file beside manage.py, if present, fills variables the environment leaves unset
+# (python-dotenv; the real environment always wins). `.env.example` lists every variable.
+load_dotenv(BASE_DIR / ".env", override=False)
 DATA_DIR = Path(envstr("HALLMARK_DATA_DIR", str(BASE_DIR / "data"))).resolve()
 PRODUCTION = envbool("HALLMARK_PRODUCTION", False)
 
@@ -18,7 +22,9 @@ SECRET_KEY = envsecret("DJANGO_SECRET_KEY") or _DEV_SECRET
 if PRODUCTION and SECRET_KEY == _DEV_SECRET:
     raise ConfigError("DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set in production "
                       "mode; the development secret is refused")
-DEBUG = envbool("DJANGO_DEBUG", not PRODUCTION)
+# Debug pages leak settings and source: off unless asked for (and `serve` refuses them on any
+# address but loopback).
+DEBUG = envbool("DJANGO_DEBUG", False)
 if PRODUCTION and DEBUG:
     raise ConfigError("DJANGO_DEBUG must be off in production mode (HALLMARK_PRODUCTION=1)")
 ALLOWED_HOSTS = [h for h in envstr("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h]
@@ -59,10 +65,13 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc assets served locally: docs work offline
     "registry.apps.RegistryConfig",
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files (admin, API docs) from gunicorn
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -105,6 +114,7 @@ TIME_ZONE = "UTC"
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+WHITENOISE_USE_FINDERS = True  # serve app static files without a collectstatic step
 # Request bodies: uploads (key blobs, encrypted models) up to HALLMARK_MAX_UPLOAD_BYTES,
 # everything else (JSON, forms) up to HALLMARK_MAX_BODY_BYTES. Larger bodies are refused from
 # their Content-Length before a byte is read; uploads stream to a temporary file past 2.5 MB,
@@ -153,6 +163,9 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "EXCEPTION_HANDLER": "registry.api_errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": envint("HALLMARK_PAGE_SIZE", 50),
     "DEFAULT_PARSER_CLASSES": ["registry.parsers.BoundedJSONParser",
                                "rest_framework.parsers.FormParser",
                                "rest_framework.parsers.MultiPartParser"],
@@ -167,6 +180,17 @@ REST_FRAMEWORK = {
     },
 }
 HALLMARK_SCAN_COST = envint("HALLMARK_SCAN_COST", 10)
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Hallmark registry API",
+    "DESCRIPTION": "Register watermarked models and keyed commitments, submit suspects, fetch "
+                   "signed reports and transparency-log proofs. Errors are RFC 9457 problem "
+                   "details.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
 
 # Celery: JSON only, late acks with requeue on a lost worker, one task per child at a time,
 # time limits, and a Redis visibility timeout above the hard limit (so long checks are not

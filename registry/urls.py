@@ -1,9 +1,10 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from registry import api, views
+from registry import api, health, views
 
 router = DefaultRouter()
 router.register("models", api.ModelViewSet, basename="model")
@@ -21,6 +22,11 @@ urlpatterns = [
     path("verifications/new/", views.verification_new, name="verification_new"),
     path("verifications/<uuid:public_id>/", views.verification_detail, name="verification_detail"),
     path("reports/<uuid:public_id>/", views.report_detail, name="report_detail"),
+    path("reports/<uuid:public_id>/report.json", views.report_download, name="report_download"),
+    path("health", health.health, name="health"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="api_schema"), name="api_redoc"),
     path("api/signup", api.SignupView.as_view(), name="api_signup"),
     path("api/token", api.TokenView.as_view(), name="api_token"),
     path("api/reports/<uuid:public_id>", api.report, name="api_report"),

@@ -1,6 +1,8 @@
 """Web pages: thin views over the same services as the API."""
 from __future__ import annotations
 
+import functools
+
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
@@ -15,6 +17,7 @@ from registry.identities import new_owner_fields
 from registry.models import Owner, RegisteredModel, Report, Verification
 from registry.registration import add_commitment, register_model
 from registry.submission import submit
+from verifier.evidence.canonical import canonical_json
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -42,26 +45,59 @@ def signup(request: HttpRequest) -> HttpResponse:
     return render(request, "registry/signup.html", {"form": form})
 
 
-@login_required
+def _owner_or_none(request: HttpRequest) -> Owner | None:
+    """The logged-in user's owner record; None for accounts made outside sign-up (superusers)."""
+    return Owner.objects.filter(user=request.user).first()
+
+
+def _no_owner(request: HttpRequest) -> HttpResponse:
+    return render(request, "registry/error.html", {
+        "status": 403, "title": "No owner identity",
+        "detail": "this account has no owner identity (it was created outside sign-up, e.g. "
+                  "with createsuperuser); sign up for an owner account to register models",
+        "request_id": "-"}, status=403)
+
+
+def owner_required(view):  # type: ignore[no-untyped-def]
+    """Logged in with an owner identity; a superuser without one gets a page saying so."""
+    @login_required
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        owner = _owner_or_none(request)
+        if owner is None:
+            return _no_owner(request)
+        request.owner = owner  # type: ignore[attr-defined]
+        return view(request, *args, **kwargs)
+    return wrapped
+
+
+@owner_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    owner = request.user.owner
+    owner = request.owner  # type: ignore[attr-defined]
     return render(request, "registry/dashboard.html", {
         "owner": owner, "models": owner.models.all(),
         "verifications": owner.verifications.select_related("suspect")[:50]})
 
 
-@login_required
+@owner_required
 def model_new(request: HttpRequest) -> HttpResponse:
+    owner = request.owner  # type: ignore[attr-defined]
     form = forms.ModelForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        model = register_model(request.user.owner, **form.cleaned_data)
-        return redirect("model_detail", public_id=model.public_id)
+        data = form.cleaned_data
+        if RegisteredModel.objects.filter(owner=owner, name=data["name"],
+                                          version=data["version"]).exists():
+            form.add_error("version", "you already registered this name and version; bump the "
+                                      "version for a new release")
+        else:
+            model = register_model(owner, **data)
+            return redirect("model_detail", public_id=model.public_id)
     return render(request, "registry/model_new.html", {"form": form})
 
 
-@login_required
+@owner_required
 def model_detail(request: HttpRequest, public_id: str) -> HttpResponse:
-    model = get_object_or_404(RegisteredModel, public_id=public_id, owner=request.user.owner)
+    model = get_object_or_404(RegisteredModel, public_id=public_id, owner=request.owner)
     if request.method == "POST":
         throttling.check(request, throttling.UploadThrottle)
     form = forms.CommitmentForm(request.POST or None, request.FILES or None)
@@ -75,9 +111,9 @@ def model_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     return render(request, "registry/model_detail.html", {"model": model, "form": form})
 
 
-@login_required
+@owner_required
 def verification_new(request: HttpRequest) -> HttpResponse:
-    owner = request.user.owner
+    owner = request.owner
     if request.method == "POST":
         throttling.check(request, throttling.SuspectHostThrottle, throttling.SubmitThrottle)
     form = forms.SuspectForm(request.POST or None, owner=owner)
@@ -90,10 +126,10 @@ def verification_new(request: HttpRequest) -> HttpResponse:
     return render(request, "registry/verification_new.html", {"form": form})
 
 
-@login_required
+@owner_required
 def verification_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     v = get_object_or_404(Verification.objects.select_related("suspect"), public_id=public_id,
-                          requested_by=request.user.owner)
+                          requested_by=request.owner)
     return render(request, "registry/verification_detail.html", {
         "v": v, "report": Report.objects.filter(verification=v).first()})
 
@@ -103,3 +139,12 @@ def report_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     r = get_object_or_404(Report, public_id=public_id)
     return render(request, "registry/report_detail.html", {
         "report": r, "statement": reporting.statement_of(r)})
+
+
+def report_download(request: HttpRequest, public_id: str) -> HttpResponse:
+    """The signed report as a file: the JSON document `hallmark audit` checks, as an attachment."""
+    r = get_object_or_404(Report, public_id=public_id)
+    body = canonical_json(reporting.report_document(r))
+    response = HttpResponse(body, content_type="application/json")
+    response["Content-Disposition"] = f'attachment; filename="hallmark-report-{r.public_id}.json"'
+    return response

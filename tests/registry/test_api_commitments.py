@@ -41,7 +41,7 @@ def test_the_owner_can_open_a_commitment_and_an_outsider_cannot(alice, outsider)
     opening = alice.api.post(f"/api/commitments/{body['id']}/open/").json()
     assert base64.b64decode(opening["key"]) == blob
     assert outsider.api.post(f"/api/commitments/{body['id']}/open/").status_code == 404
-    assert outsider.api.get("/api/commitments/").json() == []
+    assert outsider.api.get("/api/commitments/").json()["results"] == []
 
 
 def test_it_rejects_a_file_that_is_not_a_key(alice):

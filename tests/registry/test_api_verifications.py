@@ -22,7 +22,7 @@ def test_an_outsider_cannot_read_someone_elses_verification(alice, outsider, dja
     assert r.status_code == status.HTTP_202_ACCEPTED
     assert r.json()["status"] == "queued" and r.json()["progress"] == "0/0"
     assert outsider.api.get(f"/api/verifications/{r.json()['id']}/").status_code == 404
-    assert outsider.api.get("/api/verifications/").json() == []
+    assert outsider.api.get("/api/verifications/").json()["results"] == []
 
 
 def test_an_endpoint_url_is_recorded_as_a_black_box_suspect(alice, django_capture_on_commit_callbacks):
