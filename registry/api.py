@@ -23,7 +23,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from registry import licensing, receipts, reporting, serializers, throttling, translog
-from registry.identities import new_owner_fields
+from registry.identities import new_owner_fields, registry_vkey_text
 from registry.limits import lockout_response
 from registry.models import Commitment, LogEntry, Owner, RegisteredModel, Report, Verification
 from registry.registration import add_commitment, register_model
@@ -207,6 +207,14 @@ def _proof(request: Request, names: tuple[str, str], prove: Callable[[int, int],
     except translog.LogRangeError as e:
         raise ValidationError({"detail": str(e)}) from None
     return Response({names[0]: first, names[1]: second, "hashes": [b64(h) for h in hashes]})
+
+
+@extend_schema(responses={(200, "text/plain"): OpenApiTypes.STR})
+@api_view(["GET"])
+@permission_classes([AllowAny])
+def registry_vkey(request: Request) -> HttpResponse:
+    """The registry's log key as a C2SP note vkey: pin it with `hallmark audit --registry-key`."""
+    return HttpResponse(registry_vkey_text() + "\n", content_type="text/plain; charset=utf-8")
 
 
 @extend_schema(responses={200: OpenApiTypes.OBJECT}, parameters=[

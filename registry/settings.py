@@ -92,6 +92,7 @@ TEMPLATES = [{
         "django.template.context_processors.request",
         "django.contrib.auth.context_processors.auth",
         "django.contrib.messages.context_processors.messages",
+        "registry.context.registry_key",
     ]},
 }]
 WSGI_APPLICATION = "registry.wsgi.application"

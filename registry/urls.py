@@ -31,6 +31,7 @@ urlpatterns = [
     path("api/token", api.TokenView.as_view(), name="api_token"),
     path("api/reports/<uuid:public_id>", api.report, name="api_report"),
     path("api/log/checkpoint", api.checkpoint, name="api_checkpoint"),
+    path("api/log/vkey", api.registry_vkey, name="api_vkey"),
     path("api/log/inclusion", api.inclusion_proof, name="api_inclusion"),
     path("api/log/consistency", api.consistency_proof, name="api_consistency"),
     path("api/log/entries/<int:index>", api.log_entry, name="api_log_entry"),

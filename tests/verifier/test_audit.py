@@ -21,9 +21,9 @@ from verifier.audit import audit
 from verifier.evidence import report as R
 from verifier.evidence.canonical import canonical_json
 from verifier.evidence.dsse import PAYLOAD_TYPE_INTOTO, sign_envelope
-from verifier.evidence.identity import b64
+from verifier.evidence.identity import b64, parse_public_key
 from verifier.evidence.merkle import MemoryLog
-from verifier.evidence.note import sign_checkpoint
+from verifier.evidence.note import sign_checkpoint, vkey
 from verifier.evidence.proofbundle import make_bundle, parse_bundle
 
 
@@ -120,7 +120,7 @@ def _checkpoint_signature_byte(report):
     (_checkpoint_byte, "log inclusion", "invalid signature"),
     (_checkpoint_signature_byte, "log inclusion", "invalid signature"),
     (lambda r: r["log"].update(index=r["log"]["index"] - 1), "log inclusion", "log.index"),
-    (lambda r: r["log"].update(origin="evil.example/log"), "predicate", "origin"),
+    (lambda r: r["log"].update(origin="evil.example/log"), "registry key", "origin"),
     (lambda r: r["public_keys"]["registry"].update(keyid="0" * 64), "registry key", "keyid"),
 ])
 def test_it_fails_a_changed_payload_signature_proof_or_checkpoint_with_a_reason(change, check, match):
@@ -175,6 +175,22 @@ def test_it_fails_when_the_registry_key_is_not_the_pinned_one():
     _, report = standard_report()
     failed = _failure(audit(report, registry_key=MALLORY.public_key))
     assert failed.name == "registry key" and "not the pinned registry key" in failed.reason
+
+
+def test_it_pins_the_registry_by_its_published_vkey():
+    _, report = standard_report()
+    published = report["public_keys"]["registry"]["vkey"]
+    assert published.startswith(ORIGIN + "+")
+    assert audit(R.render_report(report), registry_key=parse_public_key(published)).ok
+
+
+def test_it_fails_a_report_whose_vkey_names_another_key_or_origin():
+    _, report = standard_report()
+    for bad in (vkey(ORIGIN, MALLORY.public_key), vkey("other.example/log", REGISTRY.public_key)):
+        changed = copy.deepcopy(report)
+        changed["public_keys"]["registry"]["vkey"] = bad
+        failed = _failure(audit(changed))
+        assert failed.name == "registry key" and "vkey" in failed.reason
 
 
 # --- consistency with a checkpoint the auditor kept ---------------------------------------

@@ -22,6 +22,7 @@ from verifier.evidence.dsse import PAYLOAD_TYPE_INTOTO, sign_envelope
 from verifier.evidence.errors import EvidenceError
 from verifier.evidence.identity import Identity, b64, keyid_of
 from verifier.evidence.intoto import statement
+from verifier.evidence.note import vkey
 from verifier.result import TestResult
 
 REPORT_FORMAT = "hallmark/report/v1"
@@ -132,7 +133,8 @@ def assemble_report(envelope: Mapping[str, Any], *, log_index: int, bundle: str,
         "format": REPORT_FORMAT, "envelope": dict(envelope),
         "log": {"index": log_index, "bundle": bundle, "origin": origin},
         "public_keys": {"registry": {"keyid": keyid_of(registry_public_key),
-                                     "ed25519": b64(registry_public_key)}}}
+                                     "ed25519": b64(registry_public_key),
+                                     "vkey": vkey(origin, registry_public_key)}}}
     if consistency is not None:
         report["consistency"] = dict(consistency)
     if commitment_proofs:
