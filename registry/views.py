@@ -74,9 +74,20 @@ def owner_required(view):  # type: ignore[no-untyped-def]
 @owner_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     owner = request.owner  # type: ignore[attr-defined]
+    verifications = owner.verifications.select_related("suspect", "report").order_by(
+        "-submitted_at")[:50]
     return render(request, "registry/dashboard.html", {
         "owner": owner, "models": owner.models.all(),
-        "verifications": owner.verifications.select_related("suspect")[:50]})
+        "rows": [(v, _outcome(v)) for v in verifications]})
+
+
+def _outcome(v: Verification) -> str:
+    """The verdict shown beside a verification: its report's outcome, or its status."""
+    report = getattr(v, "report", None)
+    if report is None:
+        return v.status
+    verdict = reporting.statement_of(report)["predicate"]["verdict"]
+    return verdict.get("outcome") or ("attributed" if verdict["attributed"] else "not attributed")
 
 
 @owner_required
