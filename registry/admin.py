@@ -35,6 +35,23 @@ class ReportAdmin(admin.ModelAdmin):
     list_display = ["public_id", "verification", "log_index", "created_at"]
 
 
+@admin.register(models.ReferenceModel)
+class ReferenceModelAdmin(admin.ModelAdmin):
+    """Read-mostly: panel models are added with `manage.py panel add` (validated and probed
+    there); the admin lists and removes them."""
+
+    list_display = ["name", "domain", "format", "architecture", "sha256", "created_at"]
+    list_filter = ["domain"]
+    exclude = ["data"]  # model bytes are not editable here
+    readonly_fields = ["name", "domain", "format", "architecture", "sha256", "created_at"]
+
+    def has_add_permission(self, request: object) -> bool:
+        return False
+
+    def has_change_permission(self, request: object, obj: object = None) -> bool:
+        return False
+
+
 @admin.register(models.LogEntry)
 class LogEntryAdmin(admin.ModelAdmin):
     list_display = ["index", "kind", "created_at"]

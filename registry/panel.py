@@ -128,6 +128,9 @@ def add_model(name: str, data: bytes, fmt: str, architecture: str = "",
     """
     if fmt not in FORMATS:
         raise PanelError(f"format {fmt!r} is not accepted; use one of {', '.join(FORMATS)}")
+    if fmt == "safetensors" and architecture not in ARCHITECTURES:
+        raise PanelError(f"unknown architecture {architecture!r} for a safetensors state dict; "
+                         f"expected one of {', '.join(ARCHITECTURES)}, or export ONNX")
     if ReferenceModel.objects.filter(name=name).exists():
         raise PanelError(f"a panel model named {name!r} exists; remove it first or pick another name")
     if input_shape is None:
