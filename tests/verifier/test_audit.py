@@ -539,3 +539,11 @@ def test_it_recomputes_every_opened_statistic_from_the_suspect_file(tmp_path):
     lying = reg.issue([(alice, measured)], subject=path.read_bytes(), tamper=misreport)
     failed = _failure(audit(lying, reveal=[alice.opening], suspect_path=str(path)))
     assert failed.name == "recompute" and "recomputed statistic" in failed.reason
+
+    def downgrade(p):  # consistent on its face ("integrity only"), but not what the scheme says
+        p["checks"][0]["may_attribute"] = False
+        p["checks"][0]["decision"] = "not attributed" if measured.log10_p > -6 else "integrity only"
+        p["verdict"]["attributed"] = False
+    lying = reg.issue([(alice, measured)], subject=path.read_bytes(), tamper=downgrade)
+    failed = _failure(audit(lying, reveal=[alice.opening], suspect_path=str(path)))
+    assert failed.name == "recompute" and "may_attribute" in failed.reason
