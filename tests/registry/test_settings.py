@@ -60,3 +60,10 @@ def test_typed_readers_fail_loudly(monkeypatch, tmp_path):
     monkeypatch.setenv("X_SECRET", "both")
     with pytest.raises(ConfigError, match="set only one"):
         envsecret("X_SECRET")
+
+
+@pytest.mark.parametrize("value,match", [("0", "must lie in (0, 1000]"),
+                                         ("eighty", "is not a number")])
+def test_a_bad_forgery_floor_names_the_variable(tmp_path, value, match):
+    r = _settings(tmp_path, HALLMARK_MIN_FORGERY_BITS=value)
+    assert r.returncode != 0 and "HALLMARK_MIN_FORGERY_BITS" in r.stderr and match in r.stderr
