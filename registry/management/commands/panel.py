@@ -4,7 +4,7 @@
     manage.py panel add NAME FILE --format onnx --input-shape 64
     manage.py panel add NAME FILE --format safetensors --architecture digits-cnn
     manage.py panel remove NAME
-    manage.py panel add-digits          # the built-in digits panel (21 models, ~40 s once)
+    manage.py panel add-digits          # the built-in digits panel (21 models, 40-100 s once)
 """
 from __future__ import annotations
 
