@@ -250,3 +250,4 @@ if PRODUCTION:
                           "mode; generate one with `python -c \"import secrets;"
                           "print(secrets.token_urlsafe(64))\"`")
 os.makedirs(DATA_DIR, exist_ok=True)
+os.makedirs(STATIC_ROOT, exist_ok=True)  # WhiteNoise warns about a missing folder
