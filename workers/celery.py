@@ -1,8 +1,11 @@
-"""The worker entry point: `celery -A workers worker` loads this module.
+"""The worker entry point: `celery -A workers worker` (and `celery -A workers beat`) load this.
 
-It sets up Django, imports the registry's Celery app and registers the tasks on it. Each
-worker child runs torch with one thread and warms up autograd/Adam once at start, so the
-first real check does not pay that cost.
+It sets up Django, imports the registry's Celery app and registers the tasks on it. Torch is
+warmed up (autograd, Adam, one thread) once in the worker's main process, before the pool
+forks: every child, including those started again after HALLMARK_WORKER_MAX_TASKS_PER_CHILD
+tasks, inherits the warm state and reports ready in milliseconds, however loaded the host is.
+(Warming up in each child took 4–8.5 s at load 9–10, past Celery's 4 s start-up limit, and
+children were killed in loops.)
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "registry.settings")
 django.setup()
 
-from celery.signals import worker_process_init  # noqa: E402
+from celery.signals import worker_init, worker_process_init  # noqa: E402
 
 import workers.tasks  # noqa: E402,F401  (registers the tasks)
 from registry.celery_app import app  # noqa: E402
@@ -21,8 +24,9 @@ from registry.celery_app import app  # noqa: E402
 __all__ = ["app"]
 
 
-@worker_process_init.connect
+@worker_init.connect
 def _warm_up(**_: object) -> None:
+    """Pay torch's first-use costs once, in the parent, before any child is forked."""
     import torch
 
     torch.set_num_threads(1)
@@ -30,6 +34,12 @@ def _warm_up(**_: object) -> None:
     opt = torch.optim.Adam([w], lr=0.1)
     (w.sum() ** 2).backward()
     opt.step()
+
+
+@worker_process_init.connect
+def _child_ready(**_: object) -> None:
+    import torch
     from django.db import connections
 
+    torch.set_num_threads(1)
     connections.close_all()  # never share a DB connection inherited from the parent
