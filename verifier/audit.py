@@ -30,7 +30,9 @@ The envelope's payload is canonical JSON of an in-toto Statement v1:
       "checks": [{"scheme", "commitment", "model", "owner_keyid", "statistic", "n", "log10_p"
                   (number or "-inf"), "p_value", "null", "alpha" (Holm threshold, null when not
                   applicable), "decision", "queries", "claim", "details"}],
-      "verdict": {"attributed": bool, "earliest": digest or null (optional), ...},
+      "verdict": {"attributed": bool, "earliest": digest or null (optional),
+                  "outcome": "attributed" | "not attributed" | "inconclusive" (optional),
+                  "checks_missing": count of "error" checks (optional), ...},
       "times": {"submitted", "fetched" (null if the fetch failed), "finished", "signed",
                 "first_seen" (optional)}: RFC 3339 UTC, "YYYY-MM-DDTHH:MM:SS[.ffffff]Z",
       "commitments": [{"digest", "scheme", "log_index", "registered_at",
@@ -58,7 +60,9 @@ Rules checked, in order (the audit stops at the first failure):
                   scheme) and a listed owner; times are RFC 3339 UTC and in order.
   decisions       tests_run and every decision and per-check alpha follow Holm's procedure at
                   the family alpha over the checks that ran ("attributed"/"not attributed");
-                  verdict.attributed is false when no check attributed.
+                  verdict.attributed is false when no check attributed; verdict.outcome
+                  (if present) is "attributed" when verdict.attributed, else "inconclusive"
+                  when some check is an "error" (did not run), else "not attributed".
   priority        (when suspect.first_seen is given) proves_priority = registered_at <
                   first_seen (or first_seen is null); verdict.earliest_commitment (if present)
                   is the attributed commitment with priority and the smallest log index, or

@@ -29,6 +29,10 @@ PREDICATE_TYPE = "https://hallmark.dev/verification/v1"
 ATTRIBUTED, NOT_ATTRIBUTED, NOT_APPLICABLE = "attributed", "not attributed", "not applicable"
 ERROR = "error"  # the check could not run (fetch or scheme failure): not a test, not counted
 DECISIONS = (ATTRIBUTED, NOT_ATTRIBUTED, NOT_APPLICABLE, ERROR)
+# verdict.outcome: "inconclusive" when no owner is attributed while some check ended in "error"
+# (it did not run, and could have attributed); a plain "not attributed" needs every check run.
+INCONCLUSIVE = "inconclusive"
+OUTCOMES = (ATTRIBUTED, NOT_ATTRIBUTED, INCONCLUSIVE)
 
 
 def owner_entry(public_key: bytes, *, byok: bool = False, **extra: Any) -> dict[str, Any]:
