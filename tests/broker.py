@@ -65,9 +65,9 @@ def _configure(url: str, queue: str) -> None:
 
 
 @contextmanager
-def use_broker(url: str = REDIS_URL) -> Iterator[Broker]:
+def use_broker(url: str = REDIS_URL, queue: str | None = None) -> Iterator[Broker]:
     saved = app.conf.broker_url, app.conf.task_default_queue
-    queue = f"hallmark-unit-{uuid.uuid4().hex[:12]}"
+    queue = queue or f"hallmark-unit-{uuid.uuid4().hex[:12]}"
     client = redis.Redis.from_url(url, socket_timeout=5)
     _configure(url, queue)
     try:

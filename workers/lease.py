@@ -7,6 +7,7 @@ visibility timeout, decides how soon a dead worker's work runs again.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,10 +37,17 @@ def held(model: type[Model], pk: int, **still: object) -> Iterator[None]:
     """
     stop = threading.Event()
     period = settings.HALLMARK_LEASE_SECONDS / 3
+    parent = os.getppid()
 
     def renew() -> None:
         try:
             while not stop.wait(period):
+                if os.getppid() != parent:
+                    # The worker's main process died (kill -9): this orphaned child can no
+                    # longer ack, so let the lease lapse and another worker take the work.
+                    log.warning("the worker's main process died; no longer renewing the "
+                                "lease of %s %s", model.__name__, pk)
+                    return
                 try:
                     model._default_manager.filter(pk=pk, **still).update(
                         lease_until=timezone.now() + duration())
