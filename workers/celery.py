@@ -9,7 +9,9 @@ children were killed in loops.)
 """
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 
 import django
 
@@ -43,3 +45,17 @@ def _child_ready(**_: object) -> None:
 
     torch.set_num_threads(1)
     connections.close_all()  # never share a DB connection inherited from the parent
+    age = _seconds_since_start()
+    if age is not None:  # how close to worker_proc_alive_timeout a loaded host gets
+        logging.getLogger("hallmark.workers").info("worker child %d ready %.3f s after fork",
+                                                   os.getpid(), age)
+
+
+def _seconds_since_start() -> float | None:
+    """This process's age from /proc (Linux), or None elsewhere."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
