@@ -53,6 +53,7 @@ def held(model: type[Model], pk: int, **still: object) -> Iterator[None]:
                         lease_until=timezone.now() + duration())
                 except DatabaseError as e:  # the task itself will meet the outage and retry
                     log.warning("could not renew the lease of %s %s: %s", model.__name__, pk, e)
+                    connections.close_all()  # reconnect next time (e.g. after a restart)
         finally:
             connections.close_all()  # this thread's own connections
 

@@ -21,7 +21,7 @@ import time
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -73,12 +73,20 @@ def _fail(v: Verification, code: str, message: str) -> None:
 
 
 def _released(release: object) -> None:
-    """Give a claim back after an infrastructure failure, if the database lets us (else the
-    lease lapses and the sweeper re-drives the work)."""
-    try:
-        release()  # type: ignore[operator]
-    except (OperationalError, InterfaceError) as e:
-        log.warning("could not release a claim (%s); its lease will lapse", e)
+    """Give a claim back after an infrastructure failure, so the retry can take it at once.
+
+    The failure may have broken this thread's connection (a database restart): it is closed
+    and the release tried once more on a new one. If the database is still down, the lease
+    lapses instead and the sweeper re-drives the work.
+    """
+    for last in (False, True):
+        try:
+            release()  # type: ignore[operator]
+            return
+        except (OperationalError, InterfaceError) as e:
+            connections.close_all()
+            if last:
+                log.warning("could not release a claim (%s); its lease will lapse", e)
 
 
 @app.task(name="workers.fetch", bind=True, **_RETRY)
@@ -165,14 +173,15 @@ def check(self, verification_id: int, commitment_id: int) -> None:  # type: igno
                                      commitment_id=commitment_id).first()
     if row is None or not row.claim_run(lease.duration()):
         return  # finished, or a live worker holds it
-    v = Verification.objects.select_related("suspect").get(pk=verification_id)
-    if v.status != CHECKING:
-        return  # the verification failed meanwhile (e.g. the suspect changed)
-    if row.attempts > settings.HALLMARK_CHECK_MAX_LOST:
-        _record(row, {"status": ERROR, "error": f"the worker was lost {row.attempts - 1} times "
-                      "running this check (out of memory or killed); it was not retried again"})
-        return
     try:
+        v = Verification.objects.select_related("suspect").get(pk=verification_id)
+        if v.status != CHECKING:
+            return  # the verification failed meanwhile (e.g. the suspect changed)
+        if row.attempts > settings.HALLMARK_CHECK_MAX_LOST:
+            _record(row, {"status": ERROR, "error": f"the worker was lost {row.attempts - 1} "
+                          "times running this check (out of memory or killed); it was not "
+                          "retried again"})
+            return
         with lease.held(CheckResult, row.pk, status=RUNNING):
             _check(self, v, row, t0)
     except INFRASTRUCTURE:

@@ -74,3 +74,45 @@ def test_a_fetch_on_a_host_killed_with_sigkill_is_taken_over_within_the_lease(
     assert LogEntry.objects.filter(kind="report").count() == 1
     print(f"\nkill -9 of the fetching host's main process -> report in {recovered:.1f} s "
           f"(lease {LEASE} s, sweep every {SWEEP} s)")
+
+
+def test_a_fetch_whose_database_connections_are_cut_mid_task_is_retried_and_completes(
+        django_db_setup, redis_url, tmp_path):
+    """While a fetch downloads, the server side of every worker connection is terminated (as
+    by a PostgreSQL restart): the task meets the dead connection, releases its claim on a new
+    one, is retried with backoff and completes, without the sweeper (no beat here)."""
+    from django.db import connection
+    from safetensors.torch import save
+
+    torch.manual_seed(4)
+    body = save({k: v.contiguous() for k, v in toy.MLP().state_dict().items()})
+    cut = threading.Event()
+    server = LoopbackServer()
+
+    def serve(h, _):  # type: ignore[no-untyped-def]
+        if len(server.seen) == 1:
+            cut.wait(120)  # the first download waits until the connections are cut
+        send(h, 200, body)
+
+    url = server.route("/m.safetensors", serve)
+    alice = make_actor("alice")
+    queue = f"hallmark-cut-{os.getpid()}"
+    host = start_worker("host-c", host_env(tmp_path / "host-c", redis_url, queue),
+                        tmp_path / "host-c.log")
+    try:
+        with use_broker(redis_url, queue):
+            r = alice.api.post("/api/verifications/", {"url": url}, format="json")
+            wait_for(lambda: len(server.seen) == 1, "the fetch to start", host)
+            with connection.cursor() as cur:
+                cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                            "datname = current_database() AND pid <> pg_backend_pid()")
+                assert cur.fetchall(), "the worker held no connection to cut"
+            cut.set()
+            v = _wait(r.json()["id"], alice.api, timeout=120)
+    finally:
+        cut.set()
+        host.stop()
+        server.close()
+    assert v["status"] == "done", host.text()[-3000:]
+    assert "Task workers.fetch[" in host.text() and " retry: Retry in " in host.text()
+    assert len(server.seen) == 2  # downloaded again by the retry (the first was not recorded)
