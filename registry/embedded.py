@@ -82,13 +82,13 @@ class Embedded:
             "--dir", str(self.data_dir)])
         _wait_for(self.socket.exists, "the embedded Redis server", 20, redis)
         queue = self.env.get("HALLMARK_QUEUE") or "hallmark"
+        self._spawn("beat", [sys.executable, "-m", "celery", "-A", "workers", "beat",
+                             "-s", str(self.data_dir / "beat-schedule"), "--loglevel", "INFO"])
         for i in range(self.workers):
             self._spawn(f"worker{i}", [
                 sys.executable, "-m", "celery", "-A", "workers", "worker", "-n", f"w{i}@%h",
                 "-c", str(self.concurrency), "-O", "fair", "-Q", f"{queue},{queue}.sweep",
                 "--loglevel", "INFO", "--without-gossip", "--without-mingle"])
-        self._spawn("beat", [sys.executable, "-m", "celery", "-A", "workers", "beat",
-                             "-s", str(self.data_dir / "beat-schedule"), "--loglevel", "INFO"])
         web = self._spawn("web", [sys.executable, "-m", "gunicorn", "registry.wsgi",
                                   "-b", f"127.0.0.1:{self.port}", "-w", "2", "--timeout", "120"])
         _wait_for(self._web_up, "the web server (gunicorn)", 60, web)

@@ -60,9 +60,10 @@ Rules checked, in order (the audit stops at the first failure):
                   scheme) and a listed owner; times are RFC 3339 UTC and in order.
   decisions       tests_run and every decision and per-check alpha follow Holm's procedure at
                   the family alpha over the checks that ran ("attributed"/"not attributed");
-                  verdict.attributed is false when no check attributed; verdict.outcome
-                  (if present) is "attributed" when verdict.attributed, else "inconclusive"
-                  when some check is an "error" (did not run), else "not attributed".
+                  verdict.attributed is false when no check attributed.
+  outcome         verdict.outcome (if present) is "attributed" when verdict.attributed, else
+                  "inconclusive" when some check is an "error" (did not run), else "not
+                  attributed"; verdict.checks_missing (if present) counts the "error" checks.
   priority        (when suspect.first_seen is given) proves_priority = registered_at <
                   first_seen (or first_seen is null); verdict.earliest_commitment (if present)
                   is the attributed commitment with priority and the smallest log index, or
@@ -199,6 +200,8 @@ class _Auditor(_EnvelopeChecks, _PredicateChecks, _LogChecks, _RevealChecks):
         self.step("statement", self.check_statement)
         self.step("predicate", self.check_predicate)
         self.step("decisions", self.check_decisions)
+        if "outcome" in self.pred["verdict"]:  # reports made before outcomes existed omit it
+            self.step("outcome", self.check_outcome)
         if _has_first_seen(self.pred):
             self.step("priority", self.check_priority)
         self.step("log inclusion", self.check_inclusion)

@@ -18,7 +18,7 @@ from verifier.audit_fields import (
 from verifier.audit_state import _AuditState
 from verifier.evidence.errors import EvidenceError
 from verifier.evidence.identity import b64, keyid_of, unb64_strict
-from verifier.evidence.report import ATTRIBUTED, DECISIONS, ERROR, INCONCLUSIVE, OUTCOMES
+from verifier.evidence.report import ATTRIBUTED, DECISIONS
 
 
 class _PredicateChecks(_AuditState):
@@ -122,32 +122,8 @@ class _PredicateChecks(_AuditState):
             raise EvidenceError("verdict.attributed is false but a check attributed the suspect "
                                 "(and no first sighting is given to deny priority)")
         hits = sum(c["decision"] == ATTRIBUTED for c in applicable)
-        outcome = self._check_outcome()
         return (f"Holm at family alpha {p['alpha']:g} over {len(applicable)} test(s): "
-                f"{hits} attributed{outcome}")
-
-    def _check_outcome(self) -> str:
-        """verdict.outcome (optional; reports before it omit it): "attributed" with an
-        attribution, else "inconclusive" when any check is an "error", else "not attributed"."""
-        verdict = self.pred["verdict"]
-        if "outcome" not in verdict:
-            return ""
-        missing = sum(c["decision"] == ERROR for c in self.pred["checks"])
-        if verdict["outcome"] not in OUTCOMES:
-            raise EvidenceError(f"verdict.outcome is {verdict['outcome']!r}, expected one of "
-                                f"{', '.join(OUTCOMES)}")
-        expected = (ATTRIBUTED if verdict["attributed"] else INCONCLUSIVE if missing
-                    else "not attributed")
-        if verdict["outcome"] != expected:
-            raise EvidenceError(f"verdict.outcome is {verdict['outcome']!r} but the checks give "
-                                f"{expected!r} ({missing} check(s) did not run; with none "
-                                "attributed the outcome must be 'inconclusive')" if missing else
-                                f"verdict.outcome is {verdict['outcome']!r} but the checks "
-                                f"give {expected!r}")
-        if verdict.get("checks_missing", missing) != missing:
-            raise EvidenceError(f"verdict.checks_missing is {verdict['checks_missing']!r} but "
-                                f"{missing} check(s) are in error")
-        return f"; outcome {expected}"
+                f"{hits} attributed")
 
     def check_priority(self) -> str:
         p = self.pred
@@ -178,3 +154,26 @@ class _PredicateChecks(_AuditState):
                                 "seen can attribute it")
         return (f"earliest valid commitment: {earliest[:16] + '…' if earliest else 'none'} "
                 f"({len(attributed) - len(valid)} attributed commitment(s) cannot prove priority)")
+
+    def check_outcome(self) -> str:
+        """verdict.outcome: "attributed" with an attribution, else "inconclusive" when any check
+        is an "error", else "not attributed"."""
+        from verifier.evidence.report import ERROR, INCONCLUSIVE, OUTCOMES
+
+        verdict = self.pred["verdict"]
+        missing = sum(c["decision"] == ERROR for c in self.pred["checks"])
+        if verdict["outcome"] not in OUTCOMES:
+            raise EvidenceError(f"verdict.outcome is {verdict['outcome']!r}, expected one of "
+                                f"{', '.join(OUTCOMES)}")
+        expected = (ATTRIBUTED if verdict["attributed"] else INCONCLUSIVE if missing
+                    else "not attributed")
+        if verdict["outcome"] != expected:
+            raise EvidenceError(f"verdict.outcome is {verdict['outcome']!r} but the checks give "
+                                f"{expected!r} ({missing} check(s) did not run; with none "
+                                "attributed the outcome must be 'inconclusive')" if missing else
+                                f"verdict.outcome is {verdict['outcome']!r} but the checks "
+                                f"give {expected!r}")
+        if verdict.get("checks_missing", missing) != missing:
+            raise EvidenceError(f"verdict.checks_missing is {verdict['checks_missing']!r} but "
+                                f"{missing} check(s) are in error")
+        return f"{expected} ({missing} check(s) did not run)"

@@ -322,7 +322,7 @@ def test_it_accepts_an_inconclusive_verdict_when_a_check_did_not_run():
 
 def test_it_fails_a_plain_not_attributed_verdict_while_a_check_is_missing():
     failed = _failure(_unattributed_with("not attributed", errored=True))
-    assert failed.name == "decisions" and "must be 'inconclusive'" in failed.reason
+    assert failed.name == "outcome" and "must be 'inconclusive'" in failed.reason
 
 
 @pytest.mark.parametrize("outcome,match", [("inconclusive", "give 'not attributed'"),
@@ -330,7 +330,7 @@ def test_it_fails_a_plain_not_attributed_verdict_while_a_check_is_missing():
                                            ("unsure", "expected one of")])
 def test_it_fails_an_outcome_the_checks_do_not_give(outcome, match):
     failed = _failure(_unattributed_with(outcome, errored=False))
-    assert failed.name == "decisions" and match in failed.reason
+    assert failed.name == "outcome" and match in failed.reason
 
 
 # --- priority: the ambiguity attack ------------------------------------------------------

@@ -29,10 +29,6 @@ PREDICATE_TYPE = "https://hallmark.dev/verification/v1"
 ATTRIBUTED, NOT_ATTRIBUTED, NOT_APPLICABLE = "attributed", "not attributed", "not applicable"
 ERROR = "error"  # the check could not run (fetch or scheme failure): not a test, not counted
 DECISIONS = (ATTRIBUTED, NOT_ATTRIBUTED, NOT_APPLICABLE, ERROR)
-# verdict.outcome: "inconclusive" when no owner is attributed while some check ended in "error"
-# (it did not run, and could have attributed); a plain "not attributed" needs every check run.
-INCONCLUSIVE = "inconclusive"
-OUTCOMES = (ATTRIBUTED, NOT_ATTRIBUTED, INCONCLUSIVE)
 
 
 def owner_entry(public_key: bytes, *, byok: bool = False, **extra: Any) -> dict[str, Any]:
@@ -147,3 +143,9 @@ def assemble_report(envelope: Mapping[str, Any], *, log_index: int, bundle: str,
 def render_report(report: Mapping[str, Any]) -> bytes:
     """The exact bytes to serve and to audit: canonical JSON of the report."""
     return canonical_json(dict(report))
+
+
+# verdict.outcome: "inconclusive" when no owner is attributed while some check ended in "error"
+# (it did not run, and could have attributed); a plain "not attributed" needs every check run.
+INCONCLUSIVE = "inconclusive"
+OUTCOMES = (ATTRIBUTED, NOT_ATTRIBUTED, INCONCLUSIVE)
