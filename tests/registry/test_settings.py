@@ -60,4 +60,3 @@ def test_typed_readers_fail_loudly(monkeypatch, tmp_path):
     monkeypatch.setenv("X_SECRET", "both")
     with pytest.raises(ConfigError, match="set only one"):
         envsecret("X_SECRET")
-
