@@ -7,9 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        # On main this follows 0004_forgery_floor_and_reference_panel: when merging, make that
-        # the dependency (this branch was cut before it existed).
-        ('registry', '0003_log_append_function'),
+        ('registry', '0004_forgery_floor_and_reference_panel'),
     ]
 
     operations = [
