@@ -10,8 +10,13 @@ from torch import nn
 
 from verifier.schemes.lsb.key import Key
 from verifier.schemes.lsb.params import LSBError, Params
-from verifier.schemes.lsb.positions import (check_finite, draw_positions, layout_of,
-                                            masked_digest, secret_from)
+from verifier.schemes.lsb.positions import (
+    check_finite,
+    draw_positions,
+    layout_of,
+    masked_digest,
+    secret_from,
+)
 
 Weights = Mapping[str, torch.Tensor]
 
