@@ -53,7 +53,7 @@ def _encryption(split: toy.Split, arch: type[nn.Module], epochs: int, params: ap
                 "positions": key.positions, "total_parameters": key.stats["total_parameters"],
                 "fraction_touched": key.fraction_touched(),
                 "bit_exact_restore": _bytes(dec) == _bytes(model),
-                "encrypted_tensors": [n for n, _ in key.tensors]}}
+                "encrypted_tensors": sorted({n for n, *_ in key.entries()})}}
 
 
 def _row(arch: type[nn.Module], label: str, quick: bool) -> dict[str, Any]:
