@@ -211,3 +211,31 @@ def test_it_rejects_key_blobs_of_other_schemes_or_with_a_short_secret(key):
     with pytest.raises(keyfile.KeyFormatError, match="secret of 3 bytes"):
         osig.Key.from_bytes(keyfile.dump(
             "output_signature", {"secret": torch.zeros(3, dtype=torch.uint8)}, meta))
+
+
+# --------------------------------------------------------------------------- forgery (issue 9)
+
+@pytest.mark.parametrize("field", ["hash_a", "queries", "bits"])
+def test_a_key_carrying_material_of_its_own_is_refused_naming_it(key, field):
+    # every hash coefficient, query and bit is derived from the secret: a blob that stores its
+    # own copy could only be substituting chosen material, so it is refused, not ignored
+    _, tensors, meta = keyfile.load(key.to_bytes())
+    tensors[field] = torch.zeros(4)
+    with pytest.raises(keyfile.KeyMaterialError, match=f"`{field}`") as e:
+        osig.Key.from_bytes(keyfile.dump("output_signature", tensors, meta))
+    assert e.value.field == field and e.value.scheme == "output_signature"
+
+
+def test_the_hash_key_and_queries_are_functions_of_the_secret_alone(key):
+    again = osig.Key.from_bytes(key.to_bytes())
+    assert all(torch.equal(a, b) for a, b in zip(again.hash_key(), key.hash_key(), strict=True))
+    assert torch.equal(again.queries(), key.queries())
+    other = osig.Key(key.params, bytes(a ^ 1 for a in key.secret))  # a forger's only freedom
+    assert not torch.equal(other.queries(), key.queries())
+    assert not torch.equal(other.hash_key()[0], key.hash_key()[0])
+
+
+def test_best_log10_p_is_the_p_value_of_a_perfect_match(wrapped, key):
+    r = osig.test(Suspect.from_module(wrapped), key)
+    assert r.statistic == r.n == key.params.queries * (key.params.classes - 1)
+    assert r.log10_p == pytest.approx(key.best_log10_p())
