@@ -1,11 +1,13 @@
 """`output_signature`: a keyed, argmax-preserving signature in the logits of a served model.
 
 Post-training and black-box. `embed(model, key)` returns a wrapper (`SignedOutput`) that
-moves every non-top logit down by less than `delta` so that its gap to the top logit lands on
-a keyed lattice: gap' = delta * (ceil(gap / delta - d) + d), with a keyed dither d in {0, 1/2}
-per (input, class) (quantization index modulation). The top logit is never changed and every
-other logit only decreases, so the predicted class never changes. Gaps are shift-invariant,
-so the signature survives an API that returns log-probabilities instead of logits.
+moves every logit below the runner-up down so that the log of its gap ratio to the runner-up's
+gap lands on a keyed lattice: r' = delta * (ceil(r / delta - d) + d), r = log(g / g_2), with a
+keyed dither d in {0, 1/2} per (input, class) (quantization index modulation; `lattice`). The
+top and runner-up logits are never changed and every other logit only decreases, so the
+predicted class never changes. Ratios of gaps are invariant under any positive affine map of
+the logits, so the signature survives an API that serves log-probabilities, probabilities,
+tempered or rescaled logits, and (counting only the pairs the precision resolves) fp16.
 
 The dither is a keyed function of the input that the exported ONNX graph computes itself:
 

@@ -97,9 +97,9 @@ class Key:
         return False
 
     def best_log10_p(self) -> float:
-        """log10 of the p-value of a perfect match, P[Bin(n, 1/2) >= n] with n = queries * (C - 1)
-        (every non-top class of every query carries one keyed bit)."""
-        return self.params.queries * (self.params.classes - 1) * math.log10(0.5)
+        """log10 of the p-value of a perfect match, P[Bin(n, 1/2) >= n] with n = queries * (C - 2)
+        (every class below the runner-up of every query carries one keyed bit)."""
+        return self.params.queries * (self.params.classes - 2) * math.log10(0.5)
 
     def public_params(self) -> dict[str, Any]:
         """What may be published: the parameters (no secret, no hash key, no queries)."""

@@ -9,7 +9,9 @@ ACCESS = "black-box"
 CLAIM = ("outputs came from a wrapped copy: a positive test shows the suspect's logits carry "
          "the owner's keyed output signature, i.e. it serves the owner's SignedOutput wrapper "
          "(whatever model sits inside it); it proves nothing about weights stolen and re-served "
-         "without the wrapper, and rounding or re-normalising the outputs removes it")
+         "without the wrapper; it survives probabilities, log-probabilities, temperature, any "
+         "positive affine map of the logits and fp16 outputs, but coarse rounding of the "
+         "outputs removes it")
 
 
 class OutputSignatureError(ValueError):
@@ -22,7 +24,7 @@ class Params:
 
     input_shape: tuple[int, ...] = (64,)  # shape of one input, without the batch dimension
     classes: int = 10  # number of logits the model returns
-    delta: float = 1e-3  # lattice step on logit gaps: every logit moves by less than this
+    delta: float = 0.1  # lattice step on log gap ratios: a gap grows by less than e**delta - 1
     scale_bits: int = 8  # inputs are quantized as floor(x * 2**scale_bits) before hashing
     hash_bits: int = 16  # the keyed hash works modulo 2**hash_bits
     queries: int = 48  # inputs the test sends; at most prod(input_shape) + 1
@@ -33,7 +35,8 @@ class Params:
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
         dim = math.prod(self.input_shape)
         checks = [
-            (self.classes >= 2, f"classes must be >= 2, received {self.classes}"),
+            (self.classes >= 3, f"classes must be >= 3 (bits live below the runner-up), received "
+                                 f"{self.classes}"),
             (dim >= 1, f"input_shape must be non-empty, received {self.input_shape}"),
             (0.0 < self.delta < 1.0, f"delta must lie in (0, 1), received {self.delta}"),
             (0 <= self.scale_bits <= 24, f"scale_bits must lie in [0, 24], received "

@@ -6,6 +6,7 @@ import torch
 from verifier.result import NULL_EXACT, TestResult
 from verifier.schemes.output_signature.key import Key
 from verifier.schemes.output_signature.keyed import lattice_dither
+from verifier.schemes.output_signature.lattice import decode
 from verifier.schemes.output_signature.params import CLAIM, NAME
 from verifier.stats import log10_binom_sf
 from verifier.suspect import Suspect
@@ -20,16 +21,12 @@ def _bits_and_matches(outputs: torch.Tensor, key: Key, queries: torch.Tensor
     p = key.params
     a, c = key.hash_key()
     expected = lattice_dither(queries, a, c, p.scale_bits, p.hash_bits) * 2  # (N, C) bits in {0, 1}
-    y = outputs.to(torch.float64)
-    finite = torch.isfinite(y).all(dim=1, keepdim=True)  # (N, 1)
-    y = torch.where(finite, y, torch.zeros_like(y))
-    gap = y.max(dim=1, keepdim=True).values - y  # (N, C)
-    frac = gap / p.delta - torch.floor(gap / p.delta)  # position within a lattice cell
-    decoded = ((frac >= 0.25) & (frac < 0.75)).to(torch.float64)
-    # non-finite outputs count as mismatches (conservative); the top class and exact ties
-    # carry no bit in the wrapper and are skipped (a choice made from the outputs alone)
-    counted = (gap > 0) | ~finite
-    matched = counted & finite & (decoded == expected)
+    readable, decoded, finite = decode(outputs, p.delta)
+    # rows with non-finite outputs count as mismatches for every class (conservative); the top
+    # class, the runner-up (the reference of the ratios), exact ties and pairs the outputs'
+    # precision cannot resolve carry no bit and are skipped (choices made from the outputs alone)
+    counted = readable | ~finite
+    matched = readable & (decoded == expected)
     return counted, matched
 
 
@@ -39,7 +36,9 @@ def test(suspect: Suspect, key: Key) -> TestResult:
 
     Rules:
     - the key's `queries` inputs are sent through the suspect's predict function only;
-    - for each query and each non-top class, the gap to the top logit is decoded to a bit
+    - the outputs may be logits, log-probabilities or probabilities, under any temperature or
+      positive affine map, in float32 or fp16 (`lattice.decode`); for each query and each class
+      below the runner-up, the log of its gap ratio to the runner-up's gap is decoded to a bit
       (is it nearer the half-step or the whole-step lattice?) and compared with the keyed bit;
     - statistic = matches out of n counted (query, class) pairs; p = P[Bin(n, 1/2) >= matches],
       exact: the keyed bits are independent fair coins given the queries (their parity vectors

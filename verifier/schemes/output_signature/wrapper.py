@@ -8,6 +8,7 @@ from torch import nn
 
 from verifier.schemes.output_signature.key import Key
 from verifier.schemes.output_signature.keyed import lattice_dither
+from verifier.schemes.output_signature.lattice import encode
 from verifier.schemes.output_signature.params import OutputSignatureError
 
 
@@ -34,10 +35,7 @@ class SignedOutput(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, *input_shape) -> (N, C)
         logits = self.model(x).to(torch.float64)  # (N, C)
         d = lattice_dither(x, self.sig_a, self.sig_c, self.scale_bits, self.hash_bits)  # (N, C)
-        top = logits.max(dim=1, keepdim=True).values  # (N, 1)
-        gap = top - logits  # (N, C) >= 0, zero for the top class (and exact ties)
-        signed_gap = self.delta * (torch.ceil(gap / self.delta - d) + d)  # >= gap, > 0 if gap > 0
-        moved = torch.where(gap > 0, top - signed_gap, logits)
+        moved = encode(logits, d, self.delta)
         # straight-through: forward value `moved`, gradient of the identity
         return (logits + (moved - logits).detach()).to(torch.float32)
 
@@ -46,7 +44,7 @@ def embed(model: nn.Module, key: Key, data: Any = None, **options: Any) -> Signe
     """Wrap a model so that its logits carry the key's output signature.
 
     The wrapped model's top-1 prediction equals the inner model's on every input, and every
-    logit moves by less than `key.params.delta`. Export it with `torch.onnx.export` to serve
+    other logit only moves down, by less than (e^delta - 1) times its gap to the top logit. Export it with `torch.onnx.export` to serve
     it: the signature is computed inside the graph.
 
     Args:
