@@ -202,7 +202,8 @@ def test_it_refuses_to_decrypt_or_encrypt_the_wrong_model(split, model, encrypte
 def test_it_rejects_bad_params():
     for bad, word in ((dict(beta=0.5), "beta"), (dict(step=0.0), "step"),
                       (dict(loss_multiple=0.5), "loss_multiple"),
-                      (dict(dither_bits=0), "dither_bits"), (dict(samples=0), "samples")):
+                      (dict(dither_bits=0), "dither_bits"), (dict(samples=0), "samples"),
+                      (dict(candidates=0), "candidates"), (dict(candidates=1 << 21), "candidates")):
         with pytest.raises(ap.AdvParamsError, match=word):
             ap.Params(**bad)
 

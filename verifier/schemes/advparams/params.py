@@ -56,7 +56,9 @@ class Params:
             (self.max_positions >= 1, f"max_positions must be >= 1, received "
                                       f"{self.max_positions}"),
             (self.samples >= 1, f"samples must be >= 1, received {self.samples}"),
-            (self.candidates >= 1, f"candidates must be >= 1, received {self.candidates}"),
+            # re-drawn by every Key.from_bytes: a cap keeps a hostile key from costing minutes
+            (1 <= self.candidates <= 1 << 20, f"candidates must lie in [1, 2**20], received "
+                                              f"{self.candidates}"),
             (1 <= self.dither_bits <= 22, f"dither_bits must lie in [1, 22], received "
                                           f"{self.dither_bits}"),
             (1 <= self.generic_bits <= 24, f"generic_bits must lie in [1, 24], received "
