@@ -285,3 +285,13 @@ def test_best_log10_p_is_the_p_value_of_a_perfect_match(wrapped, key):
     r = osig.test(Suspect.from_module(wrapped), key)
     assert r.statistic == r.n == key.params.queries * (key.params.classes - 2)
     assert r.log10_p == pytest.approx(key.best_log10_p())
+
+
+def test_a_class_served_as_impossible_carries_no_bit_but_the_row_still_reads(wrapped, key):
+    def predict(x):
+        y = torch.log_softmax(wrapped(x), dim=1)
+        # each row's least likely class as -inf: what fp16 log-probabilities do to tiny classes
+        return y.scatter(1, y.argmin(dim=1, keepdim=True), float("-inf"))
+
+    r = osig.test(Suspect.from_predict(predict), key)
+    assert r.statistic == r.n and r.log10_p < -24

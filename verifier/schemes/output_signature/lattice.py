@@ -70,8 +70,8 @@ def decode(outputs: torch.Tensor, delta: float) -> tuple[torch.Tensor, torch.Ten
     Rules (all from the outputs alone):
     - outputs that look like probabilities are turned into log-probabilities; a probability
       that is zero or below its float type's smallest normal value carries no bit;
-    - rows with a non-finite value (other than those zero probabilities) carry no reading: the
-      caller counts them as mismatches;
+    - a logit or log-probability of -inf (a class served as impossible) carries no bit; rows
+      with a NaN or +inf carry no reading: the caller counts them as mismatches;
     - a pair counts when its gap exceeds the runner-up's and the output's precision bounds the
       error of its log gap ratio by delta / 8 (a quarter of the decoding half-window).
 
@@ -79,19 +79,23 @@ def decode(outputs: torch.Tensor, delta: float) -> tuple[torch.Tensor, torch.Ten
         ((N, C) bool counted, (N, C) float64 decoded bits in {0, 1}, (N, 1) bool finite rows).
     """
     y = outputs.to(torch.float64)
-    eps = _precision(y) if bool(torch.isfinite(y).all()) else _FP32_EPS
-    readable = torch.ones_like(y, dtype=torch.bool)
+    minus_inf = y == -math.inf  # a class served as impossible: no bit, the row still reads
+    finite_values = y[torch.isfinite(y)]
+    eps = _precision(finite_values) if finite_values.numel() else _FP32_EPS
+    readable = ~minus_inf
     if bool(torch.isfinite(y).all()) and _looks_like_probabilities(y):
         tiny = _FP16_TINY if eps == _FP16_EPS else _FP32_TINY
         readable = y >= tiny
         z = torch.log(y.clamp_min(tiny))
         err = torch.full_like(z, eps)  # log of a value with relative error eps
     else:
-        z = y
+        z = torch.where(minus_inf, torch.zeros_like(y), y)
         err = z.abs() * eps
-    finite = torch.isfinite(z).all(dim=1, keepdim=True)  # (N, 1)
+    finite = torch.isfinite(z).all(dim=1, keepdim=True)  # (N, 1): no NaN, no +inf
     z = torch.where(finite, z, torch.zeros_like(z))
     err = torch.where(finite, err, torch.zeros_like(err))
+    # an impossible class sits below every other one; it is never the top nor the runner-up
+    z = torch.where(minus_inf, z.min(dim=1, keepdim=True).values - 1, z)
     top_value, top_index = z.max(dim=1, keepdim=True)
     gap = top_value - z  # (N, C)
     gap_err = err + err.gather(1, top_index)  # (N, C)
