@@ -68,8 +68,8 @@ def decode(outputs: torch.Tensor, delta: float) -> tuple[torch.Tensor, torch.Ten
     """Read the lattice bits back from a suspect's outputs.
 
     Rules (all from the outputs alone):
-    - outputs that look like probabilities are turned into log-probabilities; a probability
-      that is zero or below its float type's smallest normal value carries no bit;
+    - outputs that look like probabilities are turned into log-probabilities; a zero
+      probability carries no bit, and a subnormal one counts only when its precision allows;
     - a logit or log-probability of -inf (a class served as impossible) carries no bit; rows
       with a NaN or +inf carry no reading: the caller counts them as mismatches;
     - a pair counts when its gap exceeds the runner-up's and the output's precision bounds the
@@ -84,10 +84,12 @@ def decode(outputs: torch.Tensor, delta: float) -> tuple[torch.Tensor, torch.Ten
     eps = _precision(finite_values) if finite_values.numel() else _FP32_EPS
     readable = ~minus_inf
     if bool(torch.isfinite(y).all()) and _looks_like_probabilities(y):
+        # rounding error of a probability: eps relative for normal values, half the subnormal
+        # spacing (tiny * 2 * eps) absolute below; the log turns both into a relative error
         tiny = _FP16_TINY if eps == _FP16_EPS else _FP32_TINY
-        readable = y >= tiny
-        z = torch.log(y.clamp_min(tiny))
-        err = torch.full_like(z, eps)  # log of a value with relative error eps
+        readable = y > 0
+        z = torch.log(y.clamp_min(tiny * eps))
+        err = torch.maximum(torch.full_like(z, eps), tiny * eps / y.clamp_min(tiny * eps))
     else:
         z = torch.where(minus_inf, torch.zeros_like(y), y)
         err = z.abs() * eps
