@@ -1,0 +1,413 @@
+"""`make chaos`: faults under load on a private scaled-mode registry, then an account of the damage.
+
+    python -m bench.chaos            # 200 verifications, 12 worker kills, Redis + PostgreSQL restarts
+    python -m bench.chaos --small    # CI size: 20 verifications, 2 kills, one restart of each
+
+It starts web (gunicorn), celery beat (when the code has a beat schedule) and ≥ 2 celery
+workers, each with its own HALLMARK_DATA_DIR, on a private PostgreSQL cluster and a private
+redis-server (`bench.stack`); registers owners and commitments and serves suspects on
+127.0.0.1 (`bench.fixtures`); submits a burst of verifications over the API while a schedule
+of faults runs: kill -9 of a worker's pool child, kill -9 of a worker's main process with its
+children (the worker is started again, as a host would reboot), a crash-restart of Redis
+(kill -9, started again on its append-only file) and `pg_ctl restart -m immediate`. Each fault
+fires only while verifications are outstanding, and records how many were. Then it waits for
+the drain up to a deadline and prints: submitted, reports, stuck after the deadline,
+duplicates (check rows, reports, log entries), inconclusive, time to drain, and the log's
+consistency (`bench.logcheck`). Exit code 0 only when nothing is stuck, lost or duplicated
+and the log is consistent. Every process is stopped and the cluster deleted on any exit.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import signal
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.stack import Stack, say
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TERMINAL = ("done", "failed")
+# The full run's faults, in order; the CI size runs the first four of SMALL_EVENTS.
+FULL_EVENTS = ["child", "main", "child", "redis", "child", "main", "child", "postgres",
+               "main", "child", "main", "child", "main", "child"]  # 7 + 5 = 12 kills
+SMALL_EVENTS = ["child", "redis", "main", "postgres"]
+
+
+@dataclass
+class Config:
+    verifications: int = 200
+    models: int = 2
+    workers: int = 2
+    concurrency: int = 2
+    events: list[str] = field(default_factory=lambda: list(FULL_EVENTS))
+    first_event: float = 3.0  # seconds after the burst starts
+    interval: float = 4.0  # seconds between faults
+    deadline: float = 600.0  # seconds allowed for the drain after the last fault
+    submit_threads: int = 8
+    volatile_redis: bool = False
+
+    @classmethod
+    def small(cls) -> Config:
+        return cls(verifications=20, models=1, events=list(SMALL_EVENTS), first_event=1.0,
+                   interval=2.5, deadline=60.0, submit_threads=4)
+
+
+@dataclass
+class Submissions:
+    accepted: dict[str, str] = field(default_factory=dict)  # verification id -> suspect name
+    errors: Counter = field(default_factory=Counter)  # "HTTP 500", "URLError", …
+    retries: int = 0
+    started: float = 0.0
+    finished: float = 0.0
+
+
+def _submit_burst(stack: Stack, token: str, suspects: list, n: int, threads: int) -> Submissions:
+    """Submit n verifications over the API; a client retries 503s and refused connections only
+    (both mean the request was not taken), never a 500 (it may have left a row)."""
+    from verifier.client import APIError, Client
+
+    out = Submissions(started=time.monotonic())
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        s = suspects[i % len(suspects)]
+        client = Client(stack.url, token=token, timeout=30)
+        for attempt in range(6):
+            try:
+                v = client.submit(s.url)
+            except APIError as e:
+                if e.status == 503 and attempt < 5:
+                    with lock:
+                        out.retries += 1
+                    time.sleep(0.5 * 2 ** attempt)
+                    continue
+                with lock:
+                    out.errors[f"HTTP {e.status}"] += 1
+                return
+            except (urllib.error.URLError, OSError) as e:
+                refused = isinstance(getattr(e, "reason", e), ConnectionRefusedError)
+                if refused and attempt < 5:
+                    with lock:
+                        out.retries += 1
+                    time.sleep(0.5 * 2 ** attempt)
+                    continue
+                with lock:
+                    out.errors[type(e).__name__] += 1
+                return
+            with lock:
+                out.accepted[v["id"]] = s.name
+            return
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, range(n)))
+    out.finished = time.monotonic()
+    return out
+
+
+def _status_counts(stack: Stack) -> Counter:
+    try:
+        with stack.db() as conn:
+            return Counter(dict(conn.execute(
+                "SELECT status, count(*) FROM registry_verification GROUP BY status").fetchall()))
+    except Exception:  # noqa: BLE001 (PostgreSQL may be restarting)
+        return Counter({"?": -1})
+
+
+def _outstanding(counts: Counter) -> int:
+    if "?" in counts:
+        return -1
+    return sum(v for k, v in counts.items() if k not in TERMINAL)
+
+
+class Faults(threading.Thread):
+    """Runs the fault schedule while verifications are outstanding; records each fault."""
+
+    def __init__(self, stack: Stack, cfg: Config, start: float) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.cfg, self.t0 = stack, cfg, start
+        self.log: list[dict[str, Any]] = []
+        self.error: BaseException | None = None
+        self._mains = 0
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as e:  # noqa: BLE001 (reported by the main thread)
+            self.error = e
+
+    def _run(self) -> None:
+        for k, event in enumerate(self.cfg.events):
+            time.sleep(max(0.0, self.t0 + self.cfg.first_event + k * self.cfg.interval - time.monotonic()))
+            counts = _status_counts(self.stack)
+            outstanding = _outstanding(counts)
+            record = {"t": round(time.monotonic() - self.t0, 1), "event": event,
+                      "outstanding": outstanding, "queued_messages": self.stack.redis.queue_length()}
+            if outstanding == 0:
+                record["skipped"] = "drained: no verification outstanding"
+            else:
+                record.update(self._fire(event))
+            self.log.append(record)
+            say(f"fault {k + 1}/{len(self.cfg.events)} at {record['t']:.1f}s: {event} "
+                f"({outstanding} outstanding) {record.get('skipped') or record.get('detail', '')}")
+
+    def _fire(self, event: str) -> dict[str, Any]:
+        s = self.stack
+        t = time.monotonic()
+        if event == "child":
+            i = len(self.log) % s.workers
+            pid = s.kill_child(i)
+            return {"detail": f"kill -9 pool child {pid} of worker{i}" if pid
+                    else f"worker{i} had no child to kill", "killed": pid is not None}
+        if event == "main":
+            i = self._mains % s.workers
+            self._mains += 1
+            s.kill_worker(i)
+            time.sleep(1.0)  # the host is down for a moment
+            s.start_worker(i)
+            return {"detail": f"kill -9 worker{i} (main + children), started again", "killed": True}
+        if event == "redis":
+            s.restart_redis()
+            return {"detail": f"redis-server crash-restarted in {time.monotonic() - t:.1f}s"}
+        if event == "postgres":
+            s.restart_postgres()
+            return {"detail": f"pg_ctl restart -m immediate in {time.monotonic() - t:.1f}s"}
+        raise ValueError(f"unknown fault {event!r}")
+
+
+def _drain(stack: Stack, faults: Faults, subs_done: threading.Event, cfg: Config,
+           t0: float) -> tuple[float | None, Counter]:
+    """Wait until nothing is outstanding (after the burst and the faults) or the deadline."""
+    last_print = 0.0
+    deadline: float | None = None
+    while True:
+        counts = _status_counts(stack)
+        now = time.monotonic()
+        busy = faults.is_alive() or not subs_done.is_set()
+        if not busy and deadline is None:
+            deadline = now + cfg.deadline
+        if not busy and _outstanding(counts) == 0:
+            return now - t0, counts
+        if deadline is not None and now > deadline:
+            return None, counts
+        if now - last_print > 5:
+            last_print = now
+            say(f"  {now - t0:5.0f}s  " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+                + f"; {stack.redis.queue_length()} messages queued")
+        time.sleep(0.5)
+
+
+def _statement(envelope: str) -> dict[str, Any]:
+    return json.loads(base64.b64decode(json.loads(envelope)["payload"]))
+
+
+def _is_inconclusive(verdict: dict[str, Any]) -> bool:
+    values = [verdict.get(k) for k in ("outcome", "result", "status", "decision")]
+    return bool(verdict.get("inconclusive")) or "inconclusive" in values
+
+
+def _account(stack: Stack, subs: Submissions, marked_owner: dict[str, str | None]) -> dict[str, Any]:
+    """Counts from the database: reports, stuck, duplicates, inconclusive, wrong verdicts."""
+    with stack.db() as conn:
+        rows = conn.execute("SELECT v.public_id::text, v.status, v.error_code, v.checks_done, "
+                            "v.checks_expected, r.envelope FROM registry_verification v "
+                            "LEFT JOIN registry_report r ON r.verification_id = v.id").fetchall()
+        dup_checks = conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM registry_checkresult GROUP BY verification_id, "
+            "commitment_id, scheme HAVING count(*) > 1) d").fetchone()[0]
+        dup_reports = conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM registry_report GROUP BY verification_id "
+            "HAVING count(*) > 1) d").fetchone()[0]
+        report_entries = conn.execute(
+            "SELECT count(*) FROM registry_logentry WHERE kind = 'report'").fetchone()[0]
+        reports = conn.execute("SELECT count(*) FROM registry_report").fetchone()[0]
+        errored_checks = conn.execute(
+            "SELECT count(*) FROM registry_checkresult WHERE status = 'error'").fetchone()[0]
+        errors = Counter(e for (e,) in conn.execute(
+            "SELECT left(error, 90) FROM registry_checkresult WHERE status = 'error'").fetchall())
+    stuck = Counter(f"{status} {done}/{expected}" for _, status, _, done, expected, _ in rows
+                    if status not in TERMINAL)
+    failed = Counter(code for _, status, code, _, _, _ in rows if status == "failed")
+    inconclusive = with_errors = wrong = 0
+    for vid, _, _, _, _, envelope in rows:
+        if envelope is None:
+            continue
+        pred = _statement(envelope)["predicate"]
+        verdict = pred["verdict"]
+        if _is_inconclusive(verdict):
+            inconclusive += 1
+            continue
+        with_errors += any(c["decision"] == "error" for c in pred["checks"])
+        expected = marked_owner.get(subs.accepted.get(vid, ""), "unknown")
+        if expected != "unknown" and verdict.get("owner_keyid") != expected:
+            wrong += 1
+    lost = sum(1 for vid, status, *_ in rows if vid in subs.accepted and status not in TERMINAL)
+    return {
+        "verifications_in_db": len(rows),
+        "reports": reports,
+        "done": sum(1 for r in rows if r[1] == "done"),
+        "failed": dict(failed),
+        "stuck": sum(stuck.values()),
+        "stuck_by_state": dict(stuck),
+        "accepted_without_outcome": lost,
+        "duplicates": {"check_rows": dup_checks, "reports": dup_reports,
+                       "report_log_entries_beyond_reports": report_entries - reports},
+        "inconclusive": inconclusive,
+        "signed_with_errored_checks": with_errors,
+        "wrong_verdicts": wrong,
+        "errored_check_rows": errored_checks,
+        "check_errors": dict(errors.most_common(5)),
+    }
+
+
+def run(cfg: Config, workdir: Path | None = None, keep: bool = False) -> dict[str, Any]:
+    """The whole benchmark; returns the results (also printed)."""
+    from bench import fixtures, logcheck
+    from bench.machine import machine
+    from registry.demo import serve_folder
+    from verifier.evidence.identity import Identity
+
+    started = time.monotonic()
+    root = Path(tempfile.mkdtemp(prefix="hm-chaos-", dir=workdir))
+    root.chmod(0o755)  # the `postgres` user must reach its cluster folder inside
+    say(f"training {cfg.models} marked model(s) and writing the suspects…")
+    marked, _ = fixtures.make_suspects(root / "served", cfg.models)
+    stack = Stack(root / "stack", workers=cfg.workers, concurrency=cfg.concurrency,
+                  volatile_redis=cfg.volatile_redis)
+    stack.keep = keep
+    try:
+        with stack, serve_folder(root / "served") as files:
+            reg = fixtures.register(stack.url, files, marked)
+            marked_owner = {s.name: s.owner_keyid for s in reg.suspects}
+            say(f"submitting {cfg.verifications} verifications ({cfg.submit_threads} client threads); "
+                f"faults: {', '.join(cfg.events)}")
+            t0 = time.monotonic()
+            faults = Faults(stack, cfg, t0)
+            faults.start()
+            done = threading.Event()
+            box: dict[str, Submissions] = {}
+
+            def burst() -> None:
+                try:
+                    box["s"] = _submit_burst(stack, reg.token, reg.suspects, cfg.verifications,
+                                             cfg.submit_threads)
+                finally:
+                    done.set()
+
+            threading.Thread(target=burst, daemon=True).start()
+            drained, counts = _drain(stack, faults, done, cfg, t0)
+            faults.join(timeout=120)
+            if faults.error is not None:
+                raise RuntimeError(f"a fault could not be injected: {faults.error!r}")
+            subs = box["s"]
+            say(f"burst: {len(subs.accepted)} accepted in {subs.finished - subs.started:.1f}s, "
+                f"errors {dict(subs.errors)}, retries {subs.retries}; "
+                + (f"drained in {drained:.1f}s" if drained is not None else
+                   f"NOT drained {cfg.deadline:.0f}s after the last fault"))
+            account = _account(stack, subs, marked_owner)
+            registry_key = Identity.from_seed(stack.signing_seed).public_key
+            with stack.db() as conn:
+                log = logcheck.check(conn, stack.url, registry_key)
+            restarts = {name: n - 1 for name, n in stack.started.items() if name.startswith("worker")}
+    finally:
+        if not keep:
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)
+    fired = [e for e in faults.log if "skipped" not in e]
+    kills = sum(1 for e in fired if e.get("killed"))
+    result = {
+        "config": asdict(cfg),
+        "beat": stack.has_beat,
+        "submitted": len(subs.accepted),
+        "submit_errors": dict(subs.errors),
+        "submit_retries": subs.retries,
+        "burst_seconds": round(subs.finished - subs.started, 1),
+        "faults": faults.log,
+        "kills_under_load": kills,
+        "redis_restarts_under_load": sum(1 for e in fired if e["event"] == "redis"),
+        "postgres_restarts_under_load": sum(1 for e in fired if e["event"] == "postgres"),
+        "worker_restarts": restarts,
+        "drain_seconds": None if drained is None else round(drained, 1),
+        **account,
+        "log": log,
+        "seconds": round(time.monotonic() - started, 1),
+        "machine": machine(),
+    }
+    dup = sum(account["duplicates"].values())
+    result["ok"] = bool(drained is not None and account["stuck"] == 0 and dup == 0
+                        and account["accepted_without_outcome"] == 0 and log["ok"]
+                        and log["reports_in_checkpoint"] == account["reports"]
+                        and account["wrong_verdicts"] == 0
+                        and account["signed_with_errored_checks"] == 0)
+    return result
+
+
+def summary(r: dict[str, Any]) -> str:
+    log = r["log"]
+    lines = [
+        f"submitted              {r['submitted']} (errors {r['submit_errors'] or 'none'}, "
+        f"{r['submit_retries']} client retries)",
+        f"faults under load      {r['kills_under_load']} worker kills, "
+        f"{r['redis_restarts_under_load']} Redis and {r['postgres_restarts_under_load']} PostgreSQL "
+        "restarts",
+        f"reports                {r['reports']} (failed {r['failed'] or 'none'})",
+        f"stuck after deadline   {r['stuck']} {r['stuck_by_state'] or ''}",
+        f"duplicates             {r['duplicates']}",
+        f"inconclusive           {r['inconclusive']}; signed with errored checks "
+        f"{r['signed_with_errored_checks']}; wrong verdicts {r['wrong_verdicts']}",
+        f"check errors           {r['check_errors'] or 'none'}",
+        "time to drain          " + (f"{r['drain_seconds']} s" if r["drain_seconds"] is not None
+                                    else f"not drained ({r['config']['deadline']:.0f} s deadline)"),
+        f"log                    {'consistent' if log['ok'] else 'INCONSISTENT'}: "
+        f"checkpoint of {log['checkpoint_size']} entries, root recomputed "
+        f"{'matches' if log['root_matches'] else 'DIFFERS'}, {log['reports_in_checkpoint']}/"
+        f"{log['reports']} reports in it, {log['inclusion_proofs_verified']} inclusion proofs "
+        f"verified, {log['audits_ok']}/{log['audited']} reports audited",
+        f"verdict                {'OK' if r['ok'] else 'FAILED'}",
+    ]
+    return "\n".join(lines)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n")[0])
+    parser.add_argument("--small", action="store_true", help="CI size: 20 verifications, 2 kills")
+    parser.add_argument("--verifications", type=int, help="burst size")
+    parser.add_argument("--deadline", type=float, help="seconds allowed for the drain after the faults")
+    parser.add_argument("--workers", type=int, help="celery worker processes (≥ 2)")
+    parser.add_argument("--volatile-redis", action="store_true",
+                        help="Redis without an append-only file: its crash loses the queue")
+    parser.add_argument("--json", type=Path, help="write the results here (default: "
+                        "bench/results/chaos.json for the full run, nowhere for --small)")
+    parser.add_argument("--keep", action="store_true", help="keep the working folder (logs)")
+    args = parser.parse_args(argv)
+    # SIGTERM (a CI timeout) unwinds like Ctrl-C, so every process is stopped and the cluster deleted.
+    signal.signal(signal.SIGTERM, _interrupt)
+    cfg = Config.small() if args.small else Config()
+    for name in ("verifications", "deadline", "workers"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
+    cfg.volatile_redis = args.volatile_redis
+    result = run(cfg, keep=args.keep)
+    out = args.json or (None if args.small else RESULTS / "chaos.json")
+    if out is not None:
+        out.write_text(json.dumps(result, indent=1) + "\n")
+    print(summary(result), flush=True)
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
