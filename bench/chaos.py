@@ -318,6 +318,8 @@ def run(cfg: Config, workdir: Path | None = None, keep: bool = False) -> dict[st
             with stack.db() as conn:
                 log = logcheck.check(conn, stack.url, registry_key)
             restarts = {name: n - 1 for name, n in stack.started.items() if name.startswith("worker")}
+            # every worker we killed was started again at once: a dead one died by itself
+            died = {name: p.returncode for name, p in stack.procs.items() if p.poll() is not None}
     finally:
         if not keep:
             import shutil
@@ -337,6 +339,7 @@ def run(cfg: Config, workdir: Path | None = None, keep: bool = False) -> dict[st
         "redis_restarts_under_load": sum(1 for e in fired if e["event"] == "redis"),
         "postgres_restarts_under_load": sum(1 for e in fired if e["event"] == "postgres"),
         "worker_restarts": restarts,
+        "processes_dead_at_the_end": died,
         "drain_seconds": None if drained is None else round(drained, 1),
         **account,
         "log": log,
@@ -366,6 +369,7 @@ def summary(r: dict[str, Any]) -> str:
         f"inconclusive           {r['inconclusive']}; signed with errored checks "
         f"{r['signed_with_errored_checks']}; wrong verdicts {r['wrong_verdicts']}",
         f"check errors           {r['check_errors'] or 'none'}",
+        f"died by themselves     {r['processes_dead_at_the_end'] or 'none'}",
         "time to drain          " + (f"{r['drain_seconds']} s" if r["drain_seconds"] is not None
                                     else f"not drained ({r['config']['deadline']:.0f} s deadline)"),
         f"log                    {'consistent' if log['ok'] else 'INCONSISTENT'}: "

@@ -1,0 +1,68 @@
+"""The chaos benchmark in CI size (`python -m bench.chaos --small`): web, two shared-nothing
+workers (and beat, when scheduled) on a private PostgreSQL cluster and a private redis-server;
+20 verifications over the API while a worker child and a worker's main process are killed with
+-9, Redis is crash-restarted and PostgreSQL restarted with `pg_ctl restart -m immediate`.
+
+It runs as a subprocess: the benchmark starts and kills its own services and never touches the
+test database or the machine's Redis.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ENABLED = os.environ.get("HALLMARK_CHAOS_TEST") == "1"
+
+pytestmark = [
+    pytest.mark.integration,
+    # Fails on main until issue 10 items 1-4 (retries, sweeper, redelivery, start-up; branch
+    # `dist`) are merged; set HALLMARK_CHAOS_TEST=1 to run it, then drop this marker.
+    pytest.mark.skipif(not ENABLED, reason="needs issue 10 items 1-4 (branch dist); "
+                       "set HALLMARK_CHAOS_TEST=1 to run"),
+]
+
+
+@pytest.fixture(scope="module")
+def chaos(tmp_path_factory) -> dict:  # type: ignore[no-untyped-def]
+    out = tmp_path_factory.mktemp("chaos") / "chaos.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    done = subprocess.run([sys.executable, "-m", "bench.chaos", "--small", "--json", str(out)],
+                          cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=300)
+    assert out.exists(), f"the chaos run did not finish:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    result = json.loads(out.read_text())
+    result["output"] = done.stdout[-4000:]
+    return result
+
+
+def test_the_faults_were_injected_under_load(chaos: dict) -> None:
+    assert chaos["kills_under_load"] >= 2, chaos["faults"]
+    assert chaos["redis_restarts_under_load"] == 1, chaos["faults"]
+    assert chaos["submitted"] + sum(chaos["submit_errors"].values()) == 20
+
+
+def test_nothing_is_stuck_after_the_faults(chaos: dict) -> None:
+    assert chaos["stuck"] == 0, chaos["output"]
+    assert chaos["accepted_without_outcome"] == 0, chaos["output"]
+
+
+def test_nothing_is_duplicated(chaos: dict) -> None:
+    assert not any(chaos["duplicates"].values()), chaos["duplicates"]
+
+
+def test_every_accepted_verification_has_a_report_with_a_right_verdict(chaos: dict) -> None:
+    assert chaos["reports"] >= chaos["submitted"] and not chaos["failed"], chaos["output"]
+    assert chaos["wrong_verdicts"] == 0 and chaos["signed_with_errored_checks"] == 0, chaos["output"]
+
+
+def test_every_report_is_in_the_final_checkpoint_whose_root_and_proofs_verify(chaos: dict) -> None:
+    log = chaos["log"]
+    assert log["ok"], log["problems"]
+    assert log["root_matches"]
+    assert log["reports_in_checkpoint"] == log["inclusion_proofs_verified"] == chaos["reports"]
