@@ -8,6 +8,8 @@ A sample of whole report documents also passes `verifier.audit` (what `hallmark 
 from __future__ import annotations
 
 import json
+import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -16,10 +18,20 @@ import psycopg
 from verifier import audit
 from verifier.evidence import identity, logentry, merkle, note
 
+_RETRIED: list[str] = []  # 5xx answers retried (a web process's first request after a restart)
+
 
 def _get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=30) as resp:
-        return resp.read()
+    for attempt in range(4):
+        try:
+            with urllib.request.urlopen(url, timeout=30) as resp:
+                return resp.read()
+        except urllib.error.HTTPError as e:
+            if e.code < 500 or attempt == 3:
+                raise
+            _RETRIED.append(f"{e.code} {url.split('/api/', 1)[-1][:40]}")
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
 
 
 def check(conn: psycopg.Connection, base_url: str, registry_key: bytes,
@@ -31,6 +43,7 @@ def check(conn: psycopg.Connection, base_url: str, registry_key: bytes,
          "report_entries_match", "inclusion_proofs_verified", "audited", "audits_ok", "problems"}.
     """
     problems: list[str] = []
+    _RETRIED.clear()
     cp = note.verify_checkpoint(_get(f"{base_url}/api/log/checkpoint").decode(), origin, registry_key)
     rows = conn.execute('SELECT "index", body FROM registry_logentry WHERE "index" < %s '
                         'ORDER BY "index"', [cp.size]).fetchall()
@@ -70,4 +83,5 @@ def check(conn: psycopg.Connection, base_url: str, registry_key: bytes,
     return {"ok": not problems, "checkpoint_size": cp.size, "entries": len(rows),
             "root_matches": root_ok, "reports": len(reports), "reports_in_checkpoint": inside,
             "report_entries_match": entries_ok, "inclusion_proofs_verified": proofs_ok,
-            "audited": len(sample), "audits_ok": audits_ok, "problems": problems[:20]}
+            "audited": len(sample), "audits_ok": audits_ok, "problems": problems[:20],
+            "http_5xx_retried": list(_RETRIED)}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import glob
+import json
 import os
 import pwd
 import random
@@ -206,6 +207,7 @@ class Stack:
         self._log_offset: dict[str, int] = {}  # name -> log size at its last start
         self.keep = False  # keep the folder (logs, cluster files) after stop
         self.has_beat = False
+        self.queues = [QUEUE]  # every queue the workers consume (the code's task routes)
 
     # --- environment ------------------------------------------------------------------------
 
@@ -243,9 +245,13 @@ class Stack:
         say(f"starting a private redis-server on 127.0.0.1:{self.redis.port}…")
         self.redis.start()
         (self.root / "migrate").mkdir(exist_ok=True)
-        subprocess.run([sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"],
-                       env=self.env(self.root / "migrate"), check=True, timeout=300)
-        self.has_beat = self._beat_scheduled()
+        migrate = subprocess.Popen([sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"],
+                                   env=self.env(self.root / "migrate"))
+        try:
+            self.has_beat, self.queues = self._probe()  # meanwhile
+        finally:
+            if migrate.wait(timeout=300) != 0:
+                raise RuntimeError(f"migrate failed with exit code {migrate.returncode}")
         self._spawn("web", ["-m", "gunicorn", "registry.wsgi", "-b", f"127.0.0.1:{self.web_port}",
                             "-w", str(self.web_workers), "--timeout", "60"])
         if self.has_beat:
@@ -256,15 +262,20 @@ class Stack:
         wait_for(self._web_up, "gunicorn", 60)
         for i in range(self.workers):
             self.wait_worker_ready(i)
-        say(f"stack up: web {self.url}, {self.workers} workers × {self.concurrency}, "
+        say(f"stack up: web {self.url}, {self.workers} workers × {self.concurrency} on "
+            f"{','.join(self.queues)}, "
             f"beat {'yes' if self.has_beat else 'no (no beat schedule in this code)'}")
         return self
 
-    def _beat_scheduled(self) -> bool:
-        probe = subprocess.run(
-            [sys.executable, "-c", "import workers.celery as w; print(len(w.app.conf.beat_schedule or {}))"],
-            env=self.env(self.root / "migrate"), capture_output=True, text=True, timeout=120)
-        return probe.returncode == 0 and probe.stdout.strip().splitlines()[-1:] != ["0"]
+    def _probe(self) -> tuple[bool, list[str]]:
+        """(does the code have a beat schedule?, the queues its tasks are routed to)."""
+        code = ("import json, workers.celery as w; c = w.app.conf; print(json.dumps([bool("
+                "c.beat_schedule), sorted({c.task_default_queue} | {r['queue'] for r in "
+                "(c.task_routes or {}).values() if isinstance(r, dict) and 'queue' in r})]))")
+        probe = subprocess.run([sys.executable, "-c", code], env=self.env(self.root / "migrate"),
+                               capture_output=True, text=True, timeout=120, check=True)
+        beat, queues = json.loads(probe.stdout.strip().splitlines()[-1])
+        return beat, queues
 
     def _web_up(self) -> bool:
         with socket.socket() as s:
@@ -277,7 +288,8 @@ class Stack:
         name = self.worker_name(i)
         self._log_offset[name] = len(self.log(name))
         self._spawn(name, ["-m", "celery", "-A", "workers", "worker", "-n", f"{name}@%h",
-                           "-c", str(concurrency or self.concurrency), "-O", "fair", "-Q", QUEUE,
+                           "-c", str(concurrency or self.concurrency), "-O", "fair",
+                           "-Q", ",".join(self.queues),
                            "--loglevel", "INFO", "--without-gossip", "--without-mingle"])
 
     def wait_worker_ready(self, i: int, timeout: float = 120) -> None:
@@ -331,7 +343,7 @@ class Stack:
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 5
         for proc in self.procs.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
