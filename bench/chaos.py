@@ -57,6 +57,7 @@ class Config:
     submit_threads: int = 8
     volatile_redis: bool = False
     env: dict[str, str] = field(default_factory=dict)  # extra settings for every process
+    supervise: bool = True  # start again a worker that exited by itself (reported)
 
     @classmethod
     def small(cls) -> Config:
@@ -183,9 +184,10 @@ class Faults(threading.Thread):
         if event == "main":
             i = self._mains % s.workers
             self._mains += 1
-            s.kill_worker(i)
-            time.sleep(1.0)  # the host is down for a moment
-            s.start_worker(i)
+            with s.lock:
+                s.kill_worker(i)
+                time.sleep(1.0)  # the host is down for a moment
+                s.start_worker(i)
             return {"detail": f"kill -9 worker{i} (main + children), started again", "killed": True}
         if event == "redis":
             s.restart_redis()
@@ -202,6 +204,8 @@ def _drain(stack: Stack, faults: Faults, subs_done: threading.Event, cfg: Config
     last_print = 0.0
     deadline: float | None = None
     while True:
+        if cfg.supervise:
+            stack.supervise()
         counts = _status_counts(stack)
         now = time.monotonic()
         busy = faults.is_alive() or not subs_done.is_set()
@@ -364,6 +368,7 @@ def run(cfg: Config, workdir: Path | None = None, keep: bool = False) -> dict[st
         "postgres_restarts_under_load": sum(1 for e in fired if e["event"] == "postgres"),
         "worker_restarts": restarts,
         "processes_dead_at_the_end": died,
+        "workers_exited_by_themselves": stack.self_exits,
         "drain_seconds": None if drained is None else round(drained, 1),
         **account,
         "log": log,
@@ -395,7 +400,11 @@ def summary(r: dict[str, Any]) -> str:
         f"inconclusive           {r['inconclusive']}; signed with errored checks "
         f"{r['signed_with_errored_checks']}; wrong verdicts {r['wrong_verdicts']}",
         f"check errors           {r['check_errors'] or 'none'}",
-        f"died by themselves     {r['processes_dead_at_the_end'] or 'none'}",
+        f"exited by themselves   {len(r['workers_exited_by_themselves'])} worker(s) "
+        f"{sorted({e['reason'][-70:] for e in r['workers_exited_by_themselves']}) or ''}"
+        + (" (restarted as a supervisor would)" if r["config"]["supervise"] else "")
+        + (f"; dead at the end: {r['processes_dead_at_the_end']}" if r["processes_dead_at_the_end"]
+           else ""),
         "time to drain          " + (f"{r['drain_seconds']} s" if r["drain_seconds"] is not None
                                     else f"not drained ({r['config']['deadline']:.0f} s deadline)"),
         f"log                    {'consistent' if log['ok'] else 'INCONSISTENT'}: "
@@ -423,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here (default: "
                         "bench/results/chaos.json for the full run, nowhere for --small)")
     parser.add_argument("--keep", action="store_true", help="keep the working folder (logs)")
+    parser.add_argument("--no-supervise", action="store_true",
+                        help="leave a worker that exited by itself dead (default: start it again)")
     args = parser.parse_args(argv)
     # SIGTERM (a CI timeout) unwinds like Ctrl-C, so every process is stopped and the cluster deleted.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -431,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     cfg.volatile_redis = args.volatile_redis
+    cfg.supervise = not args.no_supervise
     result = run(cfg, keep=args.keep)
     out = args.json or (None if args.small else RESULTS / "chaos.json")
     if out is not None:

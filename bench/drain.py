@@ -31,6 +31,7 @@ import psutil
 
 from bench.stack import Stack, say
 
+RESULTS = Path(__file__).resolve().parent / "results" / "drain.json"
 _SUCCEEDED = re.compile(r"^\[(?P<ts>[\d-]+ [\d:,]+): INFO/[\w-]+\] Task workers\.(?P<task>\w+)"
                         r"\[[^\]]+\] succeeded in (?P<s>[\d.e-]+)s", re.M)
 
@@ -162,8 +163,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m bench.drain")
     parser.add_argument("--verifications", type=int, default=100)
+    parser.add_argument("--json", type=Path, default=RESULTS, help=f"default {RESULTS}")
     args = parser.parse_args(argv)
-    print(json.dumps({"machine": machine(), **run(args.verifications)}, indent=1))
+    text = json.dumps({"machine": machine(), **run(args.verifications)}, indent=1)
+    print(text)
+    args.json.write_text(text + "\n")
     return 0
 
 
