@@ -15,16 +15,20 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 ROOT = Path(__file__).resolve().parents[2]
-ENABLED = os.environ.get("HALLMARK_CHAOS_TEST") == "1"
+# Recovery from these faults needs issue 10 items 1-4 (retries, the beat-scheduled sweeper,
+# leases, start-up; branch `dist`): without a beat schedule the run strands work for good (see
+# docs/architecture.md, "Chaos and scaling benchmarks"), so it runs once the sweeper exists,
+# or when HALLMARK_CHAOS_TEST=1 forces it.
+ENABLED = bool(getattr(settings, "CELERY_BEAT_SCHEDULE", None)) or \
+    os.environ.get("HALLMARK_CHAOS_TEST") == "1"
 
 pytestmark = [
     pytest.mark.integration,
-    # Fails on main until issue 10 items 1-4 (retries, sweeper, redelivery, start-up; branch
-    # `dist`) are merged; set HALLMARK_CHAOS_TEST=1 to run it, then drop this marker.
-    pytest.mark.skipif(not ENABLED, reason="needs issue 10 items 1-4 (branch dist); "
-                       "set HALLMARK_CHAOS_TEST=1 to run"),
+    pytest.mark.skipif(not ENABLED, reason="needs the sweeper of issue 10 items 1-4 (branch "
+                       "dist); HALLMARK_CHAOS_TEST=1 runs it anyway"),
 ]
 
 
