@@ -9,14 +9,15 @@ database (first submitted_at to last finished_at). Ratio = time(1) / time(2); th
 ≥ 1.8. It also says where the time goes, per phase:
 - busy: the seconds Celery reports per task ("succeeded in …s"), by task name, against the
   process-seconds available (wall × processes); the rest is hand-off and idle time;
-- CPU: the worker processes' CPU seconds, and how busy the whole machine was (other
-  processes included), from /proc/stat;
+- CPU: seconds used by the workers, PostgreSQL's backends, Redis, the web and beat, and how
+  busy the whole machine was (other processes included), from /proc/stat;
 - SQL: PostgreSQL transactions committed per verification (pg_stat_database);
 - the load average at the start and the end.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
@@ -72,16 +73,27 @@ def _xacts(stack: Stack) -> int:
                                 "'hallmark'").fetchone()[0])
 
 
-def _worker_cpu(stack: Stack, processes: int) -> float:
-    total = 0.0
-    for i in range(processes):
-        proc = stack.procs[stack.worker_name(i)]
-        try:
-            tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-            total += sum(sum(p.cpu_times()[:2]) for p in tree)
-        except psutil.Error:
-            pass
-    return total
+def _cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) of a process and its live descendants."""
+    if pid is None:
+        return 0.0
+    try:
+        root = psutil.Process(pid)
+        return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
+    except psutil.Error:
+        return 0.0
+
+
+def _cpu_by_component(stack: Stack, processes: int) -> dict[str, float]:
+    """CPU seconds so far of the workers, PostgreSQL (every backend), Redis, the web and beat."""
+    postmaster = None
+    with contextlib.suppress(OSError, ValueError):
+        postmaster = int((stack.pg.data / "postmaster.pid").read_text().split()[0])
+    redis = stack.redis.proc.pid if stack.redis.proc else None
+    return {"workers": sum(_cpu(stack.procs[stack.worker_name(i)].pid) for i in range(processes)),
+            "postgres": _cpu(postmaster), "redis": _cpu(redis),
+            "web": _cpu(stack.procs["web"].pid),
+            "beat": _cpu(stack.procs["beat"].pid) if "beat" in stack.procs else 0.0}
 
 
 def _busy_by_task(stack: Stack, processes: int, since: str) -> dict[str, float]:
@@ -101,7 +113,7 @@ def _phase(stack: Stack, token: str, urls: list[str], processes: int, n: int,
     time.sleep(1.0)  # let the warm-up's log lines land before the marker
     since = time.strftime("%Y-%m-%d %H:%M:%S")
     time.sleep(1.0)
-    cpu0, machine0, xact0 = _worker_cpu(stack, processes), psutil.cpu_times(), _xacts(stack)
+    cpu0, machine0, xact0 = _cpu_by_component(stack, processes), psutil.cpu_times(), _xacts(stack)
     load0 = psutil.getloadavg()[0]
     say(f"{processes} worker process(es): burst of {n}…")
     t0 = time.monotonic()
@@ -109,7 +121,7 @@ def _phase(stack: Stack, token: str, urls: list[str], processes: int, n: int,
     submit_s = time.monotonic() - t0
     seconds = _wait(stack, ids, timeout)
     machine1 = psutil.cpu_times()
-    cpu = _worker_cpu(stack, processes) - cpu0
+    cpu = {k: round(v - cpu0[k], 1) for k, v in _cpu_by_component(stack, processes).items()}
     xacts = _xacts(stack) - xact0
     time.sleep(1.0)
     busy = _busy_by_task(stack, processes, since)
@@ -119,7 +131,7 @@ def _phase(stack: Stack, token: str, urls: list[str], processes: int, n: int,
         "processes": processes, "verifications": n, "seconds": round(seconds, 2),
         "per_second": round(n / seconds, 2), "submit_seconds": round(submit_s, 2),
         "task_seconds": busy, "busy_fraction": round(sum(busy.values()) / (seconds * processes), 3),
-        "worker_cpu_seconds": round(cpu, 1),
+        "cpu_seconds": cpu,
         "machine_busy_fraction": round(1 - (idle1 - idle0) / span, 3) if span else None,
         "sql_transactions_per_verification": round(xacts / n, 1),
         "load_average": [round(load0, 2), round(psutil.getloadavg()[0], 2)],
