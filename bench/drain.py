@@ -74,12 +74,13 @@ def _xacts(stack: Stack) -> int:
 
 
 def _cpu(pid: int | None) -> float:
-    """CPU seconds (user + system) of a process and its live descendants."""
+    """CPU seconds (user + system) of a process and its descendants, live or reaped (pool
+    children are recycled every HALLMARK_WORKER_MAX_TASKS_PER_CHILD tasks)."""
     if pid is None:
         return 0.0
     try:
         root = psutil.Process(pid)
-        return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
+        return sum(sum(p.cpu_times()[:4]) for p in [root, *root.children(recursive=True)])
     except psutil.Error:
         return 0.0
 
