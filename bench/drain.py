@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import json
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -107,6 +108,12 @@ def _busy_by_task(stack: Stack, processes: int, since: str) -> dict[str, float]:
     return {k: round(v, 2) for k, v in sorted(out.items())}
 
 
+def _startup_timeouts(stack: Stack, processes: int) -> int:
+    """Pool children Celery killed for not starting in time (a kill/respawn loop, issue 10)."""
+    return sum(stack.log(stack.worker_name(i)).count("Timed out waiting for UP")
+               for i in range(processes))
+
+
 def _phase(stack: Stack, token: str, urls: list[str], processes: int, n: int,
            timeout: float) -> dict[str, Any]:
     say(f"{processes} worker process(es): warming up…")
@@ -120,7 +127,13 @@ def _phase(stack: Stack, token: str, urls: list[str], processes: int, n: int,
     t0 = time.monotonic()
     ids = _submit(stack, token, urls, n)
     submit_s = time.monotonic() - t0
-    seconds = _wait(stack, ids, timeout)
+    try:
+        seconds = _wait(stack, ids, timeout)
+    except TimeoutError as e:
+        say(f"{processes} worker process(es): {e}")
+        return {"processes": processes, "verifications": n, "seconds": None, "error": str(e),
+                "child_startup_timeouts": _startup_timeouts(stack, processes),
+                "load_average": [round(load0, 2), round(psutil.getloadavg()[0], 2)]}
     machine1 = psutil.cpu_times()
     cpu = {k: round(v - cpu0[k], 1) for k, v in _cpu_by_component(stack, processes).items()}
     xacts = _xacts(stack) - xact0
@@ -135,6 +148,7 @@ def _phase(stack: Stack, token: str, urls: list[str], processes: int, n: int,
         "cpu_seconds": cpu,
         "machine_busy_fraction": round(1 - (idle1 - idle0) / span, 3) if span else None,
         "sql_transactions_per_verification": round(xacts / n, 1),
+        "child_startup_timeouts": _startup_timeouts(stack, processes),
         "load_average": [round(load0, 2), round(psutil.getloadavg()[0], 2)],
     }
     say(f"{processes} worker process(es): {n} drained in {seconds:.1f}s ({n / seconds:.1f}/s); "
@@ -143,7 +157,7 @@ def _phase(stack: Stack, token: str, urls: list[str], processes: int, n: int,
     return result
 
 
-def run(verifications: int = 100, timeout: float = 900) -> dict[str, Any]:
+def run(verifications: int = 100, timeout: float = 300) -> dict[str, Any]:
     """Time the drain of one burst with 1, then 2, worker processes; returns the ratio."""
     from bench import fixtures
     from registry.demo import serve_folder
@@ -165,10 +179,17 @@ def run(verifications: int = 100, timeout: float = 900) -> dict[str, Any]:
         import shutil
 
         shutil.rmtree(root, ignore_errors=True)
+    if phases[0]["seconds"] is None or phases[1]["seconds"] is None:
+        say(f"drain of {verifications}: not drained in {timeout:.0f} s, no ratio")
+        return {"verifications": verifications, "ratio_1_to_2": None, "phases": phases}
     ratio = phases[0]["seconds"] / phases[1]["seconds"]
     say(f"drain of {verifications}: 1 process {phases[0]['seconds']:.1f}s, 2 processes "
         f"{phases[1]['seconds']:.1f}s: ratio {ratio:.2f} (goal ≥ 1.8)")
     return {"verifications": verifications, "ratio_1_to_2": round(ratio, 2), "phases": phases}
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verifications", type=int, default=100)
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"default {RESULTS}")
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so every process is stopped and the cluster deleted.
+    signal.signal(signal.SIGTERM, _interrupt)
     text = json.dumps({"machine": machine(), **run(args.verifications)}, indent=1)
     print(text)
     args.json.write_text(text + "\n")
