@@ -26,12 +26,13 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from bench.stack import Stack, say
 
@@ -92,24 +93,14 @@ def _submit_burst(stack: Stack, token: str, suspects: list, n: int, threads: int
         for attempt in range(6):
             try:
                 v = client.submit(s.url)
-            except APIError as e:
-                if e.status == 503 and attempt < 5:
+            except (APIError, OSError) as e:  # urllib.error.URLError is an OSError
+                if _not_taken(e) and attempt < 5:
                     with lock:
                         out.retries += 1
                     time.sleep(0.5 * 2 ** attempt)
                     continue
                 with lock:
-                    out.errors[f"HTTP {e.status}"] += 1
-                return
-            except (urllib.error.URLError, OSError) as e:
-                refused = isinstance(getattr(e, "reason", e), ConnectionRefusedError)
-                if refused and attempt < 5:
-                    with lock:
-                        out.retries += 1
-                    time.sleep(0.5 * 2 ** attempt)
-                    continue
-                with lock:
-                    out.errors[type(e).__name__] += 1
+                    out.errors[f"HTTP {e.status}" if isinstance(e, APIError) else type(e).__name__] += 1
                 return
             with lock:
                 out.accepted[v["id"]] = s.name
@@ -121,17 +112,28 @@ def _submit_burst(stack: Stack, token: str, suspects: list, n: int, threads: int
     return out
 
 
-def _status_counts(stack: Stack) -> Counter:
+def _not_taken(e: Exception) -> bool:
+    """503 (the registry refused before saving anything) or a refused connection."""
+    from verifier.client import APIError
+
+    if isinstance(e, APIError):
+        return e.status == 503
+    return isinstance(getattr(e, "reason", e), ConnectionRefusedError)
+
+
+def _status_counts(stack: Stack) -> Counter | None:
+    """Verifications by status; None while PostgreSQL is unreachable (restarting)."""
     try:
         with stack.db() as conn:
             return Counter(dict(conn.execute(
                 "SELECT status, count(*) FROM registry_verification GROUP BY status").fetchall()))
-    except Exception:  # noqa: BLE001 (PostgreSQL may be restarting)
-        return Counter({"?": -1})
+    except psycopg.Error:
+        return None
 
 
-def _outstanding(counts: Counter) -> int:
-    if "?" in counts:
+def _outstanding(counts: Counter | None) -> int:
+    """Verifications not done or failed; -1 when unknown."""
+    if counts is None:
         return -1
     return sum(v for k, v in counts.items() if k not in TERMINAL)
 
@@ -199,7 +201,7 @@ class Faults(threading.Thread):
 
 
 def _drain(stack: Stack, faults: Faults, subs_done: threading.Event, cfg: Config,
-           t0: float) -> tuple[float | None, Counter]:
+           t0: float) -> tuple[float | None, Counter | None]:
     """Wait until nothing is outstanding (after the burst and the faults) or the deadline."""
     last_print = 0.0
     deadline: float | None = None
@@ -217,8 +219,9 @@ def _drain(stack: Stack, faults: Faults, subs_done: threading.Event, cfg: Config
             return None, counts
         if now - last_print > 5:
             last_print = now
-            say(f"  {now - t0:5.0f}s  " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-                + f"; {stack.redis.queue_length()} messages queued")
+            states = ("PostgreSQL unreachable" if counts is None
+                      else ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+            say(f"  {now - t0:5.0f}s  {states}; {stack.redis.queue_length()} messages queued")
         time.sleep(0.5)
 
 
