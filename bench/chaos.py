@@ -50,7 +50,8 @@ class Config:
     verifications: int = 200
     models: int = 2
     workers: int = 2
-    concurrency: int = 2
+    concurrency: int = 2  # pool children per worker
+    web_workers: int = 2  # gunicorn processes
     events: list[str] = field(default_factory=lambda: list(FULL_EVENTS))
     first_event: float = 2.0  # seconds after the burst starts
     interval: float = 2.5  # seconds from the end of one fault to the next
@@ -66,8 +67,9 @@ class Config:
         # messages after 120 s) so recovery fits a CI budget; code without them ignores them.
         timers = {"HALLMARK_LEASE_SECONDS": "10", "HALLMARK_SWEEP_INTERVAL": "5",
                   "HALLMARK_REDRIVE_AFTER": "30"}
-        return cls(verifications=20, models=1, events=list(SMALL_EVENTS), first_event=0.3,
-                   interval=0.7, deadline=75.0, submit_threads=2, env=timers)
+        return cls(verifications=20, models=1, concurrency=1, web_workers=1,
+                   events=list(SMALL_EVENTS), first_event=0.3, interval=0.7, deadline=75.0,
+                   submit_threads=2, env=timers)
 
 
 @dataclass
@@ -300,6 +302,7 @@ def run(cfg: Config, workdir: Path | None = None, keep: bool = False) -> dict[st
     root.chmod(0o755)  # the `postgres` user must reach its cluster folder inside
     say(f"training {cfg.models} marked model(s) and writing the suspects, meanwhile starting…")
     trained: dict[str, Any] = {}
+    phases: dict[str, float] = {}
 
     def train() -> None:
         try:
@@ -310,6 +313,7 @@ def run(cfg: Config, workdir: Path | None = None, keep: bool = False) -> dict[st
     trainer = threading.Thread(target=train, daemon=True)
     trainer.start()
     stack = Stack(root / "stack", workers=cfg.workers, concurrency=cfg.concurrency,
+                  web_workers=cfg.web_workers,
                   volatile_redis=cfg.volatile_redis, env=cfg.env)
     stack.keep = keep
     try:
@@ -319,6 +323,7 @@ def run(cfg: Config, workdir: Path | None = None, keep: bool = False) -> dict[st
                 raise trained["error"]
             reg = fixtures.register(stack.url, files, trained["marked"])
             marked_owner = {s.name: s.owner_keyid for s in reg.suspects}
+            phases["start"] = time.monotonic() - started
             say(f"submitting {cfg.verifications} verifications ({cfg.submit_threads} client threads); "
                 f"faults: {', '.join(cfg.events)}")
             t0 = time.monotonic()
@@ -344,6 +349,7 @@ def run(cfg: Config, workdir: Path | None = None, keep: bool = False) -> dict[st
                 f"errors {dict(subs.errors)}, retries {subs.retries}; "
                 + (f"drained in {drained:.1f}s" if drained is not None else
                    f"NOT drained {cfg.deadline:.0f}s after the last fault"))
+            phases["burst_and_drain"] = time.monotonic() - started - phases["start"]
             account = _account(stack, subs, marked_owner)
             registry_key = Identity.from_seed(stack.signing_seed).public_key
             with stack.db() as conn:
@@ -376,6 +382,10 @@ def run(cfg: Config, workdir: Path | None = None, keep: bool = False) -> dict[st
         **account,
         "log": log,
         "seconds": round(time.monotonic() - started, 1),
+        "seconds_by_phase": {"start_and_register": round(phases["start"], 1),
+                             "burst_and_drain": round(phases["burst_and_drain"], 1),
+                             "checks_and_stop": round(time.monotonic() - started - phases["start"]
+                                                      - phases["burst_and_drain"], 1)},
         "machine": machine(),
     }
     dup = sum(account["duplicates"].values())

@@ -208,6 +208,7 @@ class Stack:
         self._log_offset: dict[str, int] = {}  # name -> log size at its last start
         self.keep = False  # keep the folder (logs, cluster files) after stop
         self.has_beat = False
+        self.startup_seconds = 0.0  # web up and every worker ready, after the migration
         self.lock = threading.RLock()  # held while a worker is killed or (re)started
         self.self_exits: list[dict[str, object]] = []  # workers that exited without being killed
         self.queues = [QUEUE]  # every queue the workers consume (the code's task routes)
@@ -267,19 +268,24 @@ class Stack:
                                  "-s", str(self.root / "beat" / "celerybeat-schedule")])
         for i in range(self.workers):
             self.start_worker(i)
+        t0 = time.monotonic()
         wait_for(self._web_up, "gunicorn", 60)
         for i in range(self.workers):
             self.wait_worker_ready(i)
-        say(f"stack up: web {self.url}, {self.workers} workers × {self.concurrency} on "
+        self.startup_seconds = round(time.monotonic() - t0, 1)
+        say(f"stack up in {self.startup_seconds}s after migrate: web {self.url}, "
+            f"{self.workers} workers × {self.concurrency} on "
             f"{','.join(self.queues)}, "
             f"beat {'yes' if self.has_beat else 'no (no beat schedule in this code)'}")
         return self
 
     def _probe(self) -> tuple[bool, list[str]]:
         """(does the code have a beat schedule?, the queues its tasks are routed to)."""
-        code = ("import json, workers.celery as w; c = w.app.conf; print(json.dumps([bool("
-                "c.beat_schedule), sorted({c.task_default_queue} | {r['queue'] for r in "
-                "(c.task_routes or {}).values() if isinstance(r, dict) and 'queue' in r})]))")
+        # the settings module alone (no Django app loading, no torch): about 1 CPU-s less
+        code = ("import json, registry.settings as s; g = lambda n, d=None: getattr(s, n, d); "
+                "print(json.dumps([bool(g('CELERY_BEAT_SCHEDULE')), sorted({g('CELERY_TASK_"
+                "DEFAULT_QUEUE', 'celery')} | {r['queue'] for r in (g('CELERY_TASK_ROUTES') "
+                "or {}).values() if isinstance(r, dict) and 'queue' in r})]))")
         probe = subprocess.run([sys.executable, "-c", code], env=self.env(self.root / "migrate"),
                                capture_output=True, text=True, timeout=120, check=True)
         beat, queues = json.loads(probe.stdout.strip().splitlines()[-1])
