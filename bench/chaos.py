@@ -440,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verifications", type=int, help="burst size")
     parser.add_argument("--deadline", type=float, help="seconds allowed for the drain after the faults")
     parser.add_argument("--workers", type=int, help="celery worker processes (≥ 2)")
+    parser.add_argument("--faults", help="comma-separated schedule of child, main, redis, "
+                        "postgres (default: the full or the small schedule)")
     parser.add_argument("--volatile-redis", action="store_true",
                         help="Redis without an append-only file: its crash loses the queue")
     parser.add_argument("--json", type=Path, help="write the results here (default: "
@@ -454,6 +456,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("verifications", "deadline", "workers"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
+    if args.faults is not None:
+        cfg.events = [f for f in args.faults.split(",") if f]
+        unknown = set(cfg.events) - {"child", "main", "redis", "postgres"}
+        if unknown:
+            parser.error(f"unknown fault(s) {', '.join(sorted(unknown))}; use child, main, redis, postgres")
     cfg.volatile_redis = args.volatile_redis
     cfg.supervise = not args.no_supervise
     result = run(cfg, keep=args.keep)
