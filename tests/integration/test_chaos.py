@@ -36,12 +36,17 @@ pytestmark = [
 def chaos(tmp_path_factory) -> dict:  # type: ignore[no-untyped-def]
     out = tmp_path_factory.mktemp("chaos") / "chaos.json"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
-    done = subprocess.run([sys.executable, "-m", "bench.chaos", "--small", "--json", str(out)],
-                          cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True,
-                          text=True, timeout=300)
-    assert out.exists(), f"the chaos run did not finish:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    proc = subprocess.Popen([sys.executable, "-m", "bench.chaos", "--small", "--json", str(out)],
+                            cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        output, _ = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # SIGTERM: the benchmark stops its processes and deletes its cluster
+        output, _ = proc.communicate(timeout=60)
+    assert out.exists(), f"the chaos run did not finish:\n{output[-6000:]}"
     result = json.loads(out.read_text())
-    result["output"] = done.stdout[-4000:]
+    result["output"] = output[-4000:]
     return result
 
 
