@@ -4,9 +4,12 @@ PY := $(VENV)/bin/python
 # The test suite talks to real PostgreSQL and Redis on this machine (see .ci/services.sh).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/hallmark
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+# `make serve HOST=0.0.0.0 PORT=8080` (DJANGO_DEBUG must be off off loopback)
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo serve test lint bench chaos evaluate
+.PHONY: help install browser demo serve test lint bench chaos evaluate
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -23,9 +26,14 @@ demo: install ## the end-to-end demo on the embedded default (SQLite, bundled Re
 	$(PY) -m registry.demo
 
 serve: install ## run the embedded registry (web + workers + Redis) until Ctrl-C
-	$(PY) manage.py serve
+	$(PY) manage.py serve --host $(HOST) --port $(PORT)
 
-test: install ## the test suite: unit, hostile corpus, integration (PostgreSQL, Redis, celery worker), demo
+browser: ## Debian's chromium for the browser tests (playwright drives it; installed when missing)
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else echo "the browser tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
+
+test: install browser ## the test suite: unit, hostile corpus, integration (PostgreSQL, Redis, celery worker), browser, demo
 	DATABASE_URL=$(TEST_DATABASE_URL) HALLMARK_TEST_REDIS_URL=$(TEST_REDIS_URL) \
 		HALLMARK_DATA_DIR=$(CURDIR)/.test-data $(PY) -m pytest -q
 

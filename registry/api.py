@@ -9,16 +9,22 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, mixins, status, viewsets
 from rest_framework.authtoken.models import Token
-from rest_framework.decorators import action, api_view, permission_classes
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.decorators import action, api_view, permission_classes, renderer_classes
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from registry import licensing, receipts, reporting, serializers, translog
-from registry.identities import new_owner_fields
+from registry import licensing, receipts, reporting, serializers, throttling, translog
+from registry.identities import new_owner_fields, registry_vkey_text
+from registry.limits import lockout_response
 from registry.models import Commitment, LogEntry, Owner, RegisteredModel, Report, Verification
 from registry.registration import add_commitment, register_model
 from registry.secrets import unseal
@@ -32,6 +38,7 @@ class SignupView(generics.CreateAPIView):
 
     permission_classes = [AllowAny]
     serializer_class = serializers.SignupSerializer
+    throttle_classes = [throttling.SignupThrottle]
 
     def create(self, request: Request, *args: object, **kwargs: object) -> Response:
         s = self.get_serializer(data=request.data)
@@ -46,6 +53,22 @@ class SignupView(generics.CreateAPIView):
                         status=status.HTTP_201_CREATED)
 
 
+class TokenView(ObtainAuthToken):
+    """An API token for a username and password; throttled per address, locked out by axes."""
+
+    throttle_classes = [throttling.LoginThrottle]
+    parser_classes = APIView.parser_classes  # the bounded JSON parser (ObtainAuthToken sets its own)
+
+    def post(self, request: Request, *args: object, **kwargs: object) -> Response:
+        try:
+            return super().post(request, *args, **kwargs)
+        except ValidationError:
+            if getattr(request, "axes_locked_out", False) or getattr(
+                    request._request, "axes_locked_out", False):
+                return lockout_response(request._request)  # type: ignore[return-value]
+            raise
+
+
 class ModelViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
                    viewsets.GenericViewSet):
     """The requesting owner's models; other owners' models do not exist for them (404)."""
@@ -54,7 +77,14 @@ class ModelViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrie
     lookup_field = "public_id"
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no user
+            return RegisteredModel.objects.none()
         return RegisteredModel.objects.filter(owner=self.request.user.owner)
+
+    def get_throttles(self):  # type: ignore[no-untyped-def]
+        if self.action == "commitments" and self.request.method == "POST":
+            return [throttling.UploadThrottle()]
+        return super().get_throttles()
 
     def create(self, request: Request, *args: object, **kwargs: object) -> Response:
         s = self.get_serializer(data=request.data)
@@ -84,7 +114,14 @@ class CommitmentViewSet(viewsets.ReadOnlyModelViewSet):
     lookup_field = "public_id"
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
+        if getattr(self, "swagger_fake_view", False):
+            return Commitment.objects.none()
         return Commitment.objects.filter(model__owner=self.request.user.owner)
+
+    def get_throttles(self):  # type: ignore[no-untyped-def]
+        if self.action == "licences":
+            return [throttling.UploadThrottle()]
+        return super().get_throttles()
 
     @action(detail=True, methods=["post"])
     def open(self, request: Request, public_id: str) -> Response:
@@ -113,22 +150,30 @@ class VerificationViewSet(mixins.CreateModelMixin, mixins.ListModelMixin,
     lookup_field = "public_id"
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
+        if getattr(self, "swagger_fake_view", False):
+            return Verification.objects.none()
         return (Verification.objects.filter(requested_by=self.request.user.owner)
                 .select_related("suspect", "target", "report"))
 
+    def get_throttles(self):  # type: ignore[no-untyped-def]
+        if self.action == "create":
+            return [throttling.SuspectHostThrottle(), throttling.SubmitThrottle()]
+        return super().get_throttles()
+
     def create(self, request: Request, *args: object, **kwargs: object) -> Response:
-        url = request.data.get("url")
-        if not isinstance(url, str) or not url:
-            raise ValidationError({"url": "give the suspect's http(s) URL"})
-        target = None
-        if request.data.get("target"):
-            target = get_object_or_404(RegisteredModel, public_id=request.data["target"])
-        v = submit(request.user.owner, url, target)
+        s = serializers.SubmitSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        target_id = s.validated_data.get("target")
+        target = get_object_or_404(RegisteredModel, public_id=target_id) if target_id else None
+        v = submit(request.user.owner, s.validated_data["url"], target)
         return Response(self.get_serializer(v).data, status=status.HTTP_202_ACCEPTED)
 
 
+@extend_schema(responses={200: OpenApiTypes.OBJECT}, parameters=[OpenApiParameter(
+    "since", int, description="size of a checkpoint you kept: adds a consistency proof")])
 @api_view(["GET"])
 @permission_classes([AllowAny])
+@renderer_classes([JSONRenderer])  # always the JSON document, even for a browser
 def report(request: Request, public_id: str) -> Response:
     """The self-contained signed report, public: anyone can fetch and audit it."""
     r = get_object_or_404(Report, public_id=public_id)
@@ -139,6 +184,7 @@ def report(request: Request, public_id: str) -> Response:
         raise ValidationError({"since": str(e)}) from None
 
 
+@extend_schema(responses={(200, "text/plain"): OpenApiTypes.STR})
 @api_view(["GET"])
 @permission_classes([AllowAny])
 def checkpoint(request: Request) -> HttpResponse:
@@ -163,6 +209,16 @@ def _proof(request: Request, names: tuple[str, str], prove: Callable[[int, int],
     return Response({names[0]: first, names[1]: second, "hashes": [b64(h) for h in hashes]})
 
 
+@extend_schema(responses={(200, "text/plain"): OpenApiTypes.STR})
+@api_view(["GET"])
+@permission_classes([AllowAny])
+def registry_vkey(request: Request) -> HttpResponse:
+    """The registry's log key as a C2SP note vkey: pin it with `hallmark audit --registry-key`."""
+    return HttpResponse(registry_vkey_text() + "\n", content_type="text/plain; charset=utf-8")
+
+
+@extend_schema(responses={200: OpenApiTypes.OBJECT}, parameters=[
+    OpenApiParameter("index", int, required=True), OpenApiParameter("size", int, required=True)])
 @api_view(["GET"])
 @permission_classes([AllowAny])
 def inclusion_proof(request: Request) -> Response:
@@ -170,6 +226,8 @@ def inclusion_proof(request: Request) -> Response:
     return _proof(request, ("index", "size"), translog.inclusion)
 
 
+@extend_schema(responses={200: OpenApiTypes.OBJECT}, parameters=[
+    OpenApiParameter("old", int, required=True), OpenApiParameter("new", int, required=True)])
 @api_view(["GET"])
 @permission_classes([AllowAny])
 def consistency_proof(request: Request) -> Response:
@@ -177,6 +235,7 @@ def consistency_proof(request: Request) -> Response:
     return _proof(request, ("old", "new"), translog.consistency)
 
 
+@extend_schema(responses={200: OpenApiTypes.OBJECT})
 @api_view(["GET"])
 @permission_classes([AllowAny])
 def log_entry(request: Request, index: int) -> Response:

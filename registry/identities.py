@@ -8,6 +8,7 @@ from django.conf import settings
 from registry.models import Owner
 from registry.secrets import seal, unseal
 from verifier.evidence.identity import Identity, keyid_of
+from verifier.evidence.note import vkey
 
 
 @cache
@@ -30,3 +31,8 @@ def new_owner_fields(public_key: bytes | None) -> dict[str, object]:
     ident = Identity.generate()
     return {"public_key": ident.public_key, "keyid": ident.keyid,
             "sealed_signing_key": seal(settings.HALLMARK_MASTER_KEY, ident.seed)}
+
+
+def registry_vkey_text() -> str:
+    """The registry's signed-note verifier key (C2SP vkey), named after the log origin."""
+    return vkey(settings.HALLMARK_LOG_ORIGIN, registry_identity().public_key)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import tempfile
 from pathlib import Path
 
 from nacl.secret import SecretBox
@@ -33,10 +34,14 @@ def _generated(path: Path) -> bytes:
         return _decode32(str(path), path.read_text().strip())
     path.parent.mkdir(parents=True, exist_ok=True)
     secret = nacl_random(32)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A temporary name of our own (mkstemp: O_EXCL, mode 0600), so processes starting at the
+    # same moment never write into one another's file; `link` then publishes exactly one.
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = Path(name)
     with os.fdopen(fd, "w") as f:
         f.write(base64.b64encode(secret).decode())
+        f.flush()
+        os.fsync(f.fileno())
     try:
         os.link(tmp, path)  # fails if another process won the race: then use theirs
     except FileExistsError:

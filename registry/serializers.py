@@ -1,12 +1,28 @@
 """DRF serializers: what the API accepts and shows (never an escrowed key or a salt)."""
 from __future__ import annotations
 
-from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
+from registry import validators
 from registry.models import Commitment, RegisteredModel, Verification
 from verifier.evidence.errors import EvidenceError
 from verifier.evidence.identity import unb64_strict
+
+
+def _django_rule(rule, value, *args):  # type: ignore[no-untyped-def]
+    """Run a registry.validators rule, turning its error into a DRF ValidationError."""
+    try:
+        return rule(value, *args)
+    except DjangoValidationError as e:
+        raise serializers.ValidationError(e.messages) from None
+
+
+def _sha256_hex(value: str) -> str:
+    if value and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value)):
+        raise serializers.ValidationError(
+            "must be a SHA-256 digest: 64 lowercase hex characters (`sha256sum FILE`), or empty")
+    return value
 
 
 def _decoded(value: str, what: str, size: int, fix: str) -> bytes:
@@ -17,14 +33,13 @@ def _decoded(value: str, what: str, size: int, fix: str) -> bytes:
 
 
 class SignupSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=150)
-    password = serializers.CharField(min_length=8, write_only=True)
-    public_key = serializers.CharField(required=False, help_text="base64 Ed25519 key, for BYOK")
+    username = serializers.CharField(max_length=validators.USERNAME_MAX)
+    password = serializers.CharField(min_length=8, max_length=256, write_only=True)
+    public_key = serializers.CharField(required=False, max_length=64,
+                                       help_text="base64 Ed25519 key, for BYOK")
 
     def validate_username(self, value: str) -> str:
-        if User.objects.filter(username=value).exists():
-            raise serializers.ValidationError(f"the username {value!r} is taken; choose another")
-        return value
+        return _django_rule(validators.new_username, value)
 
     def validate_public_key(self, value: str) -> bytes:
         return _decoded(value, "public_key", 32, "send the base64 Ed25519 public key that "
@@ -51,6 +66,21 @@ class ModelSerializer(serializers.ModelSerializer):
     def validate_owner_signature(self, value: str) -> bytes:
         return _signature(value)
 
+    def validate_name(self, value: str) -> str:
+        return _django_rule(validators.printable_name, value)
+
+    def validate_version(self, value: str) -> str:
+        return _django_rule(validators.printable_name, value, validators.VERSION_MAX)
+
+    def validate_description(self, value: str) -> str:
+        return _django_rule(validators.free_text, value)
+
+    def validate_artifact_sha256(self, value: str) -> str:
+        return _sha256_hex(value)
+
+    def validate_base_model_sha256(self, value: str) -> str:
+        return _sha256_hex(value)
+
     def validate(self, attrs: dict) -> dict:
         owner = self.context["request"].user.owner
         if RegisteredModel.objects.filter(owner=owner, name=attrs["name"],
@@ -66,7 +96,8 @@ class CommitmentSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Commitment
-        fields = ["id", "model", "scheme", "public_params", "digest", "created_at", "log_index"]
+        fields = ["id", "model", "scheme", "public_params", "screening", "digest", "created_at",
+                  "log_index"]
         read_only_fields = fields
 
 
@@ -80,8 +111,21 @@ class CommitmentUploadSerializer(serializers.Serializer):
 
 
 class LicenceRequestSerializer(serializers.Serializer):
-    licensee = serializers.CharField(max_length=200)
+    licensee = serializers.CharField(max_length=validators.NAME_MAX)
     model = serializers.FileField(help_text="the encrypted model (safetensors) the licence decrypts")
+
+    def validate_licensee(self, value: str) -> str:
+        return _django_rule(validators.printable_name, value)
+
+
+class SubmitSerializer(serializers.Serializer):
+    """A suspect submission: the URL, and optionally one of your models to check it against."""
+
+    url = serializers.CharField(max_length=validators.URL_MAX, trim_whitespace=True,
+                                error_messages={"blank": "give the suspect's http(s) URL",
+                                                "required": "give the suspect's http(s) URL"})
+    target = serializers.UUIDField(required=False, allow_null=True, help_text=(
+        "the id of a model to check against; omit it to scan every commitment"))
 
 
 class VerificationSerializer(serializers.ModelSerializer):

@@ -7,7 +7,7 @@ from django.db import transaction
 
 from registry import errors
 from registry.celery_app import enqueue
-from registry.models import ENDPOINT, FILE, Owner, RegisteredModel, Suspect, Verification
+from registry.models import ENDPOINT, FILE, QUEUED, Owner, RegisteredModel, Suspect, Verification
 
 # An Open Inference Protocol v2 endpoint URL: .../v2/models/<name> (optionally /infer).
 _OIP_MARKER = "/v2/models/"
@@ -20,21 +20,41 @@ def suspect_kind(url: str) -> str:
 
 def validate_url(url: str) -> str:
     """Accept only absolute http(s) URLs with a host; the fetcher re-checks every address."""
-    parts = urlsplit(url.strip())
+    url = url.strip()
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise errors.BadSuspectURL(
+            f"refusing suspect URL {url[:200]!r}: it contains spaces or control characters; "
+            "percent-encode them (%20, %0A)")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port outside 0-65535)
+    except ValueError as e:
+        raise errors.BadSuspectURL(f"refusing suspect URL {url[:200]!r}: {e}; check the host "
+                                   "and port") from None
     if parts.scheme not in ("http", "https"):
         raise errors.BadSuspectURL(
             f"refusing suspect URL {url!r}: scheme {parts.scheme or '(none)'!r} is not allowed; "
             "publish the model over http:// or https:// and submit that URL")
     if not parts.hostname:
-        raise errors.BadSuspectURL(f"refusing suspect URL {url!r}: it has no host name")
-    return url.strip()
+        raise errors.BadSuspectURL(f"refusing suspect URL {url[:200]!r}: it has no host name")
+    return url
 
 
 def submit(owner: Owner, url: str, target: RegisteredModel | None = None) -> Verification:
-    """Create the suspect and its verification, and enqueue the fetch once committed."""
+    """Create the suspect and its verification, and enqueue the fetch once committed.
+
+    The row is the request: when the broker is down the send fails, the row is marked
+    (driven_at = null) and the sweeper sends the fetch once the broker is back, so the client
+    still gets its verification (202) and never a 500 or a reason to submit twice.
+    """
     url = validate_url(url)
     with transaction.atomic():
         suspect = Suspect.objects.create(url=url, kind=suspect_kind(url))
         v = Verification.objects.create(suspect=suspect, requested_by=owner, target=target)
-        transaction.on_commit(lambda: enqueue("workers.fetch", v.pk))
+        transaction.on_commit(lambda: _send_fetch(v))
     return v
+
+
+def _send_fetch(v: Verification) -> None:
+    if not enqueue("workers.fetch", v.pk):
+        Verification.objects.filter(pk=v.pk, status=QUEUED).update(driven_at=None)

@@ -11,6 +11,7 @@ from verifier.evidence.dsse import PAYLOAD_TYPE_INTOTO, parse_envelope, verify_e
 from verifier.evidence.errors import EvidenceError
 from verifier.evidence.identity import keyid_of, unb64_strict
 from verifier.evidence.intoto import parse_statement
+from verifier.evidence.note import parse_vkey
 from verifier.evidence.report import PREDICATE_TYPE, REPORT_FORMAT
 
 
@@ -56,11 +57,16 @@ class _EnvelopeChecks(_AuditState):
     def check_registry_key(self) -> str:
         keys = self.report["public_keys"]
         if set(keys) != {"registry"} or not isinstance(keys["registry"], dict) \
-                or set(keys["registry"]) != {"keyid", "ed25519"}:
-            raise EvidenceError('public_keys must be {"registry": {"keyid", "ed25519"}}')
+                or set(keys["registry"]) not in ({"keyid", "ed25519"}, {"keyid", "ed25519", "vkey"}):
+            raise EvidenceError('public_keys must be {"registry": {"keyid", "ed25519", "vkey"}}')
         key = unb64_strict(keys["registry"]["ed25519"], "registry public key", 32)
         if keys["registry"]["keyid"] != keyid_of(key):
             raise EvidenceError("registry keyid does not match the registry public key")
+        if "vkey" in keys["registry"]:
+            name, vkey_key = parse_vkey(str(keys["registry"]["vkey"]))
+            if vkey_key != key or name != self.report["log"]["origin"]:
+                raise EvidenceError("the registry vkey names another key or another log origin "
+                                    "than the report's")
         self.registry_key = key
         if self.pinned is None:
             return (f"{keyid_of(key)[:16]}… taken from the report (not pinned: pass "

@@ -33,5 +33,16 @@ def test_proof_requests_outside_the_log_get_a_clear_400(alice, client):
     r = client.get("/api/log/inclusion", {"index": 5, "size": 9})
     assert r.status_code == 400 and "the log has 2 entries" in r.json()["detail"]
     r = client.get("/api/log/consistency", {"old": "x", "new": 2})
-    assert r.status_code == 400 and "whole number" in r.json()["old"]
+    assert r.status_code == 400 and "whole number" in r.json()["errors"]["old"][0]
     assert client.get("/api/log/entries/99").status_code == 404
+
+
+def test_the_registry_key_is_published_as_a_vkey_that_pins_reports(db, client):
+    from verifier.evidence.note import parse_vkey, verify_checkpoint
+
+    text = client.get("/api/log/vkey").content.decode().strip()
+    name, key = parse_vkey(text)
+    assert name == settings.HALLMARK_LOG_ORIGIN
+    note = client.get("/api/log/checkpoint").content.decode()
+    verify_checkpoint(note, settings.HALLMARK_LOG_ORIGIN, key)  # the checkpoint's signer
+    assert text in client.get("/").content.decode()  # and in every page's footer

@@ -24,7 +24,7 @@ def test_it_refuses_the_same_name_and_version_twice(alice):
 
 def test_an_outsider_never_sees_another_owners_models(alice, outsider):
     model_id = alice.api.post("/api/models/", {"name": "digits"}, format="json").json()["id"]
-    assert outsider.api.get("/api/models/").json() == []
+    assert outsider.api.get("/api/models/").json()["results"] == []
     assert outsider.api.get(f"/api/models/{model_id}/").status_code == status.HTTP_404_NOT_FOUND
     assert outsider.api.get(f"/api/models/{model_id}/commitments/").status_code == 404
 

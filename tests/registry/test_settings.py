@@ -1,6 +1,7 @@
 """Settings come from the environment and fail loudly; production refuses development secrets."""
 import base64
 import os
+import secrets
 import subprocess
 import sys
 
@@ -60,3 +61,51 @@ def test_typed_readers_fail_loudly(monkeypatch, tmp_path):
     monkeypatch.setenv("X_SECRET", "both")
     with pytest.raises(ConfigError, match="set only one"):
         envsecret("X_SECRET")
+
+
+def _production_env(tmp_path) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    def b64key() -> str:
+        return base64.b64encode(os.urandom(32)).decode()
+    return {"HALLMARK_PRODUCTION": "1", "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
+            "HALLMARK_SIGNING_KEY": b64key(), "HALLMARK_MASTER_KEY": b64key(),
+            "HALLMARK_CACHE_URL": "redis://127.0.0.1:6379/13",
+            "DJANGO_ALLOWED_HOSTS": "registry.example.org",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+
+
+def test_the_documented_production_environment_passes_check_deploy(tmp_path):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HALLMARK_", "DJANGO_"))}
+    r = subprocess.run([sys.executable, "manage.py", "check", "--deploy"], capture_output=True,
+                       text=True, env={**clean, "HALLMARK_DATA_DIR": str(tmp_path),
+                                       **_production_env(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert "System check identified no issues" in r.stdout and "WARNING" not in r.stderr
+
+
+def test_production_refuses_a_short_secret_key_and_per_process_throttles(tmp_path):
+    env = _production_env(tmp_path)
+    r = _settings(tmp_path, **{**env, "DJANGO_SECRET_KEY": "short-but-set"})
+    assert r.returncode != 0 and "at least 50 random characters" in r.stderr
+    r = _settings(tmp_path, **{k: v for k, v in env.items() if k != "HALLMARK_CACHE_URL"})
+    assert r.returncode != 0 and "HALLMARK_CACHE_URL" in r.stderr
+
+
+def test_concurrent_first_starts_generate_one_secret_and_leave_no_temporary_files(tmp_path):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HALLMARK_", "DJANGO_"))}
+    code = ("from registry.settings import HALLMARK_SIGNING_KEY as k, HALLMARK_MASTER_KEY as m;"
+            "print(k.hex(), m.hex())")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              env={**clean, "HALLMARK_DATA_DIR": str(tmp_path)})
+             for _ in range(4)]
+    outputs = {p.communicate(timeout=120)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert len(outputs) == 1  # every process ended up with the same two secrets
+    assert sorted(f.name for f in (tmp_path / "secrets").iterdir()) == [
+        "hallmark_master_key", "hallmark_signing_key"]
+
+
+@pytest.mark.parametrize("value,match", [("0", "must lie in (0, 1000]"),
+                                         ("eighty", "is not a number")])
+def test_a_bad_forgery_floor_names_the_variable(tmp_path, value, match):
+    r = _settings(tmp_path, HALLMARK_MIN_FORGERY_BITS=value)
+    assert r.returncode != 0 and "HALLMARK_MIN_FORGERY_BITS" in r.stderr and match in r.stderr

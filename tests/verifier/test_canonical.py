@@ -48,3 +48,17 @@ def test_sha256_hex_is_lower_case_hex():
 def test_strict_parsing_rejects_duplicate_keys_non_finite_numbers_and_garbage(text, match):
     with pytest.raises(EvidenceError, match=match):
         loads_strict(text)
+
+
+def test_keys_outside_the_bmp_sort_by_code_point_as_documented():
+    # U+1F600 (one code point above U+FFFF) sorts after U+FFFF here; JCS (UTF-16) would not.
+    assert canonical_json({"\U0001F600": 1, "\uffff": 2}) == '{"\uffff":2,"\U0001F600":1}'.encode()
+
+
+def test_integers_above_two_to_the_53_are_written_exactly_as_documented():
+    assert canonical_json({"n": 2**53 + 1}) == b'{"n":9007199254740993}'
+    assert canonical_json([10**30]) == b"[1000000000000000000000000000000]"
+
+
+def test_floats_use_the_python_repr_form_as_documented():
+    assert canonical_json([1e-06, 1e16, 0.5]) == b"[1e-06,1e+16,0.5]"

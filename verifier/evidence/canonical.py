@@ -8,8 +8,19 @@ Rules of `canonical_json` (Hallmark's canonical form):
 - NaN and ±infinity are refused (JSON has no such numbers; write "-inf" as a string);
 - object keys must be strings (Python's json would silently turn `1` into `"1"`, which lets two
   different dicts encode to the same bytes).
-For documents made of strings, integers, booleans and null (every envelope, log entry and
-opening) this equals RFC 8785 (JCS) output.
+
+This is Hallmark's own canonical form, *not* RFC 8785 (JCS), and it differs from JCS in three
+places, all deliberate and stable:
+- keys are sorted by Unicode code point; JCS sorts by UTF-16 code unit, so the order differs
+  when a key holds a character outside the Basic Multilingual Plane (e.g. "\U0001F600" sorts
+  after "\uffff" here, before it in JCS);
+- integers are written exactly, however large; JCS writes every number as an IEEE double, so
+  integers above 2^53 lose digits there (2^53 + 1 prints as 9007199254740992 in JCS);
+- floats use Python's `repr` (`1e-06`, `1e+16`); JCS uses ECMAScript's form (`0.000001`,
+  `10000000000000000`).
+For documents whose keys lie in the BMP and whose numbers are integers of magnitude at most
+2^53 (every envelope, log entry and opening) the bytes equal JCS's. Verifiers in other
+languages reproduce this form with these rules, not with a JCS library.
 """
 from __future__ import annotations
 
