@@ -65,8 +65,8 @@ class Config:
     def small(cls) -> Config:
         # Shorter fault timers than the defaults (lease 30 s, sweep every 15 s, re-drive lost
         # messages after 120 s) so recovery fits a CI budget; code without them ignores them.
-        timers = {"HALLMARK_LEASE_SECONDS": "10", "HALLMARK_SWEEP_INTERVAL": "5",
-                  "HALLMARK_REDRIVE_AFTER": "30"}
+        timers = {"HALLMARK_LEASE_SECONDS": "8", "HALLMARK_SWEEP_INTERVAL": "3",
+                  "HALLMARK_REDRIVE_AFTER": "15"}
         return cls(verifications=20, models=1, concurrency=1, web_workers=1,
                    events=list(SMALL_EVENTS), first_event=0.3, interval=0.7, deadline=75.0,
                    submit_threads=2, env=timers)

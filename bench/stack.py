@@ -208,7 +208,7 @@ class Stack:
         self._log_offset: dict[str, int] = {}  # name -> log size at its last start
         self.keep = False  # keep the folder (logs, cluster files) after stop
         self.has_beat = False
-        self.startup_seconds = 0.0  # web up and every worker ready, after the migration
+        self.startup_seconds = 0.0  # migrated, web up and every worker ready
         self.lock = threading.RLock()  # held while a worker is killed or (re)started
         self.self_exits: list[dict[str, object]] = []  # workers that exited without being killed
         self.queues = [QUEUE]  # every queue the workers consume (the code's task routes)
@@ -254,26 +254,30 @@ class Stack:
         say(f"starting a private redis-server on 127.0.0.1:{self.redis.port}…")
         self.redis.start()
         (self.root / "migrate").mkdir(exist_ok=True)
+        t0 = time.monotonic()
+        # The web and the workers start (importing Django and torch) while the migration runs;
+        # nothing queries a table before a request or a task, which come after it. Beat, whose
+        # sweeper does, starts once the schema is there.
         migrate = subprocess.Popen([sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"],
                                    env=self.env(self.root / "migrate"))
         try:
-            self.has_beat, self.queues = self._probe()  # meanwhile
+            self.has_beat, self.queues = self._probe()
+            self._spawn("web", ["-m", "gunicorn", "registry.wsgi", "-b",
+                                f"127.0.0.1:{self.web_port}", "-w", str(self.web_workers),
+                                "--timeout", "60"])
+            for i in range(self.workers):
+                self.start_worker(i)
         finally:
             if migrate.wait(timeout=300) != 0:
                 raise RuntimeError(f"migrate failed with exit code {migrate.returncode}")
-        self._spawn("web", ["-m", "gunicorn", "registry.wsgi", "-b", f"127.0.0.1:{self.web_port}",
-                            "-w", str(self.web_workers), "--timeout", "60"])
         if self.has_beat:
             self._spawn("beat", ["-m", "celery", "-A", "workers", "beat", "--loglevel", "INFO",
                                  "-s", str(self.root / "beat" / "celerybeat-schedule")])
-        for i in range(self.workers):
-            self.start_worker(i)
-        t0 = time.monotonic()
         wait_for(self._web_up, "gunicorn", 60)
         for i in range(self.workers):
             self.wait_worker_ready(i)
         self.startup_seconds = round(time.monotonic() - t0, 1)
-        say(f"stack up in {self.startup_seconds}s after migrate: web {self.url}, "
+        say(f"stack up in {self.startup_seconds}s (migration included): web {self.url}, "
             f"{self.workers} workers × {self.concurrency} on "
             f"{','.join(self.queues)}, "
             f"beat {'yes' if self.has_beat else 'no (no beat schedule in this code)'}")
