@@ -58,3 +58,16 @@ class PayloadTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "the request body is larger than the registry accepts"
     default_code = "payload_too_large"
+
+
+class LimiterUnavailable(APIException):
+    """The shared cache that counts requests is unreachable: refuse (nothing was stored)."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = ("the registry cannot count requests right now (its rate-limit store is "
+                      "unreachable); nothing was stored: retry in a few seconds")
+    default_code = "limiter_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wait = 5  # seconds, sent as Retry-After

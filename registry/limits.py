@@ -22,7 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.core.files.uploadhandler import FileUploadHandler
 from django.http import HttpRequest, HttpResponse
-from rest_framework.exceptions import Throttled
+from rest_framework.exceptions import APIException
 
 from registry import requestid
 from registry.api_errors import problem_response
@@ -57,15 +57,16 @@ class RequestLimitsMiddleware:
         return response
 
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
-        """A web form whose upload passed the cap mid-stream: 413, not a 500."""
-        if isinstance(exc, PayloadTooLarge):
-            return problem_response(413, "payload_too_large", str(exc.detail))
-        if isinstance(exc, Throttled):
-            response = problem_response(429, "throttled", str(exc.detail))
-            if exc.wait is not None:
-                response["Retry-After"] = str(max(1, math.ceil(exc.wait)))
-            return response
-        return None
+        """Typed errors raised in web views (an upload past the cap mid-stream, a throttle, the
+        rate-limit store down) answer with their status and Retry-After, not a 500."""
+        if not isinstance(exc, APIException):
+            return None
+        response = problem_response(exc.status_code, exc.get_codes() if isinstance(
+            exc.get_codes(), str) else exc.default_code, str(exc.detail))
+        wait = getattr(exc, "wait", None)
+        if wait is not None:
+            response["Retry-After"] = str(max(1, math.ceil(wait)))
+        return response
 
     @staticmethod
     def _limited(request: HttpRequest) -> HttpResponse | None:

@@ -10,7 +10,9 @@ environment variable):
 - `suspect_host`: per suspect host name, across all accounts, so the registry cannot be
   used to flood somebody's server.
 - `upload`: key and licence uploads per account.
-A refused request gets 429 with Retry-After (DRF's Throttled). The same classes guard the web
+A refused request gets 429 with Retry-After (DRF's Throttled). When the cache is unreachable
+the request is refused with 503 and Retry-After, before anything is stored (counting blindly
+would lift every limit exactly when the service is degraded). The same classes guard the web
 forms through `check`.
 """
 from __future__ import annotations
@@ -22,6 +24,8 @@ from django.conf import settings
 from django.http import HttpRequest
 from rest_framework.exceptions import Throttled
 from rest_framework.throttling import SimpleRateThrottle
+
+from registry.errors import LimiterUnavailable
 
 
 class _Scoped(SimpleRateThrottle):
@@ -48,15 +52,18 @@ class _Scoped(SimpleRateThrottle):
         self.key = self.get_cache_key(request, view)
         if self.key is None:
             return True
-        self.history = self.cache.get(self.key, [])
-        self.now = self.timer()
-        while self.history and self.history[-1] <= self.now - self.duration:
-            self.history.pop()
-        cost = self.cost(request)
-        if len(self.history) + cost > self.num_requests:
-            return self.throttle_failure()
-        self.history[:0] = [self.now] * cost
-        self.cache.set(self.key, self.history, self.duration)
+        try:
+            self.history = self.cache.get(self.key, [])
+            self.now = self.timer()
+            while self.history and self.history[-1] <= self.now - self.duration:
+                self.history.pop()
+            cost = self.cost(request)
+            if len(self.history) + cost > self.num_requests:
+                return self.throttle_failure()
+            self.history[:0] = [self.now] * cost
+            self.cache.set(self.key, self.history, self.duration)
+        except Exception as e:  # the cache server is down: neither count blindly nor 500
+            raise LimiterUnavailable() from e
         return True
 
 

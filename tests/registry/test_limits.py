@@ -242,3 +242,13 @@ def test_server_errors_are_logged_with_the_request_id_in_production_too(settings
     finally:
         requestid.current.reset(token)
     logging.config.dictConfig(config)  # the configuration loads as written
+
+
+def test_a_rate_limit_store_that_is_down_answers_503_and_stores_nothing(alice, settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": "redis://127.0.0.1:9/0"}}  # a closed loopback port
+    r = alice.api.post("/api/verifications/", {"url": "https://a.example.org/m.onnx"},
+                       format="json")
+    assert r.status_code == 503 and r.json()["code"] == "limiter_unavailable"
+    assert int(r["Retry-After"]) >= 1
+    assert Verification.objects.count() == 0
