@@ -28,7 +28,7 @@ from verifier import forgery
 from verifier.owners import arch as _arch
 from verifier.owners.errors import OwnerToolError
 from verifier.owners.files import ModelFile, load_onnx, read_model, save_onnx, write_model
-from verifier.owners.onnx_sign import sign_onnx
+from verifier.owners.onnx_sign import export_torchscript, sign_onnx
 from verifier.owners.output import refuse_existing, write_atomically, write_secret
 from verifier.result import TestResult
 from verifier.schemes import get
@@ -174,9 +174,9 @@ def _output_signature(source: ModelFile, out: Path, key_out: Path, pairs: list[s
         wrapped = scheme.embed(module, key).eval()
 
         def export(target: Path) -> None:
-            torch.onnx.export(wrapped, (torch.zeros(2, *shape),), str(target), dynamo=False,
-                              input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+            export_torchscript(wrapped, (torch.zeros(2, *shape),), str(target),
+                               input_names=["input"], output_names=["logits"],
+                               dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
         write_atomically(out, "--out", export)
     else:
         signed = sign_onnx(load_onnx(source.path), key)
