@@ -28,7 +28,7 @@ def write_secret(path: Path, data: bytes, flag: str = "--key-out") -> None:
         f.write(data)
 
 
-def write_atomically(path: Path, flag: str, write: Callable[[Path], None]) -> None:
+def write_atomically(path: Path, flag: str, write: Callable[[Path], object]) -> None:
     """Call `write(tmp)` for a temporary file or folder beside `path`, then rename it to `path`.
 
     On any failure nothing is left at `path` (a half-written model is worse than none).

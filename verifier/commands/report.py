@@ -1,0 +1,49 @@
+"""`hallmark report ID`: fetch a signed report, audit it offline, print its verdict, save it."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from verifier.cli import CommandError
+from verifier.client import APIError, Client
+from verifier.commands._registry import add_registry_argument, client, save_json
+from verifier.owners.registry_api import problem
+from verifier.owners.verdict import audit_report, verdict_lines
+
+HELP = "fetch a report by id, audit it offline, print the verdict and save it (public: no token)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", metavar="REPORT_ID", help="the report's id (UUID)")
+    parser.add_argument("--out", type=Path, metavar="FILE",
+                        help="where to save the report (default: report-ID.json)")
+    add_registry_argument(parser)
+
+
+def show(c: Client, report_id: str, out: Path) -> int:
+    """Fetch, audit, print and save a report; 0 when its audit passes, 1 otherwise."""
+    try:
+        doc: Any = c.report(report_id)
+    except APIError as e:
+        raise CommandError(f"report {report_id}: {problem(e)}") from None
+    except OSError as e:
+        raise CommandError(f"cannot reach {c.base_url}: {e}") from None
+    save_json(out, doc, "--out")
+    result = audit_report(doc)
+    if not result.ok or result.statement is None:
+        failed = result.failure
+        print(f"report saved to {out}, but its audit FAILED: "
+              f"{failed.name + ': ' + failed.reason if failed else 'no check ran'}",
+              file=sys.stderr)
+        return 1
+    for line in verdict_lines(result.statement):
+        print(line)
+    print(f"report saved to {out} (audit OK: signatures and log proof; check it again any time "
+          f"with `hallmark audit {out}`)")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return show(client(args, need_token=False), args.id, args.out or Path(f"report-{args.id}.json"))
