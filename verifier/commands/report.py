@@ -40,8 +40,8 @@ def show(c: Client, report_id: str, out: Path) -> int:
         return 1
     for line in verdict_lines(result.statement):
         print(line)
-    print(f"report saved to {out} (audit OK: signatures and log proof; check it again any time "
-          f"with `hallmark audit {out}`)")
+    print(f"report {report_id} saved to {out} (audit OK: signatures and log proof; check it "
+          f"again any time with `hallmark audit {out}`)")
     return 0
 
 
