@@ -9,7 +9,9 @@ from typing import Any
 from verifier.cli import CommandError
 from verifier.client import APIError, Client
 from verifier.commands._registry import add_registry_argument, client, save_json
-from verifier.owners.registry_api import problem
+from verifier.commands.check_signature import add_signature_arguments, check, describe
+from verifier.owners.errors import OwnerToolError
+from verifier.owners.registry_api import artifact_sha256, problem
 from verifier.owners.verdict import audit_report, verdict_lines
 
 HELP = "fetch a report by id, audit it offline, print the verdict and save it (public: no token)"
@@ -19,10 +21,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("id", metavar="REPORT_ID", help="the report's id (UUID)")
     parser.add_argument("--out", type=Path, metavar="FILE",
                         help="where to save the report (default: report-ID.json)")
+    add_suspect_signature_arguments(parser)
     add_registry_argument(parser)
 
 
-def show(c: Client, report_id: str, out: Path) -> int:
+def add_suspect_signature_arguments(parser: argparse.ArgumentParser) -> None:
+    """--suspect-file and the model-signing options (shared with submit)."""
+    parser.add_argument("--suspect-file", type=Path, metavar="FILE",
+                        help="the suspect as you downloaded it: with --signature, its "
+                             "model-signing signature is verified and shown beside the verdict")
+    add_signature_arguments(parser, required=False)
+
+
+def _publisher_signature(statement: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """Lines about a model-signing signature of the suspect, checked locally (empty if none)."""
+    if getattr(args, "signature", None) is None:
+        return []
+    if args.suspect_file is None:
+        raise CommandError("--signature needs --suspect-file, the suspect's file as downloaded")
+    digests = {(s.get("digest") or {}).get("sha256") for s in statement.get("subject", [])
+               if isinstance(s, dict)}
+    try:
+        digest = artifact_sha256(args.suspect_file)
+    except OwnerToolError as e:
+        raise CommandError(str(e)) from None
+    same = digest in digests
+    lines = [f"suspect file {args.suspect_file}: sha256 {digest[:16]}… "
+             f"{'is' if same else 'is NOT'} the report's subject"]
+    return [*lines, describe(check(args.suspect_file, args))]
+
+
+def show(c: Client, report_id: str, out: Path, args: argparse.Namespace | None = None) -> int:
     """Fetch, audit, print and save a report; 0 when its audit passes, 1 otherwise."""
     try:
         doc: Any = c.report(report_id)
@@ -40,10 +69,13 @@ def show(c: Client, report_id: str, out: Path) -> int:
         return 1
     for line in verdict_lines(result.statement):
         print(line)
+    for line in _publisher_signature(result.statement, args) if args is not None else []:
+        print(line)
     print(f"report {report_id} saved to {out} (audit OK: signatures and log proof; check it "
           f"again any time with `hallmark audit {out}`)")
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    return show(client(args, need_token=False), args.id, args.out or Path(f"report-{args.id}.json"))
+    return show(client(args, need_token=False), args.id, args.out or Path(f"report-{args.id}.json"),
+                args)

@@ -9,7 +9,7 @@ from typing import Any
 from verifier.cli import CommandError
 from verifier.client import APIError
 from verifier.commands._registry import add_registry_argument, client
-from verifier.commands.report import show
+from verifier.commands.report import add_suspect_signature_arguments, show
 from verifier.owners.errors import OwnerToolError
 from verifier.owners.output import refuse_existing
 from verifier.owners.registry_api import call, problem
@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="give up waiting after this long (default 1800); the "
                              "verification goes on, fetch it later with `hallmark report`")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_suspect_signature_arguments(parser)
     add_registry_argument(parser)
 
 
@@ -71,4 +72,4 @@ def run(args: argparse.Namespace) -> int:
                            .rstrip())
     print(f"verification {v['id']} done: {done['checks_done']} check(s), "
           f"{done.get('queries') or 0} black-box queries")
-    return show(c, str(done["report"]), args.out or Path(f"report-{v['id']}.json"))
+    return show(c, str(done["report"]), args.out or Path(f"report-{v['id']}.json"), args)

@@ -9,6 +9,8 @@ from verifier import forgery
 from verifier.cli import CommandError
 from verifier.owners.errors import OwnerToolError
 from verifier.owners.marking import POST_TRAINING, watermark_file
+from verifier.owners.modelsig import _lib, sign_model
+from verifier.owners.output import refuse_existing
 from verifier.schemes import get
 
 HELP = ("mark a model file with a post-training scheme (lsb, output_signature, advparams); "
@@ -37,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the ONNX model when static)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="override a scheme parameter, e.g. --param k=4 (repeatable)")
+    parser.add_argument("--sign", type=Path, metavar="EC_KEY.pem",
+                        help="also write OUT.sig, an OpenSSF model-signing signature of the "
+                             "marked model with this elliptic-curve key (needs hallmark[signing])")
     parser.add_argument("--seed", type=int,
                         help="derive the key from this integer (reproducible tests only: "
                              "anyone who guesses it can re-derive the key)")
@@ -56,7 +61,11 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    sig_path = args.out.with_name(f"{args.out.name}.sig")
     try:
+        if args.sign is not None:
+            _lib()  # fail before marking, not after
+            refuse_existing(sig_path, "--out")
         marked = watermark_file(args.scheme, args.model, args.out, args.key_out,
                                 params=args.param, seed=args.seed, arch=args.arch,
                                 data=args.data, input_shape=_shape(args.input_shape))
@@ -75,4 +84,12 @@ def run(args: argparse.Namespace) -> int:
           f"{'unbounded' if math.isinf(bits) else f'{bits:.0f} bits'})")
     print(f"access needed to check it: {scheme.ACCESS}")
     print(f"what it proves and does not: {scheme.CLAIM}")
+    if args.sign is not None:
+        try:
+            sign_model(marked.out, args.sign, sig_path)
+        except OwnerToolError as e:
+            raise CommandError(f"the marked model and key were written, but not the signature: "
+                               f"{e}") from None
+        print(f"model-signing signature: {sig_path} (verify with `hallmark check-signature "
+              f"{marked.out} --signature {sig_path} --public-key PUBLIC.pem`)")
     return 0
