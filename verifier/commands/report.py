@@ -33,10 +33,12 @@ def add_suspect_signature_arguments(parser: argparse.ArgumentParser) -> None:
     add_signature_arguments(parser, required=False)
 
 
-def _publisher_signature(statement: dict[str, Any], args: argparse.Namespace) -> list[str]:
-    """Lines about a model-signing signature of the suspect, checked locally (empty if none)."""
+def _publisher_signature(statement: dict[str, Any], args: argparse.Namespace
+                         ) -> tuple[list[str], bool]:
+    """Lines about a model-signing signature of the suspect, checked locally, and whether it
+    holds (the file is the report's subject and the signature verifies); ([], True) if none."""
     if getattr(args, "signature", None) is None:
-        return []
+        return [], True
     if args.suspect_file is None:
         raise CommandError("--signature needs --suspect-file, the suspect's file as downloaded")
     digests = {(s.get("digest") or {}).get("sha256") for s in statement.get("subject", [])
@@ -46,13 +48,15 @@ def _publisher_signature(statement: dict[str, Any], args: argparse.Namespace) ->
     except OwnerToolError as e:
         raise CommandError(str(e)) from None
     same = digest in digests
-    lines = [f"suspect file {args.suspect_file}: sha256 {digest[:16]}… "
-             f"{'is' if same else 'is NOT'} the report's subject"]
-    return [*lines, describe(check(args.suspect_file, args))]
+    result = check(args.suspect_file, args)
+    return [f"suspect file {args.suspect_file}: sha256 {digest[:16]}… "
+            f"{'is' if same else 'is NOT'} the report's subject", describe(result)], (
+        same and result.ok)
 
 
 def show(c: Client, report_id: str, out: Path, args: argparse.Namespace | None = None) -> int:
-    """Fetch, audit, print and save a report; 0 when its audit passes, 1 otherwise."""
+    """Fetch, audit, print and save a report; 0 when its audit (and the publisher signature
+    asked for in `args`) passes, 1 otherwise."""
     try:
         doc: Any = c.report(report_id)
     except APIError as e:
@@ -69,11 +73,12 @@ def show(c: Client, report_id: str, out: Path, args: argparse.Namespace | None =
         return 1
     for line in verdict_lines(result.statement):
         print(line)
-    for line in _publisher_signature(result.statement, args) if args is not None else []:
+    lines, signature_ok = _publisher_signature(result.statement, args) if args else ([], True)
+    for line in lines:
         print(line)
     print(f"report {report_id} saved to {out} (audit OK: signatures and log proof; check it "
           f"again any time with `hallmark audit {out}`)")
-    return 0
+    return 0 if signature_ok else 1
 
 
 def run(args: argparse.Namespace) -> int:
