@@ -184,3 +184,11 @@ def test_an_owner_signing_key_is_not_taken_for_a_watermark_key(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "hallmark watermark" in err and "not a watermark key" in err
     assert json.dumps(err)  # printable
+
+
+def test_a_training_time_scheme_is_pointed_to_the_training_helpers(files, tmp_path, capsys):
+    code, out, key = _watermark("uchida", files["safetensors"], tmp_path, "u.safetensors")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "lsb, output_signature, advparams" in err and "docs/owners.md" in err
+    assert not out.exists() and not key.exists()
