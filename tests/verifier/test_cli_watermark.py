@@ -192,3 +192,29 @@ def test_a_training_time_scheme_is_pointed_to_the_training_helpers(files, tmp_pa
     err = capsys.readouterr().err
     assert "lsb, output_signature, advparams" in err and "docs/owners.md" in err
     assert not out.exists() and not key.exists()
+
+
+def test_a_dynamo_export_with_its_data_file_beside_it_gets_the_output_signature(files, tmp_path,
+                                                                               capsys):
+    model = toy.MLP()
+    model.load_state_dict(load_file(files["safetensors"]))
+    exported = tmp_path / "dynamo" / "model.onnx"
+    exported.parent.mkdir()
+    torch.onnx.export(model.eval(), (torch.zeros(2, 64),), str(exported), dynamo=True,
+                      dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+    assert (tmp_path / "dynamo" / "model.onnx.data").exists()  # torch's default layout
+    code, out, key = _watermark("output_signature", exported, tmp_path, "served.onnx")
+    assert code == 0, capsys.readouterr().err
+    assert _test(output_signature, out, key).log10_p < FLOOR  # one self-contained file
+
+
+def test_the_console_entry_point_prints_errors_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "verifier.cli", "watermark", "lsb",
+                           str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "o"),
+                           "--key-out", str(tmp_path / "k")], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.startswith("hallmark: cannot read") and "Traceback" not in done.stderr

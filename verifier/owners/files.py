@@ -5,7 +5,9 @@ Formats (`ModelFile.format`):
 - "safetensors": one file; its `__metadata__` is kept;
 - "peft-adapter": a folder with adapter_config.json and adapter_model.safetensors; the
   output is a copy of the folder with the adapter weights replaced;
-- "onnx": one file; initializers are replaced in place, everything else is kept.
+- "onnx": one file (external data beside it, as torch's dynamo exporter writes, is read);
+  initializers are replaced in place, everything else is kept, and the output is one
+  self-contained file.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import Any
 
 import torch
 
-from verifier.models import LoadedModel, ModelFormatError, load_suspect
+from verifier.models import LoadedModel, LoadLimits, ModelFormatError, load_suspect
 from verifier.owners.errors import OwnerToolError
 from verifier.owners.output import write_atomically
 
@@ -50,7 +52,8 @@ def read_model(path: Path) -> ModelFile:
             back (a torch pickle, a bundle): the message says which formats work.
     """
     try:
-        loaded = load_suspect(path)
+        # the owner's own file: an ONNX export may keep its weights in a data file beside it
+        loaded = load_suspect(path, LoadLimits(onnx_external_data_beside_file=True))
     except ModelFormatError as e:
         raise OwnerToolError(f"cannot read {path}: {e}") from None
     if loaded.format not in WRITABLE:
