@@ -218,3 +218,12 @@ def test_the_console_entry_point_prints_errors_without_a_traceback(tmp_path):
                           timeout=300)
     assert done.returncode == 2
     assert done.stderr.startswith("hallmark: cannot read") and "Traceback" not in done.stderr
+
+
+def test_a_model_the_scheme_cannot_mark_gets_the_schemes_own_message(tmp_path, capsys):
+    half = tmp_path / "half.safetensors"
+    save_file({k: v.to(torch.bfloat16) for k, v in toy.MLP().state_dict().items()}, str(half))
+    code, out, key = _watermark("lsb", half, tmp_path, "signed.safetensors")
+    assert code == 2
+    assert "hallmark: lsb: the model has no float32 tensors" in capsys.readouterr().err
+    assert not out.exists() and not key.exists()

@@ -268,9 +268,18 @@ def watermark_file(scheme: str, model: Path, out: Path, key_out: Path, *,
     refuse_existing(key_out, "--key-out")
     source = read_model(model)
     pairs = list(params or [])
-    if scheme == "lsb":
-        return _lsb(source, out, key_out, parse_params("lsb", pairs), _seed(seed))
-    if scheme == "output_signature":
-        return _output_signature(source, out, key_out, pairs, _seed(seed), arch, input_shape)
-    return _advparams(source, out, key_out, parse_params("advparams", pairs), _seed(seed), arch,
-                      data)
+    try:
+        if scheme == "lsb":
+            return _lsb(source, out, key_out, parse_params("lsb", pairs), _seed(seed))
+        if scheme == "output_signature":
+            return _output_signature(source, out, key_out, pairs, _seed(seed), arch, input_shape)
+        return _advparams(source, out, key_out, parse_params("advparams", pairs), _seed(seed),
+                          arch, data)
+    except BaseException as e:
+        # both paths were free when we started, so whatever is there now is ours and half done
+        if not key_out.exists():
+            _remove(out)
+        if isinstance(e, ValueError) and not isinstance(e, OwnerToolError):
+            # every scheme's typed error (LSBError, OutputSignatureError, …) is a ValueError
+            raise OwnerToolError(f"{scheme}: {e}") from None
+        raise
