@@ -29,7 +29,7 @@ def _hallmark(env: dict[str, str], *args: str, stdin: str | None = None, code: i
     done = subprocess.run([sys.executable, "-m", "verifier.cli", *args], env=env, input=stdin,
                           capture_output=True, text=True, timeout=600, cwd=env["HOME"])
     assert done.returncode == code, f"hallmark {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
+    return done.stdout if code == 0 else done.stdout + done.stderr
 
 
 def _predicate(report: Path) -> dict:
@@ -151,6 +151,30 @@ def test_an_owner_marks_registers_and_gets_attributed_reports_from_the_command_l
     again = _hallmark(public, "report", report_id, "--out", str(home / "again.json"))
     assert "verdict: not attributed" in again and "audit OK" in again
     assert _predicate(home / "again.json") == pred
+
+
+def test_a_bring_your_own_key_owner_registers_with_requests_signed_on_their_machine(
+        live_server, owner_files, tmp_path):
+    home = tmp_path / "byok"
+    home.mkdir()
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "HOME": str(home), "PYTHONPATH": path,
+           "HALLMARK_CONFIG": str(home / "config.toml"), "HALLMARK_URL": live_server.url}
+    env.pop("HALLMARK_TOKEN", None)
+    _hallmark(env, "keygen", "--out", str(home / "owner.key"))
+    _hallmark(env, "login", "--signup", "--username", "bea", "--public-key",
+              str(home / "owner.key.pub"), "--password-stdin", stdin="bea's long password 9\n")
+    _hallmark(env, "watermark", "lsb", str(owner_files / "model.safetensors"), "--out",
+              str(home / "signed.safetensors"), "--key-out", str(home / "lsb.key"))
+    refused = _hallmark(env, "register", str(home / "signed.safetensors"), str(home / "lsb.key"),
+                        "--name", "digits", code=2)
+    assert "--owner-key OWNER.key" in refused
+    assert not (home / "signed.safetensors.receipts.json").exists()
+    printed = _hallmark(env, "register", str(home / "signed.safetensors"), str(home / "lsb.key"),
+                        "--name", "digits", "--owner-key", str(home / "owner.key"))
+    assert printed.count("signed by the registry: verified") == 2  # the model and the key
+    receipts = json.loads((home / "signed.safetensors.receipts.json").read_text())
+    assert receipts["commitments"][0]["scheme"] == "lsb"
 
 
 @pytest.mark.slow

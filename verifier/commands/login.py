@@ -8,6 +8,8 @@ import sys
 
 from verifier.cli import CommandError
 from verifier.client import APIError, Client
+from verifier.evidence.errors import EvidenceError
+from verifier.evidence.identity import b64, load_public_key
 from verifier.owners.config import config_path, write_config
 from verifier.owners.errors import OwnerToolError
 from verifier.owners.registry_api import problem
@@ -25,8 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "prompting")
     parser.add_argument("--signup", action="store_true",
                         help="create the owner account first (the registry then holds your "
-                             "signing key; bring your own with `hallmark keygen` and the web "
-                             "form)")
+                             "signing key, unless you give --public-key)")
+    parser.add_argument("--public-key", metavar="FILE_OR_B64",
+                        help="with --signup: your own Ed25519 public key (`hallmark keygen` "
+                             "writes OWNER.key.pub); sign registrations with "
+                             "`hallmark register --owner-key OWNER.key`")
 
 
 def _password(from_stdin: bool) -> str:
@@ -46,10 +51,16 @@ def run(args: argparse.Namespace) -> int:
     if not args.registry:
         raise CommandError("pass --registry URL (or set HALLMARK_URL)")
     c = Client(args.registry)
+    if args.public_key and not args.signup:
+        raise CommandError("--public-key is given at sign-up only; add --signup")
+    try:
+        public_key = b64(load_public_key(args.public_key)) if args.public_key else None
+    except EvidenceError as e:
+        raise CommandError(f"--public-key: {e}") from None
     password = _password(args.password_stdin)
     try:
         if args.signup:
-            c.signup(args.username, password)
+            c.signup(args.username, password, public_key)
         else:
             c.login(args.username, password)
     except APIError as e:

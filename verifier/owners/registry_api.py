@@ -180,7 +180,10 @@ def register(client: Client, model: Path, keys: list[KeyFile], *, name: str | No
         try:
             answer = call(lambda: client.register_model(name, **fields))
         except APIError as e:
-            raise OwnerToolError(f"registering the model: {problem(e)}") from None
+            hint = ("; your account holds its own key: pass --owner-key OWNER.key"
+                    if owner_key is None and isinstance(e.body, dict)
+                    and e.body.get("code") == "bad_signature" else "")
+            raise OwnerToolError(f"registering the model: {problem(e)}{hint}") from None
         reg = Registration(answer)
         reg.receipts.append(check_receipt(answer.get("receipt"), answer.get("log_index")))
         say(f"model {answer['id']} registered (log index {answer['log_index']})")
