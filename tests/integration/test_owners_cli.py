@@ -138,6 +138,8 @@ def test_an_owner_marks_registers_and_gets_attributed_reports_from_the_command_l
                         "--suspect-file", str(home / "tampered.safetensors"), *signature,
                         code=1)
     assert "model-signing signature: FAILED" in printed and "is NOT the report's subject" in printed
+    failed = _hallmark(env, "submit", f"{base}/missing.onnx", "--quiet", code=2)
+    assert "failed: fetch_failed" in failed and "404" in failed
     out = home / "report-unmarked.json"
     printed = _hallmark(env, "submit", f"{base}/unmarked.onnx", "--out", str(out))
     assert "verdict: not attributed" in printed
