@@ -111,6 +111,15 @@ def test_a_stripped_signature_leaves_an_unsigned_model(signed):
     assert result.status == "unsigned" and "stripped" in result.reason and not result.changes
 
 
+def test_without_the_stored_signer_key_the_check_asks_for_the_owners_key(signed):
+    kept = [p for p in signed.metadata_props if p.key != "hallmark.graph_signer"]
+    del signed.metadata_props[:]
+    signed.metadata_props.extend(kept)
+    result = check_graph(signed)
+    assert result.status == "invalid" and "--signer" in result.reason
+    assert check_graph(signed, OWNER.public_key).status == "intact"
+
+
 def test_a_signature_by_another_key_than_the_pinned_one_is_invalid(exported):
     model = sign_graph(onnx.load(str(exported)), OTHER)
     result = check_graph(model, OWNER.public_key)

@@ -145,6 +145,9 @@ def check_graph(model: Any, signer: bytes | None = None) -> GraphCheck:
     try:
         envelope = json.loads(meta[METADATA_KEY])
         embedded = unb64(meta.get(SIGNER_KEY, ""))
+        if signer is None and not embedded:
+            raise EvidenceError(f"the `{SIGNER_KEY}` entry is missing, so the signer is "
+                                "unknown; pass the owner's public key (--signer)")
         key = signer if signer is not None else embedded
         if signer is not None and embedded and embedded != signer:
             raise EvidenceError("the stored signer key is not the pinned owner key")
