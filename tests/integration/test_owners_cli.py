@@ -150,8 +150,10 @@ def test_an_owner_marks_registers_and_gets_attributed_reports_from_the_command_l
     # anyone can fetch the report again, without a token, and gets the same verdict
     report_id = _report_id(printed)
     public = {**env, "HALLMARK_CONFIG": str(home / "none.toml")}
-    again = _hallmark(public, "report", report_id, "--out", str(home / "again.json"))
+    again = _hallmark(public, "report", report_id, "--out", str(home / "again.json"),
+                      "--suspect-file", str(served / "unmarked.onnx"))
     assert "verdict: not attributed" in again and "audit OK" in again
+    assert "graph signature: unsigned" in again  # declared provenance, shown beside the verdict
     assert _predicate(home / "again.json") == pred
 
 

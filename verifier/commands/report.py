@@ -10,7 +10,9 @@ from verifier.cli import CommandError
 from verifier.client import APIError, Client
 from verifier.commands._registry import add_registry_argument, client, save_json
 from verifier.commands.check_signature import add_signature_arguments, check, describe
+from verifier.graphsig import check_graph
 from verifier.owners.errors import OwnerToolError
+from verifier.owners.files import load_onnx, read_model
 from verifier.owners.registry_api import artifact_sha256, problem
 from verifier.owners.verdict import audit_report, verdict_lines
 
@@ -28,8 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_suspect_signature_arguments(parser: argparse.ArgumentParser) -> None:
     """--suspect-file and the model-signing options (shared with submit)."""
     parser.add_argument("--suspect-file", type=Path, metavar="FILE",
-                        help="the suspect as you downloaded it: with --signature, its "
-                             "model-signing signature is verified and shown beside the verdict")
+                        help="the suspect as you downloaded it: its graph signature (ONNX) "
+                             "and, with --signature, its model-signing signature are checked "
+                             "and shown beside the verdict")
     add_signature_arguments(parser, required=False)
 
 
@@ -54,6 +57,22 @@ def _publisher_signature(statement: dict[str, Any], args: argparse.Namespace
         same and result.ok)
 
 
+def _graph_signature(args: argparse.Namespace) -> list[str]:
+    """Lines about an ONNX suspect file's graph signature (empty for other files)."""
+    path = getattr(args, "suspect_file", None)
+    if path is None:
+        return []
+    try:
+        source = read_model(path)
+        if source.format != "onnx":
+            return []
+        result = check_graph(load_onnx(path))
+    except OwnerToolError as e:
+        raise CommandError(str(e)) from None
+    return [f"graph signature: {result.status}: {result.reason} [{result.label}]",
+            *(f"  {c.kind}: {c.what}" for c in result.changes)]
+
+
 def show(c: Client, report_id: str, out: Path, args: argparse.Namespace | None = None) -> int:
     """Fetch, audit, print and save a report; 0 when its audit (and the publisher signature
     asked for in `args`) passes, 1 otherwise."""
@@ -74,6 +93,7 @@ def show(c: Client, report_id: str, out: Path, args: argparse.Namespace | None =
     for line in verdict_lines(result.statement):
         print(line)
     lines, signature_ok = _publisher_signature(result.statement, args) if args else ([], True)
+    lines += _graph_signature(args) if args else []
     for line in lines:
         print(line)
     print(f"report {report_id} saved to {out} (audit OK: signatures and log proof; check it "
