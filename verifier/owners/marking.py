@@ -222,8 +222,10 @@ def _advparams(source: ModelFile, out: Path, key_out: Path, params: Any, seed: i
     scheme = get("advparams")
     module = _arch.build(arch, source.weights)
     x, y = _load_data(data_path)
-    encrypted, key = scheme.encrypt(module, params, seed, (x, y))
+    # the scheme contract: generate_key searches the weights to move, embed moves them
+    key = scheme.generate_key(params, seed, model=module, data=(x, y))
     _check_strength(key, "advparams")
+    encrypted = scheme.embed(module, key)
     write_model(source, {**source.weights, **encrypted.state_dict()}, out)
     before, after = _accuracy(module, x, y), _accuracy(encrypted, x, y)
     return _finish("advparams", out, key_out, key, [

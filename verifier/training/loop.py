@@ -1,6 +1,7 @@
 """Watermark terms for a plain PyTorch training loop."""
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +25,11 @@ def uchida_loss(key: Any) -> Callable[[nn.Module], torch.Tensor]:
         >>> reg(m).dim()
         0
     """
-    return get("uchida").regularizer(key)  # type: ignore[no-any-return]
+    module = get("uchida")
+    regularizer = getattr(module, "regularizer", None)
+    if regularizer is None:  # a scheme package whose __init__ holds the contract only
+        regularizer = importlib.import_module(f"{module.__name__}.embed").regularizer
+    return regularizer(key)  # type: ignore[no-any-return]
 
 
 class TriggerMixer:
