@@ -144,8 +144,10 @@ def _lsb(source: ModelFile, out: Path, key_out: Path, params: Any, seed: int | b
     marked = lsb.embed(weights, key)
     changed = {n: t for n, t in marked.items() if not torch.equal(t, weights[n])}
     write_model(source, marked if source.format != "onnx" else changed, out)
-    return _finish("lsb", out, key_out, key, [f"{params.positions} weights in {len(changed)} "
-                                              f"tensors carry {params.k} signed low bits each"])
+    public = key.public_params()
+    return _finish("lsb", out, key_out, key, [
+        f"{public.get('positions')} weights in {len(changed)} tensors carry {public.get('k')} "
+        "signed low bits each"])
 
 
 def _output_signature(source: ModelFile, out: Path, key_out: Path, pairs: list[str],
@@ -229,7 +231,7 @@ def _advparams(source: ModelFile, out: Path, key_out: Path, params: Any, seed: i
     write_model(source, {**source.weights, **encrypted.state_dict()}, out)
     before, after = _accuracy(module, x, y), _accuracy(encrypted, x, y)
     return _finish("advparams", out, key_out, key, [
-        f"{key.positions} weights moved; accuracy on --data {before:.1%} -> {after:.1%} until "
+        f"{key.public_params().get('positions')} weights moved; accuracy on --data {before:.1%} -> {after:.1%} until "
         "decrypted with a licence (hallmark decrypt)"])
 
 
