@@ -184,7 +184,8 @@ def _output_signature(source: ModelFile, out: Path, key_out: Path, pairs: list[s
         signed = sign_onnx(load_onnx(source.path), key)
         write_atomically(out, "--out", lambda target: save_onnx(signed, target))
     return _finish("output_signature", out, key_out, key, [
-        f"logits of {classes} classes move by less than {params.delta} (top-1 unchanged)"])
+        f"{classes} logits per input; the top-1 class never changes, other logits only move "
+        f"down (lattice step delta = {params.delta}, docs/schemes-post-training.md)"])
 
 
 def _load_data(path: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
