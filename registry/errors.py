@@ -7,7 +7,9 @@ from rest_framework.exceptions import APIException
 
 class BadKeyFile(APIException):
     status_code = status.HTTP_400_BAD_REQUEST
-    default_detail = "the uploaded key file is not a Hallmark key; create one with `hallmark keygen`"
+    default_detail = ("the uploaded key file is not a Hallmark watermark key; upload the key "
+                      "file `hallmark watermark` wrote (an owner key from `hallmark keygen` is "
+                      "not a watermark key)")
     default_code = "bad_key_file"
 
 

@@ -41,4 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m verifier.cli` runs this file as `__main__`; the commands raise
+    # `verifier.cli.CommandError`, so run the `main` of that module, not of this copy
+    from verifier.cli import main as _main
+
+    sys.exit(_main())

@@ -21,10 +21,11 @@ from typing import Any
 class APIError(RuntimeError):
     """The registry answered with an error status; `status` and `body` hold its answer."""
 
-    def __init__(self, status: int, body: Any) -> None:
+    def __init__(self, status: int, body: Any, retry_after: float | None = None) -> None:
         super().__init__(f"HTTP {status}: {body}")
         self.status = status
         self.body = body
+        self.retry_after = retry_after  # seconds, from a 429 or 503 answer's Retry-After header
 
 
 class Client:
@@ -50,7 +51,9 @@ class Client:
                 detail: Any = json.loads(raw)
             except ValueError:
                 detail = raw.decode(errors="replace")[:500]
-            raise APIError(e.code, detail) from None
+            retry = e.headers.get("Retry-After") if e.headers else None
+            raise APIError(e.code, detail,
+                           float(retry) if retry and retry.strip().isdigit() else None) from None
         return json.loads(raw) if is_json else raw.decode()
 
     def _json(self, method: str, path: str, payload: dict[str, Any]) -> Any:
@@ -64,6 +67,12 @@ class Client:
         answer = self._json("POST", "/api/signup", payload)
         self.token = answer["token"]
         return answer
+
+    def login(self, username: str, password: str) -> str:
+        """Exchange a username and password for the owner's API token, and keep it."""
+        answer = self._json("POST", "/api/token", {"username": username, "password": password})
+        self.token = str(answer["token"])
+        return self.token
 
     def register_model(self, name: str, **fields: str) -> dict[str, Any]:
         return self._json("POST", "/api/models/", {"name": name, **fields})

@@ -106,8 +106,9 @@ def load(blob: bytes, scheme: str | None = None) -> tuple[str, dict[str, torch.T
         meta = json.loads(metadata["meta"])
     except Exception as e:  # safetensors raises its own error types; all mean "not a key"
         raise KeyFormatError(
-            "not a Hallmark key file: expected a safetensors blob written by "
-            f"`hallmark keygen` ({type(e).__name__}: {e})") from None
+            "not a Hallmark watermark key: expected the key file written by `hallmark "
+            "watermark` (or a scheme's Key.to_bytes()); an owner signing key from `hallmark "
+            f"keygen` is not a watermark key ({type(e).__name__}: {e})") from None
     if scheme is not None and found != scheme:
         raise KeyFormatError(f"key is for scheme `{found}`, expected `{scheme}`")
     return found, tensors, meta

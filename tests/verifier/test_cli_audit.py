@@ -218,4 +218,4 @@ def test_open_rejects_a_file_that_is_not_a_key(tmp_path, capsys):
     bad = tmp_path / "bad.key"
     bad.write_bytes(b"not a key")
     assert main(["open", "--key", str(bad)]) == 2
-    assert "not a Hallmark key file" in capsys.readouterr().err
+    assert "not a Hallmark watermark key" in capsys.readouterr().err

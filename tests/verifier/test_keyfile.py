@@ -72,24 +72,24 @@ def test_it_refuses_a_key_of_another_scheme_naming_both() -> None:
 
 @pytest.mark.parametrize("blob", [b"", b"garbage", b"\xff" * 64, struct.pack("<Q", 10**9) + b"{}"])
 def test_it_refuses_garbage_bytes(blob: bytes) -> None:
-    with pytest.raises(KeyFormatError, match="not a Hallmark key file"):
+    with pytest.raises(KeyFormatError, match="not a Hallmark watermark key"):
         keyfile.load(blob)
 
 
 def test_it_refuses_a_truncated_blob() -> None:
     blob = keyfile.dump("uchida", _tensors(), {"T": 3})
-    with pytest.raises(KeyFormatError, match="not a Hallmark key file"):
+    with pytest.raises(KeyFormatError, match="not a Hallmark watermark key"):
         keyfile.load(blob[:-4])
 
 
 def test_it_refuses_a_safetensors_file_without_hallmark_metadata() -> None:
-    with pytest.raises(KeyFormatError, match="not a Hallmark key file"):
+    with pytest.raises(KeyFormatError, match="not a Hallmark watermark key"):
         keyfile.load(st_save({"a": torch.zeros(2)}))
 
 
 def test_it_refuses_metadata_that_is_not_json() -> None:
     blob = st_save({"a": torch.zeros(2)}, metadata={"hallmark_scheme": "uchida", "meta": "{oops"})
-    with pytest.raises(KeyFormatError, match="not a Hallmark key file"):
+    with pytest.raises(KeyFormatError, match="not a Hallmark watermark key"):
         keyfile.load(blob)
 
 
