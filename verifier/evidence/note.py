@@ -47,27 +47,34 @@ def _check_name(name: str) -> None:
                             f"received {name!r}")
 
 
-def key_id(name: str, public_key: bytes) -> bytes:
-    """The 4-byte signed-note key ID of an Ed25519 key under `name`."""
+def key_id(name: str, public_key: bytes, sig_type: int = ED25519) -> bytes:
+    """The 4-byte signed-note key ID of an Ed25519 key under `name`.
+
+    `sig_type` is the signature type byte: 0x01 for plain Ed25519 notes (the default), 0x04 for
+    Ed25519 witness cosignatures (c2sp.org/tlog-cosignature).
+    """
     _check_name(name)
     if len(public_key) != 32:
         raise EvidenceError(f"an Ed25519 public key is 32 bytes, received {len(public_key)}")
-    return hashlib.sha256(name.encode("utf-8") + b"\n" + bytes([ED25519]) + public_key).digest()[:4]
+    return hashlib.sha256(name.encode("utf-8") + b"\n" + bytes([sig_type]) + public_key).digest()[:4]
 
 
-def vkey(name: str, public_key: bytes) -> str:
-    """The verifier key text "name+hex8+base64(0x01‖pubkey)".
+def vkey(name: str, public_key: bytes, sig_type: int = ED25519) -> str:
+    """The verifier key text "name+hex8+base64(type‖pubkey)" (type 0x01 unless given).
 
     Example:
         >>> vkey("PeterNeumann", bytes.fromhex(
         ...     "1a5cd907143c384c41e830c5bce12aa8817ec5649aaabf2c31388b35b2d744d6"))
         'PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW'
     """
-    return f"{name}+{key_id(name, public_key).hex()}+{b64(bytes([ED25519]) + public_key)}"
+    return (f"{name}+{key_id(name, public_key, sig_type).hex()}+"
+            f"{b64(bytes([sig_type]) + public_key)}")
 
 
-def parse_vkey(text: str) -> tuple[str, bytes]:
+def parse_vkey(text: str, sig_type: int = ED25519) -> tuple[str, bytes]:
     """Parse a vkey into (name, 32-byte public key), checking its type byte and key ID.
+
+    `sig_type` is the type byte required (0x01 for a log key, 0x04 for a witness's).
 
     Raises:
         EvidenceError: malformed, not Ed25519, or a key ID that does not match.
@@ -78,10 +85,11 @@ def parse_vkey(text: str) -> tuple[str, bytes]:
     name, hex_id, material = parts
     _check_name(name)
     raw = unb64_strict(material, "vkey key material")
-    if len(raw) != 33 or raw[0] != ED25519:
-        raise EvidenceError(f"vkey {name}+{hex_id} is not an Ed25519 key (type byte 0x01 and 32 "
-                            "key bytes expected)")
-    if key_id(name, raw[1:]).hex() != hex_id:
+    if len(raw) != 33 or raw[0] != sig_type:
+        raise EvidenceError(f"vkey {name}+{hex_id} is not an Ed25519 key of signature type "
+                            f"0x{sig_type:02x} (type byte 0x{sig_type:02x} and 32 key bytes "
+                            "expected)")
+    if key_id(name, raw[1:], sig_type).hex() != hex_id:
         raise EvidenceError(f"vkey {name}+{hex_id}: the key ID does not match the key")
     return name, raw[1:]
 
