@@ -22,10 +22,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from registry import licensing, receipts, reporting, serializers, throttling, translog
+from registry import licensing, receipts, reporting, serializers, throttling, translog, witnessing
 from registry.identities import new_owner_fields, registry_vkey_text
 from registry.limits import lockout_response
 from registry.models import Commitment, LogEntry, Owner, RegisteredModel, Report, Verification
+from registry.owners import log_owner
 from registry.registration import add_commitment, register_model
 from registry.secrets import unseal
 from registry.submission import submit
@@ -46,7 +47,8 @@ class SignupView(generics.CreateAPIView):
         with transaction.atomic():
             user = User.objects.create_user(s.validated_data["username"],
                                             password=s.validated_data["password"])
-            owner = Owner.objects.create(user=user, **new_owner_fields(s.validated_data.get("public_key")))
+            owner = log_owner(Owner.objects.create(
+                user=user, **new_owner_fields(s.validated_data.get("public_key"))))
             token = Token.objects.create(user=user)
         return Response({"username": user.username, "token": token.key, "keyid": owner.keyid,
                          "public_key": b64(bytes(owner.public_key)), "byok": owner.byok},
@@ -188,8 +190,8 @@ def report(request: Request, public_id: str) -> Response:
 @api_view(["GET"])
 @permission_classes([AllowAny])
 def checkpoint(request: Request) -> HttpResponse:
-    """The latest signed checkpoint (C2SP signed note), as text/plain."""
-    return HttpResponse(translog.checkpoint().note, content_type="text/plain; charset=utf-8")
+    """The published checkpoint (C2SP signed note with the witnesses' cosignatures), text/plain."""
+    return HttpResponse(witnessing.snapshot().note, content_type="text/plain; charset=utf-8")
 
 
 def _int_param(request: Request, name: str) -> int:
