@@ -86,8 +86,11 @@ from typing import Any, NamedTuple
 from verifier.audit_envelope import _EnvelopeChecks
 from verifier.audit_fields import RAN, TOP_LEVEL, _has_first_seen
 from verifier.audit_log import _LogChecks
+from verifier.audit_owners import _OwnerChecks
 from verifier.audit_predicate import _PredicateChecks
 from verifier.audit_reveal import _RevealChecks
+from verifier.audit_witness import _WitnessChecks
+from verifier.evidence.cosignature import Witness
 from verifier.evidence.errors import EvidenceError
 from verifier.evidence.note import Checkpoint
 
@@ -129,7 +132,8 @@ class _Stop(Exception):
 def audit(report: Mapping[str, Any] | bytes | str, *, registry_key: bytes | None = None,
           since_checkpoint: str | None = None, reveal: Sequence[Mapping[str, Any]] | None = None,
           suspect_path: str | None = None, consistency: Mapping[str, Any] | None = None,
-          strict_bytes: bool = False) -> AuditResult:
+          strict_bytes: bool = False, witnesses: Sequence[Witness] = (),
+          quorum: int | None = None) -> AuditResult:
     """Check a report offline: signatures, structure, log proofs and, optionally, the statistics.
 
     Args:
@@ -142,6 +146,9 @@ def audit(report: Mapping[str, Any] | bytes | str, *, registry_key: bytes | None
         consistency: {"old_size","new_size","proof"} between `since_checkpoint` and the report's
             checkpoint, when the report does not carry one.
         strict_bytes: refuse report bytes that are not exactly canonical JSON.
+        witnesses: witnesses the auditor trusts (`verifier.evidence.cosignature.Witness`).
+        quorum: how many of them must have cosigned each checkpoint in the report (default:
+            all of them); checked only when `witnesses` are given.
 
     Returns:
         AuditResult with `.ok` and `.checks` (name, ok, reason).
@@ -151,12 +158,14 @@ def audit(report: Mapping[str, Any] | bytes | str, *, registry_key: bytes | None
         'format'
     """
     a = _Auditor(registry_key, since_checkpoint, reveal, suspect_path, consistency, strict_bytes)
+    a.witnesses, a.quorum = list(witnesses), quorum
     with contextlib.suppress(_Stop):
         a.run(report)
     return a.result
 
 
-class _Auditor(_EnvelopeChecks, _PredicateChecks, _LogChecks, _RevealChecks):
+class _Auditor(_EnvelopeChecks, _PredicateChecks, _LogChecks, _WitnessChecks, _OwnerChecks,
+               _RevealChecks):
     """Runs the checks in order; the checks themselves live in verifier.audit_*."""
 
     def __init__(self, registry_key: bytes | None, since: str | None,
@@ -172,6 +181,9 @@ class _Auditor(_EnvelopeChecks, _PredicateChecks, _LogChecks, _RevealChecks):
         self.pred: dict[str, Any] = {}
         self.opened: dict[str, Any] = {}
         self.payload = b""
+        self.witnesses: list[Witness] = []
+        self.quorum: int | None = None
+        self.logged_times: dict[str, str] = {}
 
     def step(self, name: str, fn: Callable[[], str], broad: bool = False) -> None:
         """Run one check; a failure is recorded with its reason and ends the audit."""
@@ -200,10 +212,19 @@ class _Auditor(_EnvelopeChecks, _PredicateChecks, _LogChecks, _RevealChecks):
         self.step("log inclusion", self.check_inclusion)
         if "commitment_proofs" in self.report:
             self.step("commitment log", self.check_commitment_proofs)
+            if _has_first_seen(self.pred):
+                self.step("priority proofs", self.check_priority_proofs)
+        if "owner_proofs" in self.report:
+            self.step("owner log", self.check_owner_proofs)
+        if "countersignatures" in self.report:
+            self.step("countersignatures", self.check_countersignatures)
+        if self.witnesses:
+            self.step("witnesses", self.check_witnesses)
         if self.since is not None:
             self.step("consistency", self.check_consistency)
         for n, doc in enumerate(self.reveal or []):
             self.step(f"opening {n + 1}", functools.partial(self.check_opening, doc))
         if self.suspect_path is not None:
             self.step("suspect digest", self.check_suspect_digest)
-            self.step("recompute", self.check_recompute, broad=True)
+            if self.reveal:  # without openings only the file's digest can be checked
+                self.step("recompute", self.check_recompute, broad=True)

@@ -12,7 +12,8 @@ from verifier.evidence.report import ATTRIBUTED, NOT_ATTRIBUTED
 
 RAN = (ATTRIBUTED, NOT_ATTRIBUTED)  # decisions of checks that ran (the tests Holm counts)
 
-TOP_LEVEL = {"format", "envelope", "log", "public_keys", "consistency", "commitment_proofs"}
+TOP_LEVEL = {"format", "envelope", "log", "public_keys", "consistency", "commitment_proofs",
+             "owner_proofs", "countersignatures"}
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _RFC3339_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from verifier.audit import AuditResult
+    from verifier.evidence.cosignature import Witness
 
 
 class _AuditState:
@@ -24,3 +25,6 @@ class _AuditState:
     pred: dict[str, Any]  # its predicate
     opened: dict[str, Any]  # commitment digest -> verified opening
     payload: bytes  # the DSSE payload, once its signatures verify
+    witnesses: list[Witness]  # witnesses the auditor trusts (may be empty)
+    quorum: int | None  # cosignatures required (default: every trusted witness)
+    logged_times: dict[str, str]  # commitment digest -> time in its proved log entry
