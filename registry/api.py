@@ -16,13 +16,14 @@ from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action, api_view, permission_classes, renderer_classes
 from rest_framework.exceptions import ValidationError
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from registry import licensing, receipts, reporting, serializers, throttling, translog, witnessing
+from registry.countersigning import countersign
 from registry.identities import new_owner_fields, registry_vkey_text
 from registry.limits import lockout_response
 from registry.models import Commitment, LogEntry, Owner, RegisteredModel, Report, Verification
@@ -184,6 +185,20 @@ def report(request: Request, public_id: str) -> Response:
         return Response(reporting.report_document(r, since))
     except translog.LogRangeError as e:
         raise ValidationError({"since": str(e)}) from None
+
+
+@extend_schema(request=serializers.CountersignatureSerializer, responses={201: OpenApiTypes.OBJECT})
+@api_view(["POST"])
+@permission_classes([IsAuthenticated])
+def report_signatures(request: Request, public_id: str) -> Response:
+    """Add the requesting owner's countersignature to a report; it is logged and served."""
+    r = get_object_or_404(Report, public_id=public_id)
+    s = serializers.CountersignatureSerializer(data=request.data)
+    s.is_valid(raise_exception=True)
+    owner = get_object_or_404(Owner, user=request.user)
+    row = countersign(r, owner, s.validated_data["sig"])
+    return Response({"report": str(r.public_id), "keyid": owner.keyid, "sig": row.sig,
+                     "log_index": row.log_index}, status=status.HTTP_201_CREATED)
 
 
 @extend_schema(responses={(200, "text/plain"): OpenApiTypes.STR})

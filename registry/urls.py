@@ -30,6 +30,8 @@ urlpatterns = [
     path("api/signup", api.SignupView.as_view(), name="api_signup"),
     path("api/token", api.TokenView.as_view(), name="api_token"),
     path("api/reports/<uuid:public_id>", api.report, name="api_report"),
+    path("api/reports/<uuid:public_id>/signatures", api.report_signatures,
+         name="api_report_signatures"),
     path("api/log/checkpoint", api.checkpoint, name="api_checkpoint"),
     path("api/log/vkey", api.registry_vkey, name="api_vkey"),
     path("api/log/inclusion", api.inclusion_proof, name="api_inclusion"),
