@@ -14,10 +14,13 @@ tolerated), so that not even whitespace may change.
       "envelope": DSSE envelope {"payload": b64, "payloadType": "application/vnd.in-toto+json",
                                  "signatures": [{"keyid": hex, "sig": b64}, ...]},
       "log": {"index": N, "bundle": "<c2sp.org/tlog-proof@v1 text>", "origin": "<log origin>"},
-      "public_keys": {"registry": {"keyid": hex, "ed25519": b64}},
+      "public_keys": {"registry": {"keyid": hex, "ed25519": b64, "vkey": C2SP vkey}},
       "consistency": {"old_size": m, "new_size": n, "proof": [b64, ...]},           (optional)
       "commitment_proofs": [{"digest": hex, "entry": b64, "bundle": tlog-proof}]   (optional)
+      "owner_proofs": [{"keyid", "statement": DSSE, "entry": b64, "bundle"}]       (optional)
+      "countersignatures": [{"keyid", "sig": b64, "signed_at", "entry", "bundle"}] (optional)
     }
+A bundle's checkpoint may carry witness cosignatures (verifier.evidence.cosignature).
 
 The envelope's payload is canonical JSON of an in-toto Statement v1:
     subject: [{"name": suspect name, "digest": {"sha256": suspect file SHA-256}}]
@@ -65,14 +68,22 @@ Rules checked, in order (the audit stops at the first failure):
                   null; verdict.attributed is true exactly when there is one.
   log inclusion   the entry report_entry(envelope) is included at log.index in the bundle's
                   checkpoint, which is signed by the registry key under the origin name.
-  commitment log  (when commitment_proofs are given) each commitment's entry is in the log at
-                  its log_index.
+  commitment log  (when commitment_proofs are given) every listed commitment has one; each
+                  commitment's entry is in the log at its log_index and names the checks' owner.
+  priority proofs (with commitment_proofs and suspect.first_seen) each commitment marked
+                  proves_priority was logged (the time in its proved entry) before first_seen.
+  owner log       (when owner_proofs are given) each owner statement is signed by the registry
+                  (and by the owner unless byok), is about a listed owner, and is in the log.
+  countersignatures (when given) each is by a listed owner over the envelope's DSSE PAE, its
+                  entry matches, and it is in the log; says who signed when.
+  witnesses       (with witnesses) every checkpoint in the report carries at least `quorum`
+                  valid cosignatures by the trusted witnesses; an invalid one fails.
   consistency     (with since_checkpoint) the auditor's kept checkpoint is signed by the
                   registry and consistent with the report's checkpoint (report "consistency"
                   member or the `consistency` argument holds the proof). A forked log fails.
   opening …       (with reveal) each opening opens a commitment the report lists, same scheme.
   suspect digest  (with suspect_path) the file's SHA-256 is the statement's subject.
-  recompute …     (with reveal and suspect_path) each opened check's statistic, n and log10 p
+  recompute       (with reveal and suspect_path) each opened check's statistic, n and log10 p
                   recomputed with the scheme from the suspect file equal the reported ones.
 """
 from __future__ import annotations
