@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     print(f"witness {vkey}", flush=True)
-    print(f"following {', '.join(sorted(logs))}; listening on http://{args.listen}"
+    bound_host, bound_port = server.server_address[:2]
+    print(f"following {', '.join(sorted(logs))}; listening on http://{bound_host}:{bound_port}"
           f"{args.prefix.rstrip('/')}/add-checkpoint", flush=True)
     try:
         server.serve_forever()
