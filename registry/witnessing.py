@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max
 
 from registry import translog
 from registry.models import Checkpoint, Cosignature
@@ -101,10 +101,13 @@ def published(covering: int = 0) -> Checkpoint:
     if not witnesses:
         return latest
     cosign(latest)
-    best = (Checkpoint.objects.filter(size__gte=covering)
-            .annotate(n=Count("cosignatures", filter=Q(cosignatures__witness__in=witnesses)))
-            .filter(n=len(witnesses)).order_by("-size").first())
-    return best or latest
+    # Served by the (witness, checkpoint) index: only checkpoints that have cosignatures.
+    best = (Cosignature.objects.filter(witness__in=witnesses, checkpoint_id__gte=covering)
+            .values("checkpoint_id").annotate(n=Count("witness", distinct=True))
+            .filter(n=len(witnesses)).order_by("-checkpoint_id").first())
+    if best is None or best["checkpoint_id"] == latest.size:
+        return latest
+    return Checkpoint.objects.get(size=best["checkpoint_id"])
 
 
 @dataclass(frozen=True)

@@ -185,3 +185,17 @@ def test_a_byok_owner_countersigns_and_the_served_report_carries_it(witness):
     assert audit(canonical_json(doc)).failure.name == "countersignatures"
     page = APIClient().get(f"/reports/{report.public_id}/").content.decode()
     assert "Countersigned by owners" in page and CAROL.keyid in page
+
+
+@pytest.mark.django_db
+def test_while_a_witness_is_down_reports_keep_the_newest_cosigned_checkpoint(witness, settings):
+    api, body = _signup("alice")
+    report = _report(Owner.objects.get(keyid=body["keyid"]))
+    before = audit(_served(api, report), witnesses=[W_KEY])
+    assert before.ok, before.failure
+    settings.HALLMARK_WITNESSES = [("http://127.0.0.1:9", W_KEY.vkey)]  # the witness goes away
+    _signup("bob")  # the log grows; its new checkpoint cannot be cosigned
+    after = audit(_served(api, report), witnesses=[W_KEY])
+    assert after.ok, after.failure
+    assert after.checkpoint == before.checkpoint
+    assert APIClient().get("/api/log/checkpoint").content.decode() == before.checkpoint_note
