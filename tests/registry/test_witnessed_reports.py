@@ -199,3 +199,20 @@ def test_while_a_witness_is_down_reports_keep_the_newest_cosigned_checkpoint(wit
     assert after.ok, after.failure
     assert after.checkpoint == before.checkpoint
     assert APIClient().get("/api/log/checkpoint").content.decode() == before.checkpoint_note
+
+
+@pytest.mark.django_db(transaction=True)
+def test_hallmark_countersign_sends_the_signature_to_the_registry(live_server, tmp_path, capsys):
+    from verifier.cli import main
+    from verifier.evidence.identity import write_private_key
+
+    api, body = _signup("carol", CAROL.public_key)
+    report = _report(Owner.objects.get(keyid=body["keyid"]), CAROL)
+    key, path = tmp_path / "carol.key", tmp_path / "report.json"
+    write_private_key(key, CAROL)
+    path.write_bytes(_served(api, report))
+    assert main(["countersign", str(path), "--key", str(key), "--registry", live_server.url,
+                 "--report-id", str(report.public_id), "--token", body["token"]]) == 0
+    assert "countersignature logged at index" in capsys.readouterr().out
+    res = audit(_served(api, report))
+    assert res.ok and any(c.name == "countersignatures" for c in res.checks), res.failure
