@@ -234,6 +234,16 @@ def registry_vkey(request: Request) -> HttpResponse:
     return HttpResponse(registry_vkey_text() + "\n", content_type="text/plain; charset=utf-8")
 
 
+@extend_schema(responses={(200, "text/plain"): OpenApiTypes.STR})
+@api_view(["GET"])
+@permission_classes([AllowAny])
+def witness_vkeys(request: Request) -> HttpResponse:
+    """The vkeys of the witnesses this registry asks to cosign, one a line. Informational:
+    an auditor should get a witness's key from its operator (`hallmark audit --witness`)."""
+    lines = "".join(f"{w.vkey}\n" for _, w in witnessing.configured())
+    return HttpResponse(lines, content_type="text/plain; charset=utf-8")
+
+
 @extend_schema(responses={200: OpenApiTypes.OBJECT}, parameters=[
     OpenApiParameter("index", int, required=True), OpenApiParameter("size", int, required=True)])
 @api_view(["GET"])

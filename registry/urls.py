@@ -34,6 +34,7 @@ urlpatterns = [
          name="api_report_signatures"),
     path("api/log/checkpoint", api.checkpoint, name="api_checkpoint"),
     path("api/log/vkey", api.registry_vkey, name="api_vkey"),
+    path("api/log/witnesses", api.witness_vkeys, name="api_witnesses"),
     path("api/log/inclusion", api.inclusion_proof, name="api_inclusion"),
     path("api/log/consistency", api.consistency_proof, name="api_consistency"),
     path("api/log/entries/<int:index>", api.log_entry, name="api_log_entry"),

@@ -120,6 +120,7 @@ def test_the_published_checkpoint_carries_the_witness_cosignature(witness):
     note = APIClient().get("/api/log/checkpoint").content.decode()
     [cosigned] = verify_cosignatures(note, [W_KEY])
     assert cosigned.witness == W_KEY
+    assert APIClient().get("/api/log/witnesses").content.decode() == W_KEY.vkey + "\n"
     assert witness.read()  # the witness persisted the checkpoint it cosigned
 
 
