@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     print(f"witness {vkey}", flush=True)
-    bound_host, bound_port = server.server_address[:2]
+    bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
     print(f"following {', '.join(sorted(logs))}; listening on http://{bound_host}:{bound_port}"
           f"{args.prefix.rstrip('/')}/add-checkpoint", flush=True)
     try:
