@@ -4,6 +4,7 @@ Each status code of the spec is produced by a real request to a real server; a f
 (two roots for one size, a rewritten entry, a shrinking tree) is refused.
 """
 import http.client
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,6 +111,8 @@ def test_it_refuses_a_second_root_for_the_same_size_with_409(served):
     status, ctype, body = served.add(4, [], _note(forked))
     assert (status, ctype, body) == (409, "text/x.tlog.size", "4\n")
     assert served.state.read()[ORIGIN].root == honest.root()
+    [kept] = [json.loads(line) for line in served.state.evidence_path.read_text().splitlines()]
+    assert (kept["status"], kept["note"]) == (409, _note(forked))  # proof of equivocation
 
 
 def test_it_refuses_a_rewritten_history_with_422(served):
@@ -121,6 +124,7 @@ def test_it_refuses_a_rewritten_history_with_422(served):
     assert status == 422
     assert "does not verify" in body
     assert served.state.read()[ORIGIN].size == 4
+    assert json.loads(served.state.evidence_path.read_text())["note"] == _note(forked)
 
 
 def test_it_refuses_a_shrinking_tree_with_400(served):

@@ -13,7 +13,9 @@ line, then the signed checkpoint note. The witness answers, in this order of che
     422  the consistency proof from the cosigned checkpoint to this one does not verify
     200  the cosignature line(s), after the new (size, root) is persisted
 
-Checking the old size and persisting the new checkpoint happen under one lock.
+Checking the old size and persisting the new checkpoint happen under one lock. A validly
+signed checkpoint refused with 409 (same size, another root) or 422 is kept in
+"<state>.refused.jsonl": beside the cosigned one, it proves the log equivocated.
 """
 from __future__ import annotations
 
@@ -120,9 +122,11 @@ class Witness:
         if req.old != latest.size:
             return Answer(409, f"{latest.size}\n".encode(), SIZE_CONTENT_TYPE)
         if req.old == cp.size and latest.root is not None and latest.root != cp.root:
+            self.state.record_refusal(409, req.old, req.note)  # two roots for one size
             return Answer(409, f"{latest.size}\n".encode(), SIZE_CONTENT_TYPE)
         if req.old and not verify_consistency(req.old, cp.size, latest.root or b"", cp.root,
                                               req.proof):
+            self.state.record_refusal(422, req.old, req.note)
             return _text(422, f"the consistency proof from size {req.old} to {cp.size} does not "
                               "verify against the checkpoint this witness cosigned")
         logs[cp.origin] = Latest(cp.size, cp.root)

@@ -71,6 +71,20 @@ class WitnessState:
             raise EvidenceError(f"witness state {self.path} is corrupt ({e}); restore it from a "
                                 "backup: starting afresh would let the log roll back") from None
 
+    @property
+    def evidence_path(self) -> Path:
+        """Where refused, validly signed checkpoints are kept ("<file>.refused.jsonl")."""
+        return self.path.with_name(self.path.name + ".refused.jsonl")
+
+    def record_refusal(self, status: int, old_size: int, note: str) -> None:
+        """Keep a checkpoint the log signed but the witness refused (409 fork, 422 rewrite):
+        with the cosigned one, it proves the log signed two inconsistent trees."""
+        line = json.dumps({"status": status, "old": old_size, "note": note}) + "\n"
+        with open(self.evidence_path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
     def update(self, change: Callable[[dict[str, Latest]], T]) -> T:
         """Run `change` on the state under an exclusive lock and persist what it leaves."""
         with self._locked():
