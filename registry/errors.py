@@ -11,6 +11,19 @@ class BadKeyFile(APIException):
     default_code = "bad_key_file"
 
 
+class WeakKey(APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = "this key could never reach the registry's forgery floor; generate a longer key"
+    default_code = "weak_key"
+
+
+class KeyRefusedByScreening(APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = ("independent reference models already match this key's triggers; make the "
+                      "triggers from your own marked model")
+    default_code = "screening_refused"
+
+
 class BadSignature(APIException):
     status_code = status.HTTP_400_BAD_REQUEST
     default_detail = "the owner signature does not verify against the owner's public key"

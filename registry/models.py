@@ -84,6 +84,9 @@ class Commitment(models.Model):
     key_sha256 = models.CharField(max_length=64)
     sealed_key = models.BinaryField()  # SecretBox(master key, key blob)
     envelope = models.TextField()  # the owner-signed commitment request (DSSE, canonical JSON)
+    # verifier.screening.Screening.to_dict() at upload, or {"status": "not needed"} for a key
+    # whose every random element derives from its seed ({} = committed before screening existed)
+    screening = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
     log_index = models.BigIntegerField(null=True)
 
@@ -94,6 +97,11 @@ class Commitment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scheme}:{self.digest[:12]}"
+
+    @property
+    def screening_status(self) -> str:
+        """"screened", "unscreened" or "not needed", as every report row states it."""
+        return str(self.screening.get("status", "unscreened"))
 
 
 class Suspect(models.Model):
@@ -178,6 +186,7 @@ class CheckResult(models.Model):
     queries = models.IntegerField(default=0)
     claim = models.TextField(blank=True)
     details = models.JSONField(default=dict)
+    may_attribute = models.BooleanField(default=True)  # False: integrity-only evidence
     error = models.TextField(blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True)
@@ -196,6 +205,31 @@ class Report(models.Model):
     envelope = models.TextField()  # canonical JSON of the DSSE envelope
     log_index = models.BigIntegerField(null=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+
+class ReferenceModel(models.Model):
+    """An independent model of one input domain, in the panel that screens keys at upload.
+
+    The model bytes live in the database because hosts share only PostgreSQL and Redis.
+    `format` is "onnx", or "safetensors" with `architecture` naming a constructor in
+    `registry.panel.ARCHITECTURES` (a state dict is never unpickled).
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    domain = models.CharField(max_length=200)  # registry.panel.domain_of(key.public_params())
+    format = models.CharField(max_length=20)  # "safetensors" | "onnx"
+    architecture = models.CharField(max_length=100, blank=True)  # for safetensors state dicts
+    data = models.BinaryField()  # the model file's bytes
+    sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["domain", "name"]
+        # Screening loads the panel of one domain at each upload.
+        indexes = [models.Index(fields=["domain"], name="reference_model_domain")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.domain})"
 
 
 class Licence(models.Model):

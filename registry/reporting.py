@@ -4,6 +4,10 @@ Rules encoded here:
 - Only checks that ran count as tests; Holm's correction at HALLMARK_ALPHA runs over all of
   them (every commitment the verification covered), so the chance that a verification
   attributes an independent model to anyone is at most alpha.
+- A check that passes Holm attributes only when the scheme allows it (`may_attribute`) and its
+  forgery cost is at least HALLMARK_MIN_FORGERY_BITS (`verifier.evidence.report.decide`);
+  otherwise it is "integrity only" or "significant, forgeable" and names nobody. Each row
+  states `forgery_bits` and its key's `screening`; the predicate states `min_forgery_bits`.
 - A commitment logged after the suspect's digest was first seen by the registry cannot prove
   priority: it is flagged, and the verdict names the earliest attributed commitment that can.
 - The statement is an in-toto Statement v1 (subject: the suspect's sha256) in a DSSE envelope.
@@ -28,11 +32,17 @@ from django.utils import timezone
 
 from registry import evidence_proofs, translog, witnessing
 from registry.identities import owner_identity, registry_identity
-from registry.models import CHECKED, ENDPOINT, Owner, Report, Suspect, Verification
+from registry.models import CHECKED, ENDPOINT, CheckResult, Owner, Report, Suspect, Verification
 from verifier.evidence import dsse, intoto, logentry
 from verifier.evidence.canonical import canonical_json
 from verifier.evidence.identity import b64
-from verifier.evidence.report import PREDICATE_TYPE, assemble_report, consistency_field
+from verifier.evidence.report import (
+    PREDICATE_TYPE,
+    assemble_report,
+    consistency_field,
+    decide,
+    forgery_field,
+)
 from verifier.stats import holm
 
 PAYLOAD_TYPE = dsse.PAYLOAD_TYPE_INTOTO
@@ -67,8 +77,8 @@ def _check_rows(v: Verification, seen: datetime | None) -> list[dict[str, Any]]:
     rows = []
     for c in checks:
         d = decisions.get(c.pk)
-        decision = (ATTRIBUTED if d and d.reject else NOT_ATTRIBUTED if d
-                    else NOT_APPLICABLE if c.status != "error" else ERRORED)
+        decision = (decide(d.reject, c.log10_p, c.may_attribute, settings.HALLMARK_MIN_FORGERY_BITS)
+                    if d else NOT_APPLICABLE if c.status != "error" else ERRORED)
         cm = c.commitment
         rows.append({
             "scheme": c.scheme, "commitment": cm.digest, "model": str(cm.model.public_id),
@@ -82,8 +92,16 @@ def _check_rows(v: Verification, seen: datetime | None) -> list[dict[str, Any]]:
             "details": c.details, "error": c.error,
             "commitment_log_index": cm.log_index, "registered_at": rfc3339(cm.created_at),
             "prior_to_first_sighting": bool(seen is None or cm.created_at < seen),
+            **_forgery_fields(c, cm.screening_status),
         })
     return rows
+
+
+def _forgery_fields(c: CheckResult, screening: str) -> dict[str, Any]:
+    """What a forging registrant would face: the check's cost in bits, whether the scheme lets
+    it name an owner, and how its key was screened at upload."""
+    bits = None if c.log10_p is None else forgery_field(max(c.log10_p, -1e308))
+    return {"forgery_bits": bits, "may_attribute": c.may_attribute, "screening": screening}
 
 
 def _verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -130,6 +148,7 @@ def build_statement(v: Verification, signed_at: datetime) -> tuple[dict[str, Any
                     "size": suspect.size, "first_seen": rfc3339(seen)},
         "target_model": str(v.target.public_id) if v.target else None,
         "alpha": settings.HALLMARK_ALPHA,
+        "min_forgery_bits": settings.HALLMARK_MIN_FORGERY_BITS,
         "correction": "holm",
         "tests_run": sum(1 for r in rows if r["alpha"] is not None),
         "queries": v.queries,

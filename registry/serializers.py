@@ -96,7 +96,8 @@ class CommitmentSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Commitment
-        fields = ["id", "model", "scheme", "public_params", "digest", "created_at", "log_index"]
+        fields = ["id", "model", "scheme", "public_params", "screening", "digest", "created_at",
+                  "log_index"]
         read_only_fields = fields
 
 

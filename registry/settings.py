@@ -43,6 +43,12 @@ HALLMARK_WITNESS_TIMEOUT = envfloat("HALLMARK_WITNESS_TIMEOUT", 5.0)
 HALLMARK_ALPHA = envfloat("HALLMARK_ALPHA", 1e-6)
 if not 0 < HALLMARK_ALPHA < 0.05:
     raise ConfigError(f"HALLMARK_ALPHA={HALLMARK_ALPHA} must lie in (0, 0.05)")
+# Forgery floor: a check attributes only when a seed search would need >= 2^this trials to
+# reach its p-value; keys that could never reach it are refused at upload (verifier.forgery).
+HALLMARK_MIN_FORGERY_BITS = envfloat("HALLMARK_MIN_FORGERY_BITS", 80.0)
+if not 0 < HALLMARK_MIN_FORGERY_BITS <= 1000:
+    raise ConfigError(f"HALLMARK_MIN_FORGERY_BITS={HALLMARK_MIN_FORGERY_BITS} must lie in "
+                      "(0, 1000]; 80 (p <= 2^-80) is the default")
 
 # Fetch policy for suspect URLs.
 HALLMARK_FETCH = {
@@ -248,3 +254,4 @@ if PRODUCTION:
                           "mode; generate one with `python -c \"import secrets;"
                           "print(secrets.token_urlsafe(64))\"`")
 os.makedirs(DATA_DIR, exist_ok=True)
+os.makedirs(STATIC_ROOT, exist_ok=True)  # WhiteNoise warns about a missing folder

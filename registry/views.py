@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import json
 
 from django.contrib import messages
 from django.contrib.auth import login
@@ -10,15 +11,18 @@ from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.safestring import mark_safe
 from rest_framework.exceptions import APIException
 
-from registry import forms, reporting, throttling
+from registry import forms, receipts, reporting, throttling
+from registry.charts import check_chart
 from registry.identities import new_owner_fields
-from registry.models import Owner, RegisteredModel, Report, Verification
+from registry.models import LogEntry, Owner, RegisteredModel, Report, Verification
 from registry.owners import log_owner
 from registry.registration import add_commitment, register_model
 from registry.submission import submit
 from verifier.evidence.canonical import canonical_json
+from verifier.forgery import DEFAULT_MIN_FORGERY_BITS
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -120,7 +124,17 @@ def model_detail(request: HttpRequest, public_id: str) -> HttpResponse:
             return redirect("model_detail", public_id=model.public_id)
         except APIException as e:
             form.add_error("key", str(e.detail))
-    return render(request, "registry/model_detail.html", {"model": model, "form": form})
+    return render(request, "registry/model_detail.html", {
+        "model": model, "form": form, "model_receipt": _receipt_text(model.log_index),
+        "commitments": [(c, _receipt_text(c.log_index)) for c in model.commitments.all()]})
+
+
+def _receipt_text(log_index: int | None) -> str:
+    """The signed receipt of a log entry, as the JSON the API answered at registration."""
+    if log_index is None:
+        return ""
+    entry = LogEntry.objects.get(index=log_index)
+    return json.dumps(receipts.receipt(entry), indent=1, sort_keys=True)
 
 
 @owner_required
@@ -149,8 +163,18 @@ def verification_detail(request: HttpRequest, public_id: str) -> HttpResponse:
 def report_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     """Public, like the API's report: anyone holding the link can read and audit it."""
     r = get_object_or_404(Report, public_id=public_id)
+    statement = reporting.statement_of(r)
+    p = statement["predicate"]
+    floor = p.get("min_forgery_bits", DEFAULT_MIN_FORGERY_BITS)
+    checks = [{**c, "chart": mark_safe(check_chart(  # noqa: S308 (built from numbers, escaped)
+        c.get("log10_p"), c.get("alpha"), floor, f"{c['scheme']} on {c['model_name']}"))}
+        for c in p["checks"]]
+    verdict = p["verdict"]
+    outcome = verdict.get("outcome") or ("attributed" if verdict["attributed"] else
+                                         "not attributed")
     return render(request, "registry/report_detail.html", {
-        "report": r, "statement": reporting.statement_of(r)})
+        "report": r, "statement": statement, "p": p, "checks": checks, "outcome": outcome,
+        "floor": floor})
 
 
 def report_download(request: HttpRequest, public_id: str) -> HttpResponse:

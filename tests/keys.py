@@ -9,5 +9,5 @@ from verifier.schemes import uchida
 
 def uchida_key_blob(seed: int = 0) -> bytes:
     torch.manual_seed(seed)
-    return uchida.generate_key(uchida.Params(bits=64, layers=("fc1.weight",)), seed,
+    return uchida.generate_key(uchida.Params(bits=128), seed,
                                model=toy.MLP()).to_bytes()

@@ -8,9 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from verifier.evidence.errors import EvidenceError
-from verifier.evidence.report import ATTRIBUTED, NOT_ATTRIBUTED
-
-RAN = (ATTRIBUTED, NOT_ATTRIBUTED)  # decisions of checks that ran (the tests Holm counts)
+from verifier.evidence.report import RAN as RAN  # decisions of checks that ran (Holm counts them)
 
 TOP_LEVEL = {"format", "envelope", "log", "public_keys", "consistency", "commitment_proofs",
              "owner_proofs", "countersignatures"}

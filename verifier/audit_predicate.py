@@ -18,7 +18,14 @@ from verifier.audit_fields import (
 from verifier.audit_state import _AuditState
 from verifier.evidence.errors import EvidenceError
 from verifier.evidence.identity import b64, keyid_of, unb64_strict
-from verifier.evidence.report import ATTRIBUTED, DECISIONS
+from verifier.evidence.report import (
+    ATTRIBUTED,
+    DECISIONS,
+    FORGEABLE,
+    SCREENINGS,
+    decide,
+    forgery_field,
+)
 
 
 class _PredicateChecks(_AuditState):
@@ -61,7 +68,11 @@ class _PredicateChecks(_AuditState):
             if c["decision"] not in DECISIONS:
                 raise EvidenceError(f"checks[{n}].decision is {c['decision']!r}, expected one "
                                     f"of {', '.join(DECISIONS)}")
-            _optional(c, f"checks[{n}]", {"queries": int, "claim": str, "details": dict})
+            _optional(c, f"checks[{n}]", {"queries": int, "claim": str, "details": dict,
+                                          "screening": str})
+            if c.get("screening") not in (None, *SCREENINGS):
+                raise EvidenceError(f"checks[{n}].screening is {c['screening']!r}, expected one "
+                                    f"of {', '.join(SCREENINGS)}")
             if c["decision"] in RAN:
                 _require(c, f"checks[{n}]", {"statistic": (int, float), "n": int,
                                              "log10_p": (int, float, str),
@@ -99,20 +110,34 @@ class _PredicateChecks(_AuditState):
         p = self.pred
         if not 0.0 < p["alpha"] < 1.0:
             raise EvidenceError(f"family alpha {p['alpha']} is not in (0, 1)")
+        floor = p.get("min_forgery_bits")
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor > 0:
+            raise EvidenceError(f"min_forgery_bits must be a number > 0 (the registry's forgery "
+                                f"floor), received {floor!r}")
         applicable = [c for c in p["checks"] if c["decision"] in RAN]
         if p["tests_run"] != len(applicable):
             raise EvidenceError(f"tests_run is {p['tests_run']} but {len(applicable)} checks ran")
-        decisions = holm([_log10(c["log10_p"], "log10_p") for c in applicable], p["alpha"]) \
-            if applicable else []
-        for c, d in zip(applicable, decisions, strict=True):
-            expected = ATTRIBUTED if d.reject else "not attributed"
+        logs = [_log10(c["log10_p"], "log10_p") for c in applicable]
+        decisions = holm(logs, p["alpha"]) if applicable else []
+        for c, log10_p, d in zip(applicable, logs, decisions, strict=True):
+            where = f"check {c['scheme']} on {c['commitment'][:16]}…"
+            _require(c, where, {"forgery_bits": (int, float, str)})
+            if not isinstance(c.get("may_attribute"), bool):
+                raise EvidenceError(f"{where}: may_attribute must be true or false")
+            bits = forgery_field(log10_p)
+            if not (c["forgery_bits"] == bits or (
+                    isinstance(bits, float) and isinstance(c["forgery_bits"], (int, float))
+                    and math.isclose(c["forgery_bits"], bits, rel_tol=1e-9, abs_tol=1e-9))):
+                raise EvidenceError(f"{where} states a forgery cost of {c['forgery_bits']} bits "
+                                    f"but its log10 p {log10_p} gives {bits}")
+            expected = decide(d.reject, log10_p, c["may_attribute"], floor)
             if c["decision"] != expected:
-                raise EvidenceError(f"check {c['scheme']} on {c['commitment'][:16]}… says "
-                                    f"{c['decision']!r} but Holm at alpha={p['alpha']} gives "
+                raise EvidenceError(f"{where} says {c['decision']!r} but Holm at alpha="
+                                    f"{p['alpha']} and a forgery floor of {floor:g} bits give "
                                     f"{expected!r}")
             if not math.isclose(c["alpha"], d.alpha, rel_tol=1e-9):
-                raise EvidenceError(f"check {c['scheme']} on {c['commitment'][:16]}… reports "
-                                    f"alpha {c['alpha']} but its Holm threshold is {d.alpha:.3g}")
+                raise EvidenceError(f"{where} reports alpha {c['alpha']} but its Holm threshold "
+                                    f"is {d.alpha:.3g}")
         attributed = any(c["decision"] == ATTRIBUTED for c in applicable)
         if not isinstance(p["verdict"].get("attributed"), bool):
             raise EvidenceError("verdict.attributed must be true or false")
@@ -122,8 +147,9 @@ class _PredicateChecks(_AuditState):
             raise EvidenceError("verdict.attributed is false but a check attributed the suspect "
                                 "(and no first sighting is given to deny priority)")
         hits = sum(c["decision"] == ATTRIBUTED for c in applicable)
-        return (f"Holm at family alpha {p['alpha']:g} over {len(applicable)} test(s): "
-                f"{hits} attributed")
+        forgeable = sum(c["decision"] == FORGEABLE for c in applicable)
+        return (f"Holm at family alpha {p['alpha']:g} over {len(applicable)} test(s), forgery "
+                f"floor {floor:g} bits: {hits} attributed, {forgeable} significant but forgeable")
 
     def check_priority(self) -> str:
         p = self.pred

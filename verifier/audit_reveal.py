@@ -71,6 +71,10 @@ class _RevealChecks(_AuditState):
             if not same:
                 raise EvidenceError(f"{where}: recomputed log10 p {r.log10_p:.6g}, the report "
                                     f"says {reported:.6g}")
+            if r.applicable and c.get("may_attribute", True) is not r.may_attribute:
+                raise EvidenceError(f"{where}: the scheme says may_attribute={r.may_attribute} "
+                                    f"(integrity-only evidence never names an owner), the report "
+                                    f"says {c.get('may_attribute')}")
             done.append(f"{c['scheme']} {r.statistic:g}/{r.n}")
         if not done:
             raise EvidenceError("no check in the report uses an opened commitment")

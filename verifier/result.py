@@ -41,6 +41,7 @@ class TestResult:
     applicable: bool = True  # False when the suspect lacks the access this scheme needs
     queries: int = 0  # black-box queries made to the suspect
     claim: str = ""  # what a positive result proves (and what it does not)
+    may_attribute: bool = True  # False: integrity-only evidence that must never name an owner
 
     @classmethod
     def from_log10_p(cls, scheme: str, statistic: float, n: int, log10_p: float, null: str,

@@ -106,7 +106,8 @@ def _record(row: CheckResult, fields: dict[str, object]) -> None:
 def _result_fields(r: TestResult, seconds: float) -> dict[str, object]:
     return {"status": CHECKED if r.applicable else NOT_APPLICABLE, "statistic": r.statistic,
             "n": r.n, "log10_p": max(r.log10_p, -1e308), "null": r.null, "queries": r.queries,
-            "claim": r.claim, "details": r.details, "seconds": seconds}
+            "claim": r.claim, "details": r.details, "may_attribute": r.may_attribute,
+            "seconds": seconds}
 
 
 @app.task(name="workers.check")

@@ -22,7 +22,7 @@ def test_a_released_seal_adapter_is_attributed_from_a_zip_url(celery_worker, fil
     torch.manual_seed(0)
     split = toy.digits(0)
     base = seal_eval.digits_base(split, seed=0, epochs=10)
-    params = seal.Params(targets=("fc1", "fc2"), r=8, alpha=16.0, bits=64)
+    params = seal.Params(targets=("fc1", "fc2"), r=8, alpha=16.0, bits=128)
     key = seal.generate_key(params, 77, model=base)
     marked = seal.embed(base, key, list(toy.batches(split.x_train, split.y_train, epochs=10)))
     key = seal.finalize_key(marked, key)

@@ -17,7 +17,13 @@ def test_the_demo_attributes_the_stolen_copy_and_audits_both_reports(tmp_path):
     assert run.returncode == 0, out[-4000:] + run.stderr[-4000:]
     assert "DEMO OK" in out
     stolen = out[out.index("   stolen: ATTRIBUTED"):out.index("   independent: not attributed")]
-    assert len(re.findall(r"log10 p = -\d+\.\d.*-> attributed", stolen)) == 2
+    # each check prints its forgery cost in bits beside its p-value, and only costly ones attribute
+    costly = (r"log10 p = -\d+\.\d, exact; forgery cost (\d+\.\d|∞) bits; key [a-z ]+\)  "
+              r"-> attributed")
+    assert len(re.findall(costly, stolen)) == 2
+    independent = out[out.index("   independent: not attributed"):out.index("6. Offline audit")]
+    assert len(re.findall(r"forgery cost \d+\.\d bits.*-> not attributed", independent)) == 2
+    assert "trigger_set" in out and "(screened against 21 reference models" in out
     assert out.count("audit OK") == 2
     assert "audit FAILED: signatures: bad signature" in out + run.stderr
     # every process it started is gone: nothing listens on its Redis socket any more

@@ -31,7 +31,7 @@ def test_a_commitment_is_salted_escrowed_and_logged(alice):
     assert commit("uchida", bytes(c.salt), blob) == body["digest"]
     assert blob not in bytes(c.sealed_key)  # encrypted at rest
     assert "salt" not in body and "sealed_key" not in body
-    assert body["public_params"]["bits"] == 64
+    assert body["public_params"]["bits"] == 128
     assert body["receipt"]["log"]["index"] == body["log_index"]
 
 

@@ -102,3 +102,10 @@ def test_concurrent_first_starts_generate_one_secret_and_leave_no_temporary_file
     assert len(outputs) == 1  # every process ended up with the same two secrets
     assert sorted(f.name for f in (tmp_path / "secrets").iterdir()) == [
         "hallmark_master_key", "hallmark_signing_key"]
+
+
+@pytest.mark.parametrize("value,match", [("0", "must lie in (0, 1000]"),
+                                         ("eighty", "is not a number")])
+def test_a_bad_forgery_floor_names_the_variable(tmp_path, value, match):
+    r = _settings(tmp_path, HALLMARK_MIN_FORGERY_BITS=value)
+    assert r.returncode != 0 and "HALLMARK_MIN_FORGERY_BITS" in r.stderr and match in r.stderr

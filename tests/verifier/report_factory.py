@@ -28,6 +28,7 @@ ALICE = Identity.from_seed(b"\x02" * 32)  # the true owner
 MALLORY = Identity.from_seed(b"\x03" * 32)  # a forger, or an outsider
 SUSPECT = b"the suspect model's bytes"
 ALPHA = 1e-6
+MIN_FORGERY_BITS = 80
 
 
 @dataclass
@@ -86,12 +87,13 @@ class MiniRegistry:
         for c, r in results:
             d = decisions.get(id(r))
             decision = (R.NOT_APPLICABLE if d is None else
-                        R.ATTRIBUTED if d.reject else R.NOT_ATTRIBUTED)
+                        R.decide(d.reject, r.log10_p, r.may_attribute, MIN_FORGERY_BITS))
             checks.append(R.check_entry(r, commitment=c.digest, model="m-1",
                                         owner_keyid=c.owner.keyid,
                                         alpha=d.alpha if d else None, decision=decision))
         owners = list({c.owner.keyid: c.owner for c, _ in results}.values())
-        hits = [c for c, r in results if decisions.get(id(r)) and decisions[id(r)].reject]
+        hits = [c for c, r in results if decisions.get(id(r)) and R.decide(
+            decisions[id(r)].reject, r.log10_p, r.may_attribute, MIN_FORGERY_BITS) == R.ATTRIBUTED]
         valid = [c for c in hits if first_seen is None or c.registered_at < first_seen]
         earliest = min(valid, key=lambda c: c.log_index) if valid else None
         verdict: dict[str, Any] = {"attributed": bool(valid) if with_priority else bool(hits)}
@@ -112,7 +114,7 @@ class MiniRegistry:
             checks=checks, verdict=verdict,
             times={"submitted": "2026-03-01T10:00:00Z", "fetched": "2026-03-01T10:00:01.5Z",
                    "finished": "2026-03-01T10:00:09Z", "signed": "2026-03-01T10:00:10Z"},
-            commitments=commitments, suspect=suspect)
+            commitments=commitments, suspect=suspect, min_forgery_bits=MIN_FORGERY_BITS)
         if tamper is not None:
             tamper(predicate)
         statement = R.report_statement("stolen.onnx", hashlib.sha256(subject).hexdigest(),
@@ -130,10 +132,12 @@ class MiniRegistry:
                                  commitment_proofs=proofs)
 
 
-def result(log10_p: float, scheme: str = "uchida", statistic: float = 250, n: int = 256) -> TestResult:
+def result(log10_p: float, scheme: str = "uchida", statistic: float = 250, n: int = 256,
+           may_attribute: bool = True) -> TestResult:
     """A TestResult as a scheme would return it."""
     return TestResult.from_log10_p(scheme, statistic, n, log10_p, "exact", queries=0,
-                                   claim="the bits match", details={"bits": n})
+                                   claim="the bits match", details={"bits": n},
+                                   may_attribute=may_attribute)
 
 
 def standard_report(**kw: Any) -> tuple[MiniRegistry, dict[str, Any]]:

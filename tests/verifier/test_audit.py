@@ -296,7 +296,76 @@ def test_it_applies_holm_over_the_tests_that_ran_only():
     res = audit(report)
     assert res.ok, res.failure
     decisions = [c["decision"] for c in res.statement["predicate"]["checks"]]
-    assert decisions == ["attributed", "not attributed", "not applicable"]
+    # p = 10^-6.5 passes Holm over the 2 tests that ran (not over 3), but costs only 21.6 bits
+    assert decisions == ["significant, forgeable", "not attributed", "not applicable"]
+
+
+# --- the forgery floor: attribution needs Holm, a forgery cost >= the floor, and may_attribute --
+
+
+def _one_check(log10_p, may_attribute=True, tamper=None):
+    reg = MiniRegistry()
+    alice = reg.commit(ALICE, b"key", "2026-01-05T09:00:00Z")
+    return reg.issue([(alice, result(log10_p, may_attribute=may_attribute))], tamper=tamper)
+
+
+def test_a_check_between_the_holm_threshold_and_the_floor_is_significant_but_forgeable():
+    report = _one_check(-20.0)  # passes Holm at 1e-6; 66.4 bits < 80
+    res = audit(report)
+    assert res.ok, res.failure
+    check = res.statement["predicate"]["checks"][0]
+    assert check["decision"] == "significant, forgeable"
+    assert check["forgery_bits"] == pytest.approx(66.44, abs=0.01)
+    assert res.statement["predicate"]["verdict"]["attributed"] is False
+    assert res.statement["predicate"]["min_forgery_bits"] == 80
+
+
+def test_integrity_only_evidence_never_attributes_however_small_its_p():
+    res = audit(_one_check(-200.0, may_attribute=False))
+    assert res.ok, res.failure
+    assert res.statement["predicate"]["checks"][0]["decision"] == "integrity only"
+    assert res.statement["predicate"]["verdict"]["attributed"] is False
+
+
+@pytest.mark.parametrize("log10_p,may_attribute,flip_to", [
+    (-20.0, True, "attributed"),  # a forgeable check promoted to an attribution
+    (-70.0, True, "significant, forgeable"),
+    (-200.0, False, "attributed"),  # integrity-only evidence naming an owner
+])
+def test_it_fails_a_report_whose_decision_does_not_follow_from_p_alpha_and_floor(
+        log10_p, may_attribute, flip_to):
+    def flip(p):
+        p["checks"][0]["decision"] = flip_to
+        p["verdict"]["attributed"] = flip_to == "attributed"
+    failed = _failure(audit(_one_check(log10_p, may_attribute, tamper=flip)))
+    assert failed.name == "decisions" and "forgery floor of 80 bits" in failed.reason
+
+
+@pytest.mark.parametrize("tamper,match", [
+    (lambda p: p["checks"][0].update(forgery_bits=100.0), "forgery cost"),
+    (lambda p: p["checks"][0].pop("forgery_bits"), "forgery_bits is missing"),
+    (lambda p: p["checks"][0].update(may_attribute=None), "may_attribute"),
+    (lambda p: p.pop("min_forgery_bits"), "min_forgery_bits"),
+    (lambda p: p.update(min_forgery_bits=0), "min_forgery_bits"),
+])
+def test_it_fails_a_report_whose_forgery_fields_are_missing_or_wrong(tamper, match):
+    failed = _failure(audit(_one_check(-70.0, tamper=tamper)))
+    assert failed.name == "decisions" and match in failed.reason
+
+
+def test_a_lower_floor_in_the_signed_predicate_changes_the_decision_the_audit_expects():
+    def lower(p):  # a registry whose operator set HALLMARK_MIN_FORGERY_BITS=60
+        p["min_forgery_bits"] = 60
+        p["checks"][0]["decision"] = "attributed"
+        p["verdict"]["attributed"] = True
+    res = audit(_one_check(-20.0, tamper=lower))
+    assert res.ok, res.failure
+
+
+def test_it_fails_a_check_with_an_unknown_screening():
+    failed = _failure(audit(_one_check(-70.0, tamper=lambda p: p["checks"][0].update(
+        screening="trust me"))))
+    assert failed.name == "predicate" and "screening" in failed.reason
 
 
 def test_it_accepts_checks_that_errored_with_null_statistics():
@@ -491,3 +560,11 @@ def test_it_recomputes_every_opened_statistic_from_the_suspect_file(tmp_path):
     lying = reg.issue([(alice, measured)], subject=path.read_bytes(), tamper=misreport)
     failed = _failure(audit(lying, reveal=[alice.opening], suspect_path=str(path)))
     assert failed.name == "recompute" and "recomputed statistic" in failed.reason
+
+    def downgrade(p):  # consistent on its face ("integrity only"), but not what the scheme says
+        p["checks"][0]["may_attribute"] = False
+        p["checks"][0]["decision"] = "not attributed" if measured.log10_p > -6 else "integrity only"
+        p["verdict"]["attributed"] = False
+    lying = reg.issue([(alice, measured)], subject=path.read_bytes(), tamper=downgrade)
+    failed = _failure(audit(lying, reveal=[alice.opening], suspect_path=str(path)))
+    assert failed.name == "recompute" and "may_attribute" in failed.reason

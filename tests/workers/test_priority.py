@@ -50,9 +50,9 @@ def test_the_report_names_the_true_owner_and_flags_the_late_forgery(
     torch.manual_seed(0)
     model = toy.MLP()
     alice, mallory = make_actor("alice"), make_actor("mallory")
-    key = uchida.generate_key(uchida.Params(bits=64, layers=("fc2.weight",)), 1, model=model)
+    key = uchida.generate_key(uchida.Params(bits=128, layers=("fc1.weight", "fc2.weight")), 1, model=model)
     model = uchida.embed(toy.train_digits(model, split, epochs=5),
-                         key, data=list(toy.batches(split.x_train, split.y_train)), epochs=3)
+                         key, data=list(toy.batches(split.x_train, split.y_train)), epochs=8)
     _commit(alice, key.to_bytes())
     body = save({k: v.contiguous() for k, v in model.state_dict().items()})
     server = LoopbackServer()
@@ -61,7 +61,7 @@ def test_the_report_names_the_true_owner_and_flags_the_late_forgery(
         url = server.url("/stolen.safetensors")
         first = _verify(alice.owner, url, django_capture_on_commit_callbacks)  # first sighting
         # The forger fits a key to the stolen weights: bits := what the weights carry.
-        fake = uchida.generate_key(uchida.Params(bits=64, layers=("fc2.weight",)), 2, model=model)
+        fake = uchida.generate_key(uchida.Params(bits=128, layers=("fc1.weight", "fc2.weight")), 2, model=model)
         fitted = uchida.extract(model.state_dict(), fake).clamp_min(0)
         _commit(mallory, dataclasses.replace(fake, bits=tuple(int(b) for b in fitted)).to_bytes())
         second = _verify(mallory.owner, url, django_capture_on_commit_callbacks)

@@ -21,6 +21,10 @@ Kinds and their required fields (extra fields are allowed and are logged as give
 An "owner" entry logs the owner statement envelope of `verifier.evidence.owners` (signed by
 the registry, and by the owner's key when the registry holds it).
 
+A "commitment" entry also carries the key's public parameters and its "screening" against the
+registry's reference panel (`verifier.screening.Screening.to_dict()` plus "domain", or
+{"status": "not needed"} for a key whose every random element derives from its seed).
+
 A correction never edits an entry: it is a new entry that points at the one it corrects.
 """
 from __future__ import annotations

@@ -14,9 +14,11 @@ assembles a report with these functions, in this order:
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from verifier import forgery
 from verifier.evidence.canonical import canonical_json
 from verifier.evidence.dsse import PAYLOAD_TYPE_INTOTO, sign_envelope
 from verifier.evidence.errors import EvidenceError
@@ -29,7 +31,41 @@ REPORT_FORMAT = "hallmark/report/v1"
 PREDICATE_TYPE = "https://hallmark.dev/verification/v1"
 ATTRIBUTED, NOT_ATTRIBUTED, NOT_APPLICABLE = "attributed", "not attributed", "not applicable"
 ERROR = "error"  # the check could not run (fetch or scheme failure): not a test, not counted
-DECISIONS = (ATTRIBUTED, NOT_ATTRIBUTED, NOT_APPLICABLE, ERROR)
+FORGEABLE = "significant, forgeable"  # passed Holm, but a seed search below the floor reaches it
+INTEGRITY_ONLY = "integrity only"  # passed Holm on evidence that may not name an owner
+RAN = (ATTRIBUTED, NOT_ATTRIBUTED, FORGEABLE, INTEGRITY_ONLY)  # the tests Holm counts
+DECISIONS = (*RAN, NOT_APPLICABLE, ERROR)
+# The "screening" of a check's key: screened against a reference panel, no panel of its domain
+# existed at upload, or a key whose every random element derives from its seed.
+SCREENINGS = ("screened", "unscreened", "not needed")
+
+
+def decide(holm_reject: bool, log10_p: float, may_attribute: bool, min_forgery_bits: float) -> str:
+    """The decision of one check that ran. Rules, in order:
+
+    - Holm at the family alpha does not reject: "not attributed";
+    - the scheme says the evidence may not name an owner (`may_attribute` false, e.g. an lsb
+      mark without an owner signature): "integrity only";
+    - its forgery cost (`verifier.forgery.forgery_bits`) is below `min_forgery_bits`:
+      "significant, forgeable" (a seed search of about 1/p keys would reach it);
+    - otherwise "attributed". Only "attributed" checks name an owner in the verdict.
+
+    Example:
+        >>> decide(True, -20.0, True, 80), decide(True, -30.0, True, 80)
+        ('significant, forgeable', 'attributed')
+    """
+    if not holm_reject:
+        return NOT_ATTRIBUTED
+    if not may_attribute:
+        return INTEGRITY_ONLY
+    return ATTRIBUTED if forgery.attributes(True, log10_p, min_forgery_bits) else FORGEABLE
+
+
+def forgery_field(log10_p: float) -> float | str:
+    """A check's "forgery_bits": `forgery_bits(log10_p)`, or "inf" for p = 0 (or clamped at
+    10^-1e308), since JSON holds no infinity."""
+    bits = forgery.forgery_bits(log10_p)
+    return "inf" if math.isinf(bits) or log10_p <= -1e308 else bits
 
 
 def owner_entry(public_key: bytes, *, byok: bool = False, **extra: Any) -> dict[str, Any]:
@@ -40,7 +76,8 @@ def owner_entry(public_key: bytes, *, byok: bool = False, **extra: Any) -> dict[
 
 
 def check_entry(result: TestResult, *, commitment: str, model: str, owner_keyid: str,
-                alpha: float | None, decision: str) -> dict[str, Any]:
+                alpha: float | None, decision: str, screening: str = "not needed"
+                ) -> dict[str, Any]:
     """One item of the predicate's "checks", from a scheme's TestResult.
 
     Args:
@@ -49,10 +86,11 @@ def check_entry(result: TestResult, *, commitment: str, model: str, owner_keyid:
         model: the registry's identifier of the registered model.
         owner_keyid: keyid of the model's owner.
         alpha: the Holm threshold this test faced (None when not applicable).
-        decision: "attributed", "not attributed" or "not applicable".
+        decision: one of RAN (see `decide`) or "not applicable".
+        screening: the key's screening, one of SCREENINGS.
     """
-    if decision not in (ATTRIBUTED, NOT_ATTRIBUTED, NOT_APPLICABLE):
-        raise EvidenceError(f"decision must be attributed, not attributed or not applicable, "
+    if decision not in (*RAN, NOT_APPLICABLE):
+        raise EvidenceError(f"decision must be one of {', '.join(RAN)} or not applicable, "
                             f"received {decision!r}")
     if (decision == NOT_APPLICABLE) != (not result.applicable):
         raise EvidenceError("decision 'not applicable' goes with exactly the results that are "
@@ -62,7 +100,9 @@ def check_entry(result: TestResult, *, commitment: str, model: str, owner_keyid:
             "owner_keyid": owner_keyid, "statistic": d["statistic"], "n": d["n"],
             "log10_p": d["log10_p"], "p_value": d["p_value"], "null": d["null"],
             "alpha": alpha, "decision": decision, "queries": d["queries"],
-            "claim": d["claim"], "details": d["details"]}
+            "claim": d["claim"], "details": d["details"],
+            "forgery_bits": forgery_field(result.log10_p), "may_attribute": result.may_attribute,
+            "screening": screening}
 
 
 def commitment_ref(digest: str, scheme: str, log_index: int, registered_at: str,
@@ -77,9 +117,12 @@ def verification_predicate(*, verification: str, registry_origin: str,
                            alpha: float, checks: Sequence[Mapping[str, Any]],
                            verdict: Mapping[str, Any], times: Mapping[str, Any],
                            commitments: Sequence[Mapping[str, Any]],
-                           suspect: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                           suspect: Mapping[str, Any] | None = None,
+                           min_forgery_bits: float = forgery.DEFAULT_MIN_FORGERY_BITS
+                           ) -> dict[str, Any]:
     """The predicate of https://hallmark.dev/verification/v1 (tests_run is counted here:
-    the checks that ran, i.e. whose decision is "attributed" or "not attributed").
+    the checks that ran, i.e. whose decision is one of RAN). `min_forgery_bits` is the
+    registry's floor that `decide` applied.
 
     `suspect` (optional) describes the suspect; its "first_seen" time enables priority checks.
     """
@@ -88,7 +131,8 @@ def verification_predicate(*, verification: str, registry_origin: str,
             "registry": {"origin": registry_origin, "keyid": keyid_of(registry_public_key),
                          "public_key": b64(registry_public_key)},
             "owners": [dict(o) for o in owners], "alpha": alpha,
-            "tests_run": sum(1 for c in checks if c["decision"] in (ATTRIBUTED, NOT_ATTRIBUTED)),
+            "min_forgery_bits": min_forgery_bits,
+            "tests_run": sum(1 for c in checks if c["decision"] in RAN),
             "checks": [dict(c) for c in checks], "verdict": dict(verdict), "times": dict(times),
             "commitments": [dict(c) for c in commitments]}
 
