@@ -25,12 +25,21 @@ def _entries(indexes: list[int]) -> dict[int, bytes]:
     return {int(i): bytes(b) for i, b in rows}
 
 
+ALL_PROOFS_UP_TO = 64  # listed commitments; above (a scan of the registry), attributed ones only
+
+
 def commitment_proofs(report: Report, snap: Snapshot) -> list[dict[str, Any]]:
-    """A proof for each commitment the predicate lists, at its log_index."""
-    cited = [c for c in _predicate(report)["commitments"] if c["log_index"] < snap.size]
+    """A proof for each commitment the predicate lists, at its log_index; for a report listing
+    more than ALL_PROOFS_UP_TO (a scan), for each commitment a check attributed (the ones its
+    priority claims rest on), so a scan's report stays small."""
+    pred = _predicate(report)
+    cited = [c for c in pred["commitments"] if c["log_index"] < snap.size]
+    if len(cited) > ALL_PROOFS_UP_TO:
+        hits = {c["commitment"] for c in pred["checks"] if c["decision"] == "attributed"}
+        cited = [c for c in cited if c["digest"] in hits]
     bodies = _entries([c["log_index"] for c in cited])
-    return [commitment_proof_field(c["digest"], bodies[c["log_index"]],
-                                   snap.bundle(c["log_index"]))
+    bundles = snap.bundles([c["log_index"] for c in cited if c["log_index"] in bodies])
+    return [commitment_proof_field(c["digest"], bodies[c["log_index"]], bundles[c["log_index"]])
             for c in cited if c["log_index"] in bodies]
 
 
@@ -40,8 +49,9 @@ def owner_proofs(report: Report, snap: Snapshot) -> list[dict[str, Any]]:
     keyids = [o["keyid"] for o in _predicate(report)["owners"]]
     owners = Owner.objects.filter(keyid__in=keyids, log_index__lt=snap.size).order_by("keyid")
     bodies = _entries([o.log_index for o in owners])
+    bundles = snap.bundles(list(bodies))
     return [owner_proof_field(o.keyid, json.loads(o.statement), bodies[o.log_index],
-                              snap.bundle(o.log_index))
+                              bundles[o.log_index])
             for o in owners if o.log_index in bodies]
 
 
@@ -50,9 +60,10 @@ def countersignatures(report: Report, snap: Snapshot) -> list[dict[str, Any]]:
     rows = (report.countersignatures.select_related("owner")
             .filter(log_index__lt=snap.size).order_by("log_index"))
     bodies = _entries([c.log_index for c in rows])
+    bundles = snap.bundles(list(bodies))
     out = []
     for c in rows:
         entry = json.loads(bodies[c.log_index])
         out.append(countersignature_field(c.owner.keyid, c.sig, entry["signed_at"],
-                                          bodies[c.log_index], snap.bundle(c.log_index)))
+                                          bodies[c.log_index], bundles[c.log_index]))
     return out

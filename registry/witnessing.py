@@ -121,6 +121,13 @@ class Snapshot:
         """A tlog-proof of entry `index` against this checkpoint."""
         return proofbundle.make_bundle(index, translog.inclusion(index, self.size), self.note)
 
+    def bundles(self, indexes: list[int]) -> dict[int, str]:
+        """tlog-proofs of many entries against this checkpoint (one database read)."""
+        if not indexes:
+            return {}
+        proofs = translog.inclusions(indexes, self.size)
+        return {i: proofbundle.make_bundle(i, p, self.note) for i, p in proofs.items()}
+
 
 def snapshot(covering: int = 0) -> Snapshot:
     """The published checkpoint covering entries below `covering`, with its cosignatures."""

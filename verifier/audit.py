@@ -68,7 +68,7 @@ Rules checked, in order (the audit stops at the first failure):
                   null; verdict.attributed is true exactly when there is one.
   log inclusion   the entry report_entry(envelope) is included at log.index in the bundle's
                   checkpoint, which is signed by the registry key under the origin name.
-  commitment log  (when commitment_proofs are given) every listed commitment has one; each
+  commitment log  (when commitment_proofs are given) every attributed commitment has one; each
                   commitment's entry is in the log at its log_index and names the checks' owner.
   priority proofs (with commitment_proofs and suspect.first_seen) each commitment marked
                   proves_priority was logged (the time in its proved entry) before first_seen.

@@ -64,21 +64,27 @@ class _LogChecks(_AuditState):
                               self.registry_key)
             except EvidenceError as e:
                 raise EvidenceError(f"commitment {c['digest'][:16]}…: {e}") from None
-        missing = sorted(set(listed) - {p["digest"] for p in proofs})
+        missing = sorted(self._attributed() - {p["digest"] for p in proofs})
         if missing:
-            raise EvidenceError(f"commitment {missing[0][:16]}… is cited without a log proof "
-                                "(commitment_proofs must cover every listed commitment)")
+            raise EvidenceError(f"commitment {missing[0][:16]}… attributes the suspect but has no "
+                                "log proof (commitment_proofs must cover every attributed "
+                                "commitment)")
         return f"{len(proofs)} commitment(s) proved in the log at their log_index"
+
+    def _attributed(self) -> set[str]:
+        return {c["commitment"] for c in self.pred["checks"] if c["decision"] == "attributed"}
 
     def check_priority_proofs(self) -> str:
         """Priority from the proofs alone: each commitment claimed to prove priority was logged
         (the time inside its proved log entry) before the suspect was first seen."""
         first_seen = self.pred["suspect"]["first_seen"]
-        proved = 0
+        proved, attributed = 0, self._attributed()
         for c in self.pred["commitments"]:
             if c.get("proves_priority") is not True or first_seen is None:
                 continue
             logged = self.logged_times.get(c["digest"])
+            if logged is None and c["digest"] not in attributed:
+                continue  # claims nothing: no proof needed
             if logged is None:
                 raise EvidenceError(f"commitment {c['digest'][:16]}… claims priority but its log "
                                     "entry carries no time")

@@ -217,3 +217,19 @@ def test_hallmark_countersign_sends_the_signature_to_the_registry(live_server, t
     assert "countersignature logged at index" in capsys.readouterr().out
     res = audit(_served(api, report))
     assert res.ok and any(c.name == "countersignatures" for c in res.checks), res.failure
+
+
+@pytest.mark.django_db
+def test_a_scan_sized_report_carries_proofs_for_attributed_commitments_only(monkeypatch):
+    from registry import evidence_proofs
+
+    api, body = _signup("alice")
+    report = _report(Owner.objects.get(keyid=body["keyid"]))
+    full = json.loads(_served(api, report))
+    assert len(full["commitment_proofs"]) == 1
+    monkeypatch.setattr(evidence_proofs, "ALL_PROOFS_UP_TO", 0)  # as if it listed thousands
+    small = json.loads(_served(api, report))
+    attributed = {c["commitment"] for c in reporting.statement_of(report)["predicate"]["checks"]
+                  if c["decision"] == "attributed"}
+    assert {p["digest"] for p in small.get("commitment_proofs", [])} == attributed
+    assert audit(canonical_json(small)).ok

@@ -145,11 +145,20 @@ def test_priority_fails_when_a_cited_commitments_proof_is_altered():
     assert res.failure.name == "commitment log" and "inclusion proof fails" in res.failure.reason
 
 
-def test_a_report_citing_a_commitment_without_its_proof_fails():
-    report = _issue(MiniRegistry(), first_seen="2026-02-01T00:00:00Z")
-    report["commitment_proofs"].append(copy.deepcopy(report["commitment_proofs"][0]))
-    report["commitment_proofs"][0]["digest"] = "ab" * 32
-    assert audit(report).failure.name == "commitment log"
+def test_an_attributed_commitment_without_its_proof_fails_and_others_may_go_without():
+    reg = MiniRegistry()
+    alice = reg.commit(ALICE, b"alice key", "2026-01-05T09:00:00Z")
+    other = reg.commit(ALICE, b"other key", "2026-01-06T09:00:00Z")
+    report = reg.issue([(alice, result(-70.0)), (other, result(-0.5))], commitment_proofs=True,
+                       with_priority=True, first_seen="2026-02-01T00:00:00Z")
+    proofs = report["commitment_proofs"]
+    only_attributed = copy.deepcopy(report)
+    only_attributed["commitment_proofs"] = [p for p in proofs if p["digest"] == alice.digest]
+    assert audit(only_attributed).ok
+    without = copy.deepcopy(report)
+    without["commitment_proofs"] = [p for p in proofs if p["digest"] == other.digest]
+    res = audit(without)
+    assert res.failure.name == "commitment log" and "has no log proof" in res.failure.reason
 
 
 def test_the_cli_requires_the_witness_quorum(tmp_path, capsys):
