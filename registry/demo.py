@@ -115,7 +115,8 @@ def _print_report(name: str, report: dict) -> dict:
     statement = json.loads(base64.b64decode(report["envelope"]["payload"]))
     p = statement["predicate"]
     verdict = p["verdict"]
-    who = f"ATTRIBUTED to owner {verdict['owner_keyid'][:16]}…" if verdict["attributed"] else "not attributed"
+    who = (f"ATTRIBUTED to owner {verdict['owner_keyid'][:16]}…" if verdict["attributed"]
+           else verdict.get("outcome", "not attributed"))
     say(f"   {name}: {who} (Holm over {p['tests_run']} tests, family-wise alpha {p['alpha']:g})")
     say(f"   (a check attributes only at a forgery cost of at least {p['min_forgery_bits']:g} "
         "bits: a seed search would need 2^that many keys)")

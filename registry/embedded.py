@@ -53,7 +53,7 @@ def shown_bind(host: str) -> str:
 
 
 class Embedded:
-    """Context manager running Redis + N celery workers + the web server for `data_dir`.
+    """Context manager running Redis + N celery workers + beat + the web server for `data_dir`.
 
     Example:
         with Embedded(Path("data"), workers=2) as e:
@@ -123,10 +123,14 @@ class Embedded:
             "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
             "--dir", str(self.data_dir)])
         _wait_for(self.socket.exists, "the embedded Redis server", 20, redis)
+        queue = self.env.get("HALLMARK_QUEUE") or "hallmark"
+        # one beat: it schedules the sweeper that re-drives stalled work (docs/architecture.md)
+        self._spawn("beat", [sys.executable, "-m", "celery", "-A", "workers", "beat",
+                             "-s", str(self.data_dir / "beat-schedule"), "--loglevel", "INFO"])
         for i in range(self.workers):
             self._spawn(f"worker{i}", [
                 sys.executable, "-m", "celery", "-A", "workers", "worker", "-n", f"w{i}@%h",
-                "-c", str(self.concurrency), "-O", "fair", "-Q", "hallmark",
+                "-c", str(self.concurrency), "-O", "fair", "-Q", f"{queue},{queue}.sweep",
                 "--loglevel", "INFO", "--without-gossip", "--without-mingle"])
         web = self._spawn("web", [sys.executable, "-m", "gunicorn", "registry.wsgi",
                                   "-b", f"{shown_bind(self.host)}:{self.port}", "-w", "2", "--timeout", "120"])

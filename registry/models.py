@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
@@ -13,14 +13,33 @@ from django.utils import timezone
 QUEUED, FETCHING, CHECKING, FINALIZING, DONE, FAILED = (
     "queued", "fetching", "checking", "finalizing", "done", "failed")
 VERIFICATION_STATUSES = [(s, s) for s in (QUEUED, FETCHING, CHECKING, FINALIZING, DONE, FAILED)]
-# CheckResult.status
-RUNNING, CHECKED, NOT_APPLICABLE, ERROR = "running", "checked", "not applicable", "error"
-CHECK_STATUSES = [(s, s) for s in (RUNNING, CHECKED, NOT_APPLICABLE, ERROR)]
+# Verification states a worker may be driving (the sweeper's concern)
+ACTIVE = (QUEUED, FETCHING, CHECKING, FINALIZING)
+# CheckResult.status: pending (row written at fan-out, not started), running (claimed under a
+# lease), then one of the finished states
+PENDING, RUNNING, CHECKED, NOT_APPLICABLE, ERROR = (
+    "pending", "running", "checked", "not applicable", "error")
+CHECK_STATUSES = [(s, s) for s in (PENDING, RUNNING, CHECKED, NOT_APPLICABLE, ERROR)]
+UNFINISHED = (PENDING, RUNNING)
 # Suspect.kind
 FILE, ENDPOINT = "file", "endpoint"
 # LogEntry.kind
 LOG_KINDS = [(k, k) for k in ("owner", "model", "commitment", "report", "licence", "correction",
                               "countersignature")]
+
+
+def lapsed(now: datetime) -> Q:
+    """No live lease: none taken, or its holder stopped renewing it (dead worker)."""
+    return Q(lease_until=None) | Q(lease_until__lt=now)
+
+
+def stale(now: datetime, redrive_after: timedelta) -> Q:
+    """Work no live worker holds and no message in flight is likely to reach, so the sweeper
+    sends one: sending failed (driven_at null), a worker claimed it after the last message and
+    died (driven_at < lease_until, lapsed), or the last message is older than `redrive_after`
+    (lost with a broker restart or a dead worker's reservation; a duplicate is harmless)."""
+    return lapsed(now) & (Q(driven_at=None) | Q(driven_at__lt=F("lease_until"))
+                          | Q(driven_at__lt=now - redrive_after))
 
 
 class Owner(models.Model):
@@ -138,27 +157,48 @@ class Verification(models.Model):
     fetch_claimed_at = models.DateTimeField(null=True)  # when a worker last claimed the fetch
     fetched_at = models.DateTimeField(null=True)
     finished_at = models.DateTimeField(null=True)
+    # A worker fetching or finalizing holds a lease it keeps renewing; past it, the worker is dead.
+    lease_until = models.DateTimeField(null=True)
+    # When a message was last sent for the current state; null when sending it failed.
+    driven_at = models.DateTimeField(null=True, default=timezone.now)
 
     class Meta:
         ordering = ["-submitted_at"]
+        # The sweeper: active verifications by state and by when they were last driven.
+        indexes = [models.Index(fields=["status", "driven_at"], name="verification_sweep",
+                                condition=Q(status__in=ACTIVE))]
 
     def claim(self, from_status: str, to_status: str) -> bool:
         """Atomically move from one status to the next; False if someone else already did."""
-        changed = Verification.objects.filter(pk=self.pk, status=from_status).update(status=to_status)
+        changed = Verification.objects.filter(pk=self.pk, status=from_status).update(
+            status=to_status, lease_until=None, driven_at=timezone.now())
         if changed:
             self.status = to_status
         return bool(changed)
 
-    def claim_fetch(self, stale_after: timedelta) -> bool:
-        """Claim the fetch: a queued verification, or one whose fetch claim is older than
-        `stale_after` (its worker died and the broker redelivered the message)."""
+    def claim_fetch(self, lease: timedelta) -> bool:
+        """Claim the fetch under a lease: a queued verification, or a fetching one whose lease
+        ran out (its worker died). A duplicate delivery during a live fetch gets False."""
         now = timezone.now()
-        claimable = Q(status=QUEUED) | Q(status=FETCHING, fetch_claimed_at__lt=now - stale_after)
+        claimable = Q(status=QUEUED) | Q(status=FETCHING) & lapsed(now)
         changed = Verification.objects.filter(claimable, pk=self.pk).update(
-            status=FETCHING, fetch_claimed_at=now)
+            status=FETCHING, fetch_claimed_at=now, lease_until=now + lease)
         if changed:
             self.status, self.fetch_claimed_at = FETCHING, now
         return bool(changed)
+
+    def claim_finalize(self, lease: timedelta) -> bool:
+        """Claim the finalize step under a lease (no other live finalize of this verification)."""
+        now = timezone.now()
+        return bool(Verification.objects.filter(lapsed(now), pk=self.pk, status=FINALIZING).update(
+            lease_until=now + lease))
+
+    def release(self) -> None:
+        """Give the lease back (an infrastructure failure: a retry may claim again at once)."""
+        Verification.objects.filter(pk=self.pk).update(lease_until=None)
+
+    def unfinished_checks(self) -> int:
+        return self.checks.filter(status__in=UNFINISHED).count()
 
     def count_check_done(self) -> bool:
         """Add one finished check; True when this was the last one expected."""
@@ -177,8 +217,8 @@ class CheckResult(models.Model):
     verification = models.ForeignKey(Verification, on_delete=models.CASCADE, related_name="checks")
     commitment = models.ForeignKey(Commitment, on_delete=models.PROTECT, related_name="checks")
     scheme = models.CharField(max_length=40)
-    status = models.CharField(max_length=16, choices=CHECK_STATUSES, default=RUNNING)
-    attempts = models.IntegerField(default=0)
+    status = models.CharField(max_length=16, choices=CHECK_STATUSES, default=PENDING)
+    attempts = models.IntegerField(default=0)  # runs started and not released (lost workers + 1)
     statistic = models.FloatField(null=True)
     n = models.IntegerField(null=True)
     log10_p = models.FloatField(null=True)  # -inf is stored as -1e308
@@ -191,10 +231,31 @@ class CheckResult(models.Model):
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True)
     seconds = models.FloatField(null=True)
+    lease_until = models.DateTimeField(null=True)  # renewed by the running worker
+    driven_at = models.DateTimeField(null=True, default=timezone.now)  # last message sent; null: failed
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["verification", "commitment", "scheme"],
                                                name="one_check_per_verification_commitment_scheme")]
+        # The sweeper: unfinished checks whose message is lost or whose worker died.
+        indexes = [models.Index(fields=["status", "driven_at"], name="check_sweep",
+                                condition=Q(status__in=UNFINISHED))]
+
+    def claim_run(self, lease: timedelta) -> bool:
+        """Claim a pending check, or a running one whose lease ran out (its worker died), and
+        count the run; False if a live worker holds it or it is finished."""
+        now = timezone.now()
+        claimable = Q(status=PENDING) | Q(status=RUNNING) & lapsed(now)
+        changed = CheckResult.objects.filter(claimable, pk=self.pk).update(
+            status=RUNNING, attempts=F("attempts") + 1, lease_until=now + lease)
+        if changed:
+            self.refresh_from_db(fields=["status", "attempts", "lease_until"])
+        return bool(changed)
+
+    def release(self) -> None:
+        """Back to pending, uncounted (an infrastructure failure, not a lost worker)."""
+        CheckResult.objects.filter(pk=self.pk, status=RUNNING).update(
+            status=PENDING, attempts=F("attempts") - 1, lease_until=None)
 
 
 class Report(models.Model):

@@ -1,6 +1,8 @@
 """Finalizing a verification: the family-wise decision, the signed statement, the log entry.
 
 Rules encoded here:
+- The verdict's outcome is "attributed", "not attributed" or "inconclusive" (no attribution
+  while some check ended in error, i.e. did not run: a missing check could have attributed).
 - Only checks that ran count as tests; Holm's correction at HALLMARK_ALPHA runs over all of
   them (every commitment the verification covered), so the chance that a verification
   attributes an independent model to anyone is at most alpha.
@@ -48,6 +50,7 @@ from verifier.stats import holm
 PAYLOAD_TYPE = dsse.PAYLOAD_TYPE_INTOTO
 ATTRIBUTED, NOT_ATTRIBUTED, NOT_APPLICABLE, ERRORED = (
     "attributed", "not attributed", "not applicable", "error")
+INCONCLUSIVE = "inconclusive"  # verdict only: no attribution, and some check did not run
 
 
 def rfc3339(t: datetime | None) -> str | None:
@@ -108,7 +111,12 @@ def _verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
     hits = [r for r in rows if r["decision"] == ATTRIBUTED]
     valid = [r for r in hits if r["prior_to_first_sighting"]]
     best = min(valid, key=lambda r: r["commitment_log_index"]) if valid else None
+    missing = sum(1 for r in rows if r["decision"] == ERRORED)
     return {
+        # "inconclusive" when no owner is attributed but a check that could have attributed
+        # did not run: a plain "not attributed" is never signed while checks are missing.
+        "outcome": ATTRIBUTED if best else INCONCLUSIVE if missing else NOT_ATTRIBUTED,
+        "checks_missing": missing,
         "attributed": bool(best),
         "owner_keyid": best["owner_keyid"] if best else None,
         "model": best["model"] if best else None,

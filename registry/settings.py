@@ -216,12 +216,49 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = envint("HALLMARK_TASK_SOFT_TIME_LIMIT", 600)
 CELERY_TASK_TIME_LIMIT = envint("HALLMARK_TASK_TIME_LIMIT", 660)
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 600}
+# Redelivery by the broker is the slow path (a dead worker's unacked messages come back after
+# the visibility timeout, which must exceed the longest task so a live one is never run twice);
+# the fast path is the database lease + sweeper below (docs/architecture.md, "Faults").
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": envint("HALLMARK_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT + 600)}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Sending to a dead broker fails within about a second instead of hanging the request.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": envint("HALLMARK_PUBLISH_RETRIES", 2),
+                                    "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+CELERY_BROKER_CONNECTION_TIMEOUT = envfloat("HALLMARK_BROKER_CONNECT_TIMEOUT", 4.0)
 CELERY_WORKER_MAX_TASKS_PER_CHILD = envint("HALLMARK_WORKER_MAX_TASKS_PER_CHILD", 200)
+# A child must report ready within this time or is killed; children fork from a warmed-up
+# parent and are ready in milliseconds, this is the margin for a loaded host.
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = envfloat("HALLMARK_WORKER_PROC_ALIVE_TIMEOUT", 30.0)
 CELERY_TASK_DEFAULT_QUEUE = envstr("HALLMARK_QUEUE", "hallmark")
+# The sweeper has its own queue (workers consume both) so it is not stuck behind a backlog.
+HALLMARK_SWEEP_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}.sweep"
+CELERY_TASK_ROUTES = {"workers.sweep": {"queue": HALLMARK_SWEEP_QUEUE}}
 if CELERY_TASK_SOFT_TIME_LIMIT >= CELERY_TASK_TIME_LIMIT:
     raise ConfigError("HALLMARK_TASK_SOFT_TIME_LIMIT must be below HALLMARK_TASK_TIME_LIMIT")
+if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] <= CELERY_TASK_TIME_LIMIT:
+    raise ConfigError("HALLMARK_VISIBILITY_TIMEOUT must exceed HALLMARK_TASK_TIME_LIMIT, or the "
+                      "broker redelivers tasks that are still running")
+
+# Faults: a running fetch, check or finalize holds a lease in its row, renewed every third of
+# HALLMARK_LEASE_SECONDS; the sweeper (Celery beat, every HALLMARK_SWEEP_INTERVAL seconds)
+# re-drives work whose lease ran out (dead worker), whose message could not be sent, or whose
+# last message is older than HALLMARK_REDRIVE_AFTER (lost with the broker).
+HALLMARK_LEASE_SECONDS = envfloat("HALLMARK_LEASE_SECONDS", 30.0)
+HALLMARK_SWEEP_INTERVAL = envfloat("HALLMARK_SWEEP_INTERVAL", 15.0)
+HALLMARK_REDRIVE_AFTER = envfloat("HALLMARK_REDRIVE_AFTER", 120.0)
+HALLMARK_SWEEP_BATCH = envint("HALLMARK_SWEEP_BATCH", 500)  # rows re-driven per state per sweep
+# A check whose worker died this many times is recorded as an error (the verdict is then
+# inconclusive); infrastructure failures retry with backoff and jitter up to HALLMARK_TASK_RETRIES
+# times per message, and the sweeper re-drives them after that.
+HALLMARK_CHECK_MAX_LOST = envint("HALLMARK_CHECK_MAX_LOST", 3)
+HALLMARK_TASK_RETRIES = envint("HALLMARK_TASK_RETRIES", 8)
+HALLMARK_RETRY_BACKOFF_MAX = envint("HALLMARK_RETRY_BACKOFF_MAX", 60)
+CELERY_BEAT_SCHEDULE = {"sweep": {"task": "workers.sweep", "schedule": HALLMARK_SWEEP_INTERVAL,
+                                  "options": {"expires": HALLMARK_SWEEP_INTERVAL}}}
+if not 0 < HALLMARK_LEASE_SECONDS < CELERY_TASK_TIME_LIMIT or HALLMARK_SWEEP_INTERVAL <= 0:
+    raise ConfigError("HALLMARK_LEASE_SECONDS must be positive and below HALLMARK_TASK_TIME_LIMIT, "
+                      "and HALLMARK_SWEEP_INTERVAL positive")
 
 LOGGING = {
     "version": 1,

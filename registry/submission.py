@@ -7,7 +7,7 @@ from django.db import transaction
 
 from registry import errors
 from registry.celery_app import enqueue
-from registry.models import ENDPOINT, FILE, Owner, RegisteredModel, Suspect, Verification
+from registry.models import ENDPOINT, FILE, QUEUED, Owner, RegisteredModel, Suspect, Verification
 
 # An Open Inference Protocol v2 endpoint URL: .../v2/models/<name> (optionally /infer).
 _OIP_MARKER = "/v2/models/"
@@ -41,10 +41,20 @@ def validate_url(url: str) -> str:
 
 
 def submit(owner: Owner, url: str, target: RegisteredModel | None = None) -> Verification:
-    """Create the suspect and its verification, and enqueue the fetch once committed."""
+    """Create the suspect and its verification, and enqueue the fetch once committed.
+
+    The row is the request: when the broker is down the send fails, the row is marked
+    (driven_at = null) and the sweeper sends the fetch once the broker is back, so the client
+    still gets its verification (202) and never a 500 or a reason to submit twice.
+    """
     url = validate_url(url)
     with transaction.atomic():
         suspect = Suspect.objects.create(url=url, kind=suspect_kind(url))
         v = Verification.objects.create(suspect=suspect, requested_by=owner, target=target)
-        transaction.on_commit(lambda: enqueue("workers.fetch", v.pk))
+        transaction.on_commit(lambda: _send_fetch(v))
     return v
+
+
+def _send_fetch(v: Verification) -> None:
+    if not enqueue("workers.fetch", v.pk):
+        Verification.objects.filter(pk=v.pk, status=QUEUED).update(driven_at=None)

@@ -33,7 +33,9 @@ The envelope's payload is canonical JSON of an in-toto Statement v1:
       "checks": [{"scheme", "commitment", "model", "owner_keyid", "statistic", "n", "log10_p"
                   (number or "-inf"), "p_value", "null", "alpha" (Holm threshold, null when not
                   applicable), "decision", "queries", "claim", "details"}],
-      "verdict": {"attributed": bool, "earliest": digest or null (optional), ...},
+      "verdict": {"attributed": bool, "earliest": digest or null (optional),
+                  "outcome": "attributed" | "not attributed" | "inconclusive" (optional),
+                  "checks_missing": count of "error" checks (optional), ...},
       "times": {"submitted", "fetched" (null if the fetch failed), "finished", "signed",
                 "first_seen" (optional)}: RFC 3339 UTC, "YYYY-MM-DDTHH:MM:SS[.ffffff]Z",
       "commitments": [{"digest", "scheme", "log_index", "registered_at",
@@ -62,6 +64,9 @@ Rules checked, in order (the audit stops at the first failure):
   decisions       tests_run and every decision and per-check alpha follow Holm's procedure at
                   the family alpha over the checks that ran ("attributed"/"not attributed");
                   verdict.attributed is false when no check attributed.
+  outcome         verdict.outcome (if present) is "attributed" when verdict.attributed, else
+                  "inconclusive" when some check is an "error" (did not run), else "not
+                  attributed"; verdict.checks_missing (if present) counts the "error" checks.
   priority        (when suspect.first_seen is given) proves_priority = registered_at <
                   first_seen (or first_seen is null); verdict.earliest_commitment (if present)
                   is the attributed commitment with priority and the smallest log index, or
@@ -218,6 +223,8 @@ class _Auditor(_EnvelopeChecks, _PredicateChecks, _LogChecks, _WitnessChecks, _O
         self.step("statement", self.check_statement)
         self.step("predicate", self.check_predicate)
         self.step("decisions", self.check_decisions)
+        if "outcome" in self.pred["verdict"]:  # reports made before outcomes existed omit it
+            self.step("outcome", self.check_outcome)
         if _has_first_seen(self.pred):
             self.step("priority", self.check_priority)
         self.step("log inclusion", self.check_inclusion)

@@ -180,3 +180,26 @@ class _PredicateChecks(_AuditState):
                                 "seen can attribute it")
         return (f"earliest valid commitment: {earliest[:16] + '…' if earliest else 'none'} "
                 f"({len(attributed) - len(valid)} attributed commitment(s) cannot prove priority)")
+
+    def check_outcome(self) -> str:
+        """verdict.outcome: "attributed" with an attribution, else "inconclusive" when any check
+        is an "error", else "not attributed"."""
+        from verifier.evidence.report import ERROR, INCONCLUSIVE, OUTCOMES
+
+        verdict = self.pred["verdict"]
+        missing = sum(c["decision"] == ERROR for c in self.pred["checks"])
+        if verdict["outcome"] not in OUTCOMES:
+            raise EvidenceError(f"verdict.outcome is {verdict['outcome']!r}, expected one of "
+                                f"{', '.join(OUTCOMES)}")
+        expected = (ATTRIBUTED if verdict["attributed"] else INCONCLUSIVE if missing
+                    else "not attributed")
+        if verdict["outcome"] != expected:
+            raise EvidenceError(f"verdict.outcome is {verdict['outcome']!r} but the checks give "
+                                f"{expected!r} ({missing} check(s) did not run; with none "
+                                "attributed the outcome must be 'inconclusive')" if missing else
+                                f"verdict.outcome is {verdict['outcome']!r} but the checks "
+                                f"give {expected!r}")
+        if verdict.get("checks_missing", missing) != missing:
+            raise EvidenceError(f"verdict.checks_missing is {verdict['checks_missing']!r} but "
+                                f"{missing} check(s) are in error")
+        return f"{expected} ({missing} check(s) did not run)"

@@ -1,6 +1,15 @@
-"""Turning a Suspect row into something a scheme can test: fetch, validate, load (cached)."""
+"""Turning a Suspect row into something a scheme can test: fetch, validate, load (cached).
+
+Hosts share no filesystem: each keeps its own content-addressed cache under
+$HALLMARK_DATA_DIR. The first fetch records the suspect's SHA-256; any later fetch (a check on
+another host, a redelivered fetch) must find the same bytes, or `SuspectChanged` is raised and
+the verification fails with nothing signed. A host downloads a suspect at most once: its
+children take a per-host file lock, and the second one finds the file the first one stored.
+"""
 from __future__ import annotations
 
+import fcntl
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -10,8 +19,12 @@ from django.utils import timezone
 from registry.models import ENDPOINT, Suspect
 from verifier import Suspect as VerifierSuspect
 from verifier.models import load_suspect
-from workers.fetcher import FetchPolicy, fetch
+from workers.fetcher import Fetched, FetchPolicy, fetch
 from workers.oip import oip_suspect
+
+
+class SuspectChanged(Exception):
+    """The URL now serves other bytes than those pinned at the suspect's first fetch."""
 
 
 def policy() -> FetchPolicy:
@@ -23,19 +36,52 @@ def _cache_path(sha256: str) -> Path:
 
 
 def prepare(suspect: Suspect) -> None:
-    """Fetch the suspect into the content-addressed cache and check that it loads.
+    """Fetch the suspect into this host's cache, pin its digest and check that it loads.
 
-    Raises FetchError or ModelFormatError (typed, with a message naming the fix); on error
-    nothing is cached and the row is unchanged.
+    Raises FetchError, ModelFormatError or SuspectChanged (typed, with a message naming the
+    fix); on error the row is unchanged.
     """
     if suspect.kind == ENDPOINT:
         suspect.format = "oip-v2 endpoint"
     else:
-        fetched = fetch(suspect.url, policy(), settings.HALLMARK_CACHE_DIR)
+        fetched = _fetch_pinned(suspect)
         loaded = _load_file(str(fetched.path))
         suspect.sha256, suspect.size, suspect.format = fetched.sha256, fetched.size, loaded.format
-    suspect.fetched_at = timezone.now()
+    suspect.fetched_at = suspect.fetched_at or timezone.now()  # the first sighting stays first
     suspect.save(update_fields=["sha256", "size", "format", "fetched_at"])
+
+
+def _fetch_pinned(suspect: Suspect) -> Fetched:
+    fetched = fetch(suspect.url, policy(), settings.HALLMARK_CACHE_DIR)
+    if suspect.sha256 and fetched.sha256 != suspect.sha256:
+        if not fetched.cached:
+            fetched.path.unlink(missing_ok=True)
+        raise SuspectChanged(
+            f"the suspect changed since it was first fetched: {suspect.url} now serves "
+            f"{fetched.size} bytes with SHA-256 {fetched.sha256[:16]}…, not the {suspect.size} "
+            f"bytes with SHA-256 {suspect.sha256[:16]}… checked at the first fetch; nothing was "
+            "signed. Submit the URL again to verify what it serves now")
+    return fetched
+
+
+def local_file(suspect: Suspect) -> Path:
+    """The suspect's file in this host's cache, fetched (once per host, pinned) if missing.
+
+    Raises FetchError or SuspectChanged.
+    """
+    path = _cache_path(suspect.sha256)
+    if path.is_file():
+        return path
+    locks = settings.HALLMARK_CACHE_DIR / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    fd = os.open(locks / suspect.sha256, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another child of this host may be downloading it
+        if not path.is_file():
+            _fetch_pinned(suspect)
+    finally:
+        os.close(fd)  # releases the lock
+    return path
 
 
 @lru_cache(maxsize=2)
@@ -48,4 +94,4 @@ def load(suspect: Suspect) -> VerifierSuspect:
     if suspect.kind == ENDPOINT:
         return oip_suspect(suspect.url, policy(), rate_per_second=settings.HALLMARK_ENDPOINT_RATE,
                            max_queries=settings.HALLMARK_ENDPOINT_MAX_QUERIES)
-    return _load_file(str(_cache_path(suspect.sha256))).suspect.fresh()
+    return _load_file(str(local_file(suspect))).suspect.fresh()

@@ -1,27 +1,34 @@
-"""Thin Celery tasks: fetch → group(check per commitment) → finalize.
+"""Thin Celery tasks: fetch → one check per commitment → finalize, plus the sweeper.
 
-Each task takes ids, re-reads rows, claims its work atomically and is idempotent, so a
-redelivered message (acks_late) does no harm. Finalize is enqueued exactly once, by the
-check that completes the count, under a conditional UPDATE (Celery's chord error handling
-has known gaps, so no chord is used). No watermark maths here: checks call one
-`verifier` function.
+Each task takes ids, re-reads rows, claims its work atomically under a lease it renews while
+running (workers/lease.py), and is idempotent, so a redelivered or re-driven message does no
+harm. Finalize is enqueued by the check that completes the count, under a conditional UPDATE
+(Celery's chord error handling has known gaps, so no chord is used). No watermark maths here:
+checks call one `verifier` function.
+
+Failures split in two (docs/architecture.md, "Faults"):
+- infrastructure (database, broker, this host's cache, the suspect's server answering
+  "try later"): the claim is released and the task retried with exponential backoff and full
+  jitter on any worker; after the retries the sweeper re-drives it. Never a result.
+- deterministic outcomes (a scheme raising, a refused download or model, a time limit, a
+  worker lost HALLMARK_CHECK_MAX_LOST times on the same check): stored once, as results.
 """
 from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
 
-from celery import group
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from registry import reporting
-from registry.celery_app import app
+from registry.celery_app import BROKER_ERRORS, app
 from registry.models import (
+    ACTIVE,
     CHECKED,
     CHECKING,
     DONE,
@@ -40,36 +47,77 @@ from registry.secrets import unseal
 from verifier import schemes
 from verifier.models import ModelFormatError
 from verifier.result import TestResult
-from workers import suspects
+from workers import dispatch, lease, suspects, sweeper
 from workers.fetcher import FetchError
 
 log = logging.getLogger("hallmark.workers")
-MAX_ATTEMPTS = 2  # a check whose worker died this many times is recorded as an error
-FETCH_RETRIES = 3
+FETCH_RETRIES = 3  # a suspect's server answering "try later" on the first fetch
+# Retried, never reported: the database, the broker, this host's cache folder.
+INFRASTRUCTURE: tuple[type[BaseException], ...] = (
+    OperationalError, InterfaceError, OSError, *BROKER_ERRORS)
+_RETRY = {"autoretry_for": INFRASTRUCTURE, "retry_backoff": True, "retry_jitter": True,
+          "retry_backoff_max": settings.HALLMARK_RETRY_BACKOFF_MAX,
+          "max_retries": settings.HALLMARK_TASK_RETRIES}
+
+
+def _backoff(retries: int) -> int:
+    """Seconds before retry number `retries` + 1: exponential, capped, full jitter."""
+    return get_exponential_backoff_interval(1, retries, settings.HALLMARK_RETRY_BACKOFF_MAX,
+                                            full_jitter=True)
 
 
 def _fail(v: Verification, code: str, message: str) -> None:
-    Verification.objects.filter(pk=v.pk).update(status=FAILED, error_code=code,
-                                                error_message=message, finished_at=timezone.now())
+    Verification.objects.filter(pk=v.pk, status__in=ACTIVE).update(
+        status=FAILED, error_code=code, error_message=message, finished_at=timezone.now(),
+        lease_until=None)
 
 
-@app.task(name="workers.fetch", bind=True, max_retries=FETCH_RETRIES)
+def _released(release: object) -> None:
+    """Give a claim back after an infrastructure failure, so the retry can take it at once.
+
+    The failure may have broken this thread's connection (a database restart): it is closed
+    and the release tried once more on a new one. If the database is still down, the lease
+    lapses instead and the sweeper re-drives the work.
+    """
+    for last in (False, True):
+        try:
+            release()  # type: ignore[operator]
+            return
+        except (OperationalError, InterfaceError) as e:
+            connections.close_all()
+            if last:
+                log.warning("could not release a claim (%s); its lease will lapse", e)
+
+
+@app.task(name="workers.fetch", bind=True, **_RETRY)
 def fetch(self, verification_id: int) -> None:  # type: ignore[no-untyped-def]
     """Fetch and validate the suspect, then fan out one check per commitment."""
     t0 = time.monotonic()
     v = Verification.objects.select_related("suspect", "target").get(pk=verification_id)
-    # A fetch claimed longer ago than the hard time limit belongs to a worker that died.
-    if not v.claim_fetch(timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)):
-        return
+    if not v.claim_fetch(lease.duration()):
+        return  # done, or a live worker holds it
+    try:
+        with lease.held(Verification, v.pk, status=FETCHING):
+            _fetch(self, v, t0)
+    except INFRASTRUCTURE:
+        _released(v.release)
+        raise
+
+
+def _fetch(task, v: Verification, t0: float) -> None:  # type: ignore[no-untyped-def]
     wait = (timezone.now() - v.submitted_at).total_seconds()
     try:
         suspects.prepare(v.suspect)
     except FetchError as e:
-        if not e.permanent and self.request.retries < FETCH_RETRIES:
+        if not e.permanent and task.request.retries < FETCH_RETRIES:
             v.claim(FETCHING, QUEUED)
-            raise self.retry(countdown=2 ** self.request.retries) from None
+            raise task.retry(countdown=_backoff(task.request.retries)) from None
         _fail(v, "fetch_failed", str(e))
         log.info("fetch v=%s failed (%s) in %.2fs", v.public_id, e, time.monotonic() - t0)
+        return
+    except suspects.SuspectChanged as e:
+        _fail(v, "suspect_changed", str(e))
+        log.info("fetch v=%s refused: %s", v.public_id, e)
         return
     except ModelFormatError as e:
         _fail(v, "bad_model", str(e))
@@ -78,29 +126,37 @@ def fetch(self, verification_id: int) -> None:  # type: ignore[no-untyped-def]
     commitments = Commitment.objects.order_by("log_index")
     if v.target is not None:
         commitments = commitments.filter(model=v.target)
-    ids = list(commitments.values_list("pk", flat=True))
+    planned = list(commitments.values_list("pk", "scheme"))
+    now = timezone.now()
     with transaction.atomic():
-        Verification.objects.filter(pk=v.pk).update(
-            status=CHECKING if ids else FINALIZING, checks_expected=len(ids),
-            fetched_at=timezone.now())
-        if ids:
-            transaction.on_commit(lambda: group(check.s(v.pk, c) for c in ids).apply_async())
+        # Status, expected count and the pending check rows commit together: whatever dies
+        # after this point, the sweeper finds exactly which checks are missing.
+        if not Verification.objects.filter(pk=v.pk, status=FETCHING).update(
+                status=CHECKING if planned else FINALIZING, checks_expected=len(planned),
+                fetched_at=now, lease_until=None, driven_at=now):
+            return  # another worker took the fetch over after a stall and fanned out
+        rows = CheckResult.objects.bulk_create(
+            [CheckResult(verification_id=v.pk, commitment_id=c, scheme=s, driven_at=now)
+             for c, s in planned], batch_size=1000)
+        if rows:
+            transaction.on_commit(lambda: dispatch.checks(v.pk, [(r.pk, r.commitment_id)
+                                                                 for r in rows]))
         else:
-            transaction.on_commit(lambda: finalize.delay(v.pk))
+            transaction.on_commit(lambda: dispatch.finalize(v.pk))
     log.info("fetch v=%s ok: %s, %d checks, queued %.2fs, ran %.2fs", v.public_id,
-             v.suspect.format or v.suspect.kind, len(ids), wait, time.monotonic() - t0)
+             v.suspect.format or v.suspect.kind, len(planned), wait, time.monotonic() - t0)
 
 
 def _record(row: CheckResult, fields: dict[str, object]) -> None:
     """Store a check's outcome once; the check that completes the count enqueues finalize."""
     with transaction.atomic():
         if not CheckResult.objects.filter(pk=row.pk, status=RUNNING).update(
-                finished_at=timezone.now(), **fields):
+                finished_at=timezone.now(), lease_until=None, **fields):
             return  # recorded already by an earlier delivery
         v = Verification.objects.get(pk=row.verification_id)
         Verification.objects.filter(pk=v.pk).update(queries=F("queries") + fields.get("queries", 0))
         if v.count_check_done() and v.claim(CHECKING, FINALIZING):
-            transaction.on_commit(lambda: finalize.delay(v.pk))
+            transaction.on_commit(lambda: dispatch.finalize(v.pk))
 
 
 def _result_fields(r: TestResult, seconds: float) -> dict[str, object]:
@@ -110,31 +166,70 @@ def _result_fields(r: TestResult, seconds: float) -> dict[str, object]:
             "seconds": seconds}
 
 
-@app.task(name="workers.check")
-def check(verification_id: int, commitment_id: int) -> None:
+@app.task(name="workers.check", bind=True, **_RETRY)
+def check(self, verification_id: int, commitment_id: int) -> None:  # type: ignore[no-untyped-def]
     """Test one commitment's key against the suspect (idempotent per verification × commitment)."""
     t0 = time.monotonic()
-    c = Commitment.objects.get(pk=commitment_id)
-    row, _ = CheckResult.objects.get_or_create(
-        verification_id=verification_id, commitment=c, scheme=c.scheme)
-    if row.status != RUNNING:
-        return
-    CheckResult.objects.filter(pk=row.pk).update(attempts=F("attempts") + 1)
-    row.refresh_from_db(fields=["attempts"])
-    v = Verification.objects.select_related("suspect").get(pk=verification_id)
-    if row.attempts > MAX_ATTEMPTS:
-        _record(row, {"status": ERROR, "error": f"the worker was lost {MAX_ATTEMPTS} times "
-                      "running this check (out of memory or killed); it was not retried again"})
-        return
+    row = CheckResult.objects.filter(verification_id=verification_id,
+                                     commitment_id=commitment_id).first()
+    if row is None or not row.claim_run(lease.duration()):
+        return  # finished, or a live worker holds it
+    try:
+        v = Verification.objects.select_related("suspect").get(pk=verification_id)
+        if v.status != CHECKING:
+            return  # the verification failed meanwhile (e.g. the suspect changed)
+        if row.attempts > settings.HALLMARK_CHECK_MAX_LOST:
+            _record(row, {"status": ERROR, "error": f"the worker was lost {row.attempts - 1} "
+                          "times running this check (out of memory or killed); it was not "
+                          "retried again"})
+            return
+        with lease.held(CheckResult, row.pk, status=RUNNING):
+            _check(self, v, row, t0)
+    except INFRASTRUCTURE:
+        _released(row.release)
+        raise
+
+
+def _retry_or_give_up(task, row: CheckResult, e: FetchError) -> None:  # type: ignore[no-untyped-def]
+    """The suspect's server said "try later": retry with backoff, then record the error."""
+    if task.request.retries < task.max_retries:
+        _released(row.release)
+        raise task.retry(countdown=_backoff(task.request.retries)) from None
+    _record(row, {"status": ERROR, "error": f"the suspect's server kept failing after "
+                  f"{task.max_retries} retries: {e}"})
+
+
+def _check(task, v: Verification, row: CheckResult, t0: float) -> None:  # type: ignore[no-untyped-def]
+    c = Commitment.objects.get(pk=row.commitment_id)
     wait = (timezone.now() - (v.fetched_at or v.submitted_at)).total_seconds()
+    try:
+        suspect = suspects.load(v.suspect)  # this host fetches it (pinned) if it lacks it
+    except suspects.SuspectChanged as e:
+        with transaction.atomic():
+            _fail(v, "suspect_changed", str(e))
+            _record(row, {"status": ERROR, "error": str(e)})
+        log.info("check v=%s c=%s refused: %s", v.public_id, c.digest[:12], e)
+        return
+    except FetchError as e:
+        if not e.permanent:
+            return _retry_or_give_up(task, row, e)
+        _record(row, {"status": ERROR, "error": f"could not fetch the suspect on this host: {e}"})
+        return
     try:
         scheme = schemes.get(c.scheme)
         key = scheme.Key.from_bytes(unseal(settings.HALLMARK_MASTER_KEY, bytes(c.sealed_key)))
-        result = scheme.test(suspects.load(v.suspect), key)
+        result = scheme.test(suspect, key)
     except SoftTimeLimitExceeded:
         _record(row, {"status": ERROR, "error": "the check exceeded its time limit "
                       f"({settings.CELERY_TASK_SOFT_TIME_LIMIT} s); raise HALLMARK_TASK_SOFT_TIME_LIMIT"})
         return
+    except FetchError as e:  # a black-box check's endpoint
+        if not e.permanent:
+            return _retry_or_give_up(task, row, e)
+        _record(row, {"status": ERROR, "error": f"{type(e).__name__}: {e}"})
+        return
+    except (OperationalError, InterfaceError):
+        raise
     except Exception as e:  # one broken check must not block the verification's report
         log.exception("check v=%s c=%s failed", v.public_id, c.digest[:12])
         _record(row, {"status": ERROR, "error": f"{type(e).__name__}: {e}"})
@@ -146,18 +241,39 @@ def check(verification_id: int, commitment_id: int) -> None:
              result.log10_p, result.queries, wait, seconds)
 
 
-@app.task(name="workers.finalize")
-def finalize(verification_id: int) -> None:
+@app.task(name="workers.finalize", bind=True, **_RETRY)
+def finalize(self, verification_id: int) -> None:  # type: ignore[no-untyped-def]
     """Aggregate, sign, log and store the report, exactly once."""
     t0 = time.monotonic()
     v = Verification.objects.select_related("suspect", "target").get(pk=verification_id)
     if v.status != FINALIZING:
         return
-    if v.finished_at is None:
-        v.finished_at = timezone.now()
-        Verification.objects.filter(pk=v.pk).update(finished_at=v.finished_at)
-    report = reporting.finalize(v)
-    v.claim(FINALIZING, DONE)
+    if v.unfinished_checks():  # never sign while checks are missing: back to the sweeper
+        v.claim(FINALIZING, CHECKING)
+        log.warning("finalize v=%s: %d checks unfinished, back to checking", v.public_id,
+                    v.unfinished_checks())
+        return
+    if not v.claim_finalize(lease.duration()):
+        return  # a live worker is finalizing it
+    try:
+        with lease.held(Verification, v.pk, status=FINALIZING):
+            if v.finished_at is None:
+                v.finished_at = timezone.now()
+                Verification.objects.filter(pk=v.pk).update(finished_at=v.finished_at)
+            report = reporting.finalize(v)
+            v.claim(FINALIZING, DONE)
+    except INFRASTRUCTURE:
+        _released(v.release)
+        raise
     log.info("finalize v=%s report=%s log=%s in %.2fs", v.public_id, report.public_id,
              report.log_index, time.monotonic() - t0)
 
+
+@app.task(name="workers.sweep")
+def sweep() -> None:
+    """Re-drive every verification step that no live worker holds (run by Celery beat)."""
+    t0 = time.monotonic()
+    sent = sweeper.sweep()
+    if any(sent.values()):
+        log.info("sweep re-drove %s in %.2fs", ", ".join(f"{n} {k}" for k, n in sent.items() if n),
+                 time.monotonic() - t0)

@@ -44,8 +44,8 @@ def celery_worker(django_db_setup: None, redis_url: str, tmp_path_factory) -> It
            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-c", "2", "-Q", queue,
-             "-n", f"test-{os.getpid()}@%h", "--loglevel", "INFO", "--without-gossip",
+            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-c", "2",
+             "-Q", f"{queue},{queue}.sweep", "-n", f"test-{os.getpid()}@%h", "--loglevel", "INFO", "--without-gossip",
              "--without-mingle"], env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
     while b" ready." not in log.read_bytes():

@@ -31,3 +31,17 @@ def test_an_endpoint_url_is_recorded_as_a_black_box_suspect(alice, django_captur
                        {"url": "https://infer.example.org/v2/models/digits"}, format="json")
     assert Suspect.objects.get().kind == "endpoint"
     assert len(callbacks) == 1  # the fetch is enqueued only once the rows are committed
+
+
+def test_a_submission_while_the_broker_is_down_is_accepted_and_kept_for_the_sweeper(
+        alice, django_capture_on_commit_callbacks):
+    from registry.models import Verification
+    from tests.broker import closed_port_url, use_broker
+
+    with use_broker(closed_port_url()), django_capture_on_commit_callbacks(execute=True):
+        r = alice.api.post("/api/verifications/", {"url": "https://models.example/m.onnx"},
+                           format="json")
+    assert r.status_code == 202 and r.json()["status"] == "queued"
+    v = Verification.objects.get(public_id=r.json()["id"])
+    assert v.driven_at is None  # the sweeper sends its fetch once the broker is back
+    assert Verification.objects.count() == 1

@@ -380,6 +380,44 @@ def test_it_accepts_checks_that_errored_with_null_statistics():
     assert audit(report).ok
 
 
+def _errored_check(p):  # type: ignore[no-untyped-def]
+    p["checks"].append({"scheme": "lsb", "commitment": "e" * 64, "model": "m-1",
+                        "owner_keyid": ALICE.keyid, "statistic": None, "n": None,
+                        "log10_p": None, "p_value": None, "null": None, "alpha": None,
+                        "decision": "error", "error": "the worker was lost 3 times",
+                        "queries": 0, "claim": "", "details": {}})
+    p["commitments"].append(R.commitment_ref("e" * 64, "lsb", 0, "2026-01-01T00:00:00Z"))
+
+
+def _unattributed_with(outcome, errored):  # type: ignore[no-untyped-def]
+    def tamper(p):  # type: ignore[no-untyped-def]
+        if errored:
+            _errored_check(p)
+        p["verdict"].update(outcome=outcome)
+    reg = MiniRegistry()
+    alice = reg.commit(ALICE, b"key", "2026-01-05T09:00:00Z")
+    return audit(reg.issue([(alice, result(-1.0))], tamper=tamper))
+
+
+def test_it_accepts_an_inconclusive_verdict_when_a_check_did_not_run():
+    res = _unattributed_with("inconclusive", errored=True)
+    assert res.ok, res.failure
+    assert res.statement["predicate"]["verdict"]["outcome"] == "inconclusive"
+
+
+def test_it_fails_a_plain_not_attributed_verdict_while_a_check_is_missing():
+    failed = _failure(_unattributed_with("not attributed", errored=True))
+    assert failed.name == "outcome" and "must be 'inconclusive'" in failed.reason
+
+
+@pytest.mark.parametrize("outcome,match", [("inconclusive", "give 'not attributed'"),
+                                           ("attributed", "give 'not attributed'"),
+                                           ("unsure", "expected one of")])
+def test_it_fails_an_outcome_the_checks_do_not_give(outcome, match):
+    failed = _failure(_unattributed_with(outcome, errored=False))
+    assert failed.name == "outcome" and match in failed.reason
+
+
 # --- priority: the ambiguity attack ------------------------------------------------------
 
 

@@ -205,7 +205,7 @@ def test_it_needs_a_model_to_generate_a_key():
 def test_it_refuses_models_it_cannot_sign():
     with pytest.raises(lsb.LSBError, match="no float32"):
         lsb.generate_key(lsb.Params(), seed=1, model={"w": torch.zeros(10, dtype=torch.float16)})
-    with pytest.raises(lsb.LSBError, match="normal float32 weights"):
+    with pytest.raises(lsb.LSBError, match="at least 768 float32 weights"):
         lsb.generate_key(lsb.Params(), seed=1, model=torch.nn.Linear(4, 4))
 
 
@@ -223,8 +223,99 @@ def test_it_rejects_key_blobs_of_other_schemes_or_with_a_wrong_public_key(key):
         lsb.Key.from_bytes(keyfile.dump("advparams", {"x": torch.zeros(1)}, {}))
     _, tensors, meta = keyfile.load(key.to_bytes())
     meta["public_key"] = "00" * 32
-    with pytest.raises(keyfile.KeyFormatError, match="public_key"):
+    with pytest.raises(keyfile.KeyMaterialError, match="public_key"):
         lsb.Key.from_bytes(keyfile.dump("lsb", tensors, meta))
     del meta["layout"]
     with pytest.raises(keyfile.KeyFormatError, match="malformed lsb key"):
         lsb.Key.from_bytes(keyfile.dump("lsb", tensors, meta))
+
+
+# --------------------------------------------------------------------------- forgery (issue 9)
+
+def _blob_with(key, **changes):
+    _, tensors, meta = keyfile.load(key.to_bytes())
+    for name, change in changes.items():
+        if name in tensors:
+            tensors[name] = change(tensors[name].clone())
+        else:
+            meta[name] = change(meta[name])
+    return keyfile.dump("lsb", tensors, meta)
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    (dict(position_index=lambda t: t.index_put_((torch.tensor(0),), t[0] ^ 1)), "positions"),
+    (dict(position_tensor=lambda t: t.index_put_((torch.tensor(5),), (t[5] + 1) % 6)),
+     "positions"),
+    (dict(public_key=lambda v: v[::-1]), "public_key"),
+])
+def test_a_key_with_keyed_material_altered_after_generation_is_refused_naming_it(
+        key, changes, field):
+    with pytest.raises(keyfile.KeyMaterialError, match=f"`{field}`") as e:
+        lsb.Key.from_bytes(_blob_with(key, **changes))
+    assert e.value.field == field and e.value.scheme == "lsb"
+
+
+def test_another_secret_gives_other_positions_so_a_swapped_secret_is_refused(key):
+    with pytest.raises(keyfile.KeyMaterialError, match="`positions`"):
+        lsb.Key.from_bytes(_blob_with(key, secret=lambda t: t ^ 1))
+
+
+def _forged_for(victim, seed):
+    """The issue's attack: an lsb key whose positions are picked where a model already matches."""
+    weights = {k: v.contiguous() for k, v in victim.state_dict().items()}
+    params = lsb.Params()
+    layout = tuple((n, tuple(weights[n].shape)) for n in sorted(weights))
+    digest = bytes(32)  # any digest: the forger only wants the bits to line up
+    secret = bytes(range(seed, seed + 32))
+    template = lsb.Key(params, secret, layout, (), digest)
+    wanted = template.expected_bits().view(-1, params.k).to(torch.int32)
+    wanted = (wanted << torch.arange(params.k, dtype=torch.int32)).sum(dim=1).tolist()
+    free = {}  # low k bits -> positions of the model holding them
+    for name, _ in layout:
+        for i, v in enumerate(weights[name].view(torch.int32).view(-1).tolist()):
+            free.setdefault(v & ((1 << params.k) - 1), []).append((name, i))
+    positions = tuple(free[v].pop() for v in wanted)
+    return lsb.Key(params, secret, layout, positions, digest)
+
+
+def test_a_key_written_to_match_a_given_model_is_refused_and_never_attributes(split):
+    victim = toy.trained(split, 31, epochs=2)
+    forged = _forged_for(victim, 3)
+    r = lsb.test(Suspect.from_module(victim), forged)  # used in memory, bypassing from_bytes
+    assert r.log10_p < -400  # the forger's bits do line up ...
+    assert r.may_attribute is False and not r.details["signature_valid"]  # ... but name nobody
+    assert "integrity only" in r.details["evidence"] and "integrity only" in r.claim
+    with pytest.raises(keyfile.KeyMaterialError, match="`positions`"):
+        lsb.Key.from_bytes(forged.to_bytes())  # and the registry never accepts the key
+
+
+def test_only_a_valid_owner_signature_attributes(split, model, key, signed):
+    assert lsb.test(Suspect.from_module(signed), key).may_attribute is True
+    unsigned = lsb.test(Suspect.from_module(model), key)
+    stolen = lsb.test(Suspect.from_module(attacks.finetune(signed, split, epochs=1)), key)
+    tampered = {k: v.clone() for k, v in signed.state_dict().items()}
+    tampered["fc3.bias"] += 1e-3
+    edited = lsb.test(Suspect.from_weights(tampered), key)
+    assert edited.log10_p < -400  # every keyed bit kept ...
+    for r in (unsigned, stolen, edited):  # ... yet no signature over this digest: never names
+        assert r.may_attribute is False and r.details["evidence"].startswith("integrity only")
+
+
+def test_best_log10_p_is_the_p_value_of_a_perfect_match(key, signed):
+    r = lsb.test(Suspect.from_module(signed), key)
+    assert r.statistic == r.n and r.log10_p == pytest.approx(key.best_log10_p(), abs=1e-9)
+
+
+def test_zero_weights_at_keyed_positions_are_marked_and_infinities_refused():
+    w = torch.randn(64, 64)
+    w.view(-1)[::2] = 0.0  # a half-pruned layer
+    key = lsb.generate_key(lsb.Params(), seed=4, model={"w": w})
+    signed = lsb.embed({"w": w}, key)
+    r = lsb.test(Suspect.from_weights(signed), key)
+    assert r.statistic == r.n and r.may_attribute
+    was_zero = w == 0
+    assert bool((signed["w"][was_zero] != 0).any())  # zeros at keyed positions were marked ...
+    assert float(signed["w"][was_zero].abs().max()) < 2.0 ** -140  # ... as tiny subnormals
+    w[:] = float("inf")
+    with pytest.raises(lsb.LSBError, match="finite weights only"):
+        lsb.generate_key(lsb.Params(), seed=4, model={"w": w})

@@ -22,3 +22,12 @@ def server() -> Iterator[LoopbackServer]:
     s = LoopbackServer()
     yield s
     s.close()
+
+
+@pytest.fixture
+def broker():  # type: ignore[no-untyped-def]
+    """The real Redis broker on a private queue; `broker.take()` reads what was sent."""
+    from tests.broker import use_broker
+
+    with use_broker() as b:
+        yield b

@@ -84,8 +84,9 @@ def test_a_file_that_is_no_model_is_refused_with_the_fix(
 def test_a_fetch_claimed_twice_runs_once(server, cache, django_capture_on_commit_callbacks):
     server.route("/m.bin", lambda h, _: send(h, 200, os.urandom(64)))
     v = _submit(server.url("/m.bin"), django_capture_on_commit_callbacks)
-    Verification.objects.filter(pk=v.pk).update(status="fetching", fetch_claimed_at=timezone.now())
-    tasks.fetch.run(v.pk)  # another worker is fetching it right now
+    Verification.objects.filter(pk=v.pk).update(status="fetching",
+                                                lease_until=timezone.now() + timedelta(seconds=30))
+    tasks.fetch.run(v.pk)  # another worker is fetching it right now (its lease is live)
     assert server.seen == []
 
 
@@ -94,8 +95,8 @@ def test_a_fetch_whose_worker_died_is_taken_over_on_redelivery(
         server, cache, settings, django_capture_on_commit_callbacks):
     server.route("/m.bin", lambda h, _: send(h, 200, os.urandom(64)))
     v = _submit(server.url("/m.bin"), django_capture_on_commit_callbacks)
-    died = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 1)
-    Verification.objects.filter(pk=v.pk).update(status="fetching", fetch_claimed_at=died)
+    died = timezone.now() - timedelta(seconds=1)  # its lease lapsed: no heartbeat any more
+    Verification.objects.filter(pk=v.pk).update(status="fetching", lease_until=died)
     tasks.fetch.run(v.pk)
     v.refresh_from_db()
     assert len(server.seen) == 1 and v.status == "failed" and v.error_code == "bad_model"

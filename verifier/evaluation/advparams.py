@@ -18,7 +18,7 @@ from typing import Any
 from safetensors.torch import save
 from torch import nn
 
-from verifier import toy
+from verifier import forgery, toy
 from verifier.evaluation import attack_entry, attacks, fpr_summary, marked_summary
 from verifier.schemes import advparams as ap
 from verifier.suspect import Suspect
@@ -53,7 +53,7 @@ def _encryption(split: toy.Split, arch: type[nn.Module], epochs: int, params: ap
                 "positions": key.positions, "total_parameters": key.stats["total_parameters"],
                 "fraction_touched": key.fraction_touched(),
                 "bit_exact_restore": _bytes(dec) == _bytes(model),
-                "encrypted_tensors": [n for n, _ in key.tensors]}}
+                "encrypted_tensors": sorted({n for n, *_ in key.entries()})}}
 
 
 def _row(arch: type[nn.Module], label: str, quick: bool) -> dict[str, Any]:
@@ -104,12 +104,16 @@ def _row(arch: type[nn.Module], label: str, quick: bool) -> dict[str, Any]:
         f"{m['total_parameters']}, so a few dozen positions are a larger fraction",
         "the attacks run on the DECRYPTED model (what a leaking licensee hands on), so none is "
         "'detected': a decrypted copy matches the original values "
-        f"({decrypted.details['matches_original']} of {decrypted.n} positions untouched), but "
+        f"({decrypted.details['matches_original']} of {decrypted.details['positions']} "
+        "positions), but "
         "only an ASSUMED bound would turn that into a p-value "
         f"(log10 p = {decrypted.details['log10_p_original_if_assumed']:.1f} if one assumed "
         f"2^-{params.orig_bound_log2} per position), and Hallmark does not accuse on an "
         "assumption; mark the model with uchida or lsb before encrypting it; the encrypted "
-        f"copy's bound 1/(2^{params.dither_bits}-1) per position is PROVEN by the keyed dither",
+        f"copy's bound P[Bin({key.candidates}, 2^-{params.dither_bits}) >= matches] over the "
+        "keyed candidates is PROVEN by the keyed candidates and dither, for any key that "
+        "Key.from_bytes accepts (forgery cost of a perfect match: "
+        f"{forgery.forgery_bits(key.best_log10_p()):.0f} bits)",
         f"stopping rule: loss > {params.loss_multiple:g} x the original AND accuracy on the "
         f"{params.samples} held-out examples <= {1 - params.target_drop:.2f} x the original "
         "(the paper's loss rule alone stops at a ~6 % drop on these models)",

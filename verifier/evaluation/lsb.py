@@ -95,6 +95,9 @@ def evaluate(quick: bool = False) -> dict[str, Any]:
         f"{tamper.log10_p:.1f} (bits intact) but masked_digest_match="
         f"{tamper.details['masked_digest_match']}, signature_valid="
         f"{tamper.details['signature_valid']}: a tampered copy is told from an exact copy",
+        f"attribution: only a valid owner signature attributes (marked copy may_attribute="
+        f"{marked.may_attribute}, tampered copy may_attribute={tamper.may_attribute}); every "
+        "attack row above is integrity-only evidence, reported but never naming an owner",
         f"false positives: {pairs} pairs, each an independently trained MLP signed with its own "
         "lsb key, tested against another independent model's key",
     ]

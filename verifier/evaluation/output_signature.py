@@ -1,15 +1,18 @@
 """Measured quality of `output_signature` on a digits MLP served behind a predict function.
 
-What the row shows: the wrapper changes no prediction and moves logits by < delta; the test
-needs a handful of black-box queries; attacks on the weights INSIDE the wrapper leave it in
-place (the wrapper does not depend on them), while the two attacks that matter, serving the
-stolen weights without the wrapper and rounding the outputs, remove it, as the CLAIM says.
+What the row shows: the wrapper changes no prediction and moves each logit below the runner-up
+by less than (e^delta - 1) of its gap; the test needs a handful of black-box queries; attacks
+on the weights INSIDE the wrapper leave it in place (the wrapper does not depend on them), and
+so do output post-processings (probabilities, temperature, affine maps, fp16), while serving
+the stolen weights without the wrapper, or rounding the outputs coarsely, removes it, as the
+CLAIM says.
 
 False positives: `pairs` independent (key, suspect) pairs; each suspect is an independently
 trained MLP wrapped with its own, independent key (another owner's signed endpoint).
 """
 from __future__ import annotations
 
+import math
 import random
 import tempfile
 import time
@@ -94,8 +97,19 @@ def evaluate(quick: bool = False) -> dict[str, Any]:
         _row("log-probabilities instead of logits",
              lambda x: torch.log_softmax(wrapped(x).detach(), dim=1), split, key),
         _row("stolen weights re-served without the wrapper", served(model), split, key),
+        _row("probabilities instead of logits",
+             lambda x: torch.softmax(wrapped(x).detach(), dim=1), split, key),
+        _row("probabilities at temperature 3",
+             lambda x: torch.softmax(wrapped(x).detach() / 3, dim=1), split, key),
+        _row("affine map of the logits (1.7 x logits - 4.2)",
+             lambda x: 1.7 * wrapped(x).detach() - 4.2, split, key),
+        _row("logits x 1.001", lambda x: wrapped(x).detach() * 1.001, split, key),
+        _row("fp16 logits", lambda x: wrapped(x).detach().half(), split, key),
+        _row("fp16 probabilities", lambda x: torch.softmax(wrapped(x).detach(), dim=1).half(),
+             split, key),
         _row("outputs rounded to 2 decimals",
              lambda x: (wrapped(x).detach() * 100).round() / 100, split, key),
+        _row("outputs rounded to integers", lambda x: wrapped(x).detach().round(), split, key),
     ]
 
     null, randomized = [], []
@@ -111,15 +125,18 @@ def evaluate(quick: bool = False) -> dict[str, Any]:
     notes = [
         "proves the outputs came from a wrapped copy; says nothing about weights stolen and "
         "re-served without the wrapper (row 'stolen weights re-served without the wrapper'), "
-        "and rounding the outputs removes it",
+        "and rounding the outputs coarsely removes it",
         "finetune_all, finetune_last, prune_50 and int8 attack the weights INSIDE the wrapper "
         "and keep the signature by construction: they show the wrapper survives training, "
         "pruning, quantization and ONNX export, not that the signature is robust",
         f"fidelity: top-1 identical on {len(probe)} inputs: {same_top}; largest logit change "
-        f"{moved:.2e} (delta = {params.delta:g}); gaps to the top logit are moved onto a keyed "
-        "lattice (QIM), so log-probabilities carry it too",
-        f"{params.queries} keyed queries x {params.classes - 1} non-top classes = "
-        f"{params.queries * (params.classes - 1)} bits; the hash is a keyed linear hash mod "
+        f"{moved:.2e} (delta = {params.delta:g} on log gap ratios: a gap grows by less than "
+        f"{math.expm1(params.delta):.3f} of itself); the log of each gap's ratio to the "
+        "runner-up's gap is moved onto a keyed lattice (QIM): ratios survive log-probabilities, "
+        "probabilities, temperature and any positive affine map, and fp16 outputs keep the "
+        "pairs their precision resolves",
+        f"{params.queries} keyed queries x {params.classes - 2} classes below the runner-up = "
+        f"{params.queries * (params.classes - 2)} bits; the hash is a keyed linear hash mod "
         f"2^{params.hash_bits} computed exactly in float64 (also inside ONNX); queries with "
         "GF(2)-independent parity vectors make the keyed bits exactly independent fair coins",
         f"false positives: {pairs} pairs, each an independently trained MLP wrapped with its "

@@ -212,3 +212,9 @@ def assemble_report(envelope: Mapping[str, Any], *, log_index: int, bundle: str,
 def render_report(report: Mapping[str, Any]) -> bytes:
     """The exact bytes to serve and to audit: canonical JSON of the report."""
     return canonical_json(dict(report))
+
+
+# verdict.outcome: "inconclusive" when no owner is attributed while some check ended in "error"
+# (it did not run, and could have attributed); a plain "not attributed" needs every check run.
+INCONCLUSIVE = "inconclusive"
+OUTCOMES = (ATTRIBUTED, NOT_ATTRIBUTED, INCONCLUSIVE)

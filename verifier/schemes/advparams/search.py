@@ -1,49 +1,30 @@
-"""`advparams` encryption internals: the greedy weight search and the keyed dither.
+"""`advparams` encryption internals: the greedy search among the keyed candidates, then dither.
 
-`verifier.schemes.advparams.encrypt` calls `search` and wraps its result in a Key; the scheme
-contract (Params, Key, encrypt, embed, decrypt, test) and its docs live in that module, which
-re-exports `AdvParamsError` from here (defined here so that both modules can raise it without
-an import cycle).
+The search reads the model and the data (that is what makes the encryption work), but it only
+*chooses among* keyed candidates and writes keyed low bits, so everything the test's bound
+relies on stays an output of the DRBG (`material`).
 """
 from __future__ import annotations
 
 import copy
 import hashlib
-import struct
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from verifier.schemes._keyed import drbg_u64
-
-if TYPE_CHECKING:
-    from verifier.schemes.advparams import Params
-
-Weights = Mapping[str, torch.Tensor]
-Data = tuple[torch.Tensor, torch.Tensor]
-
-
-class AdvParamsError(ValueError):
-    """Models, data or keys the scheme cannot use (the message says what and the fix)."""
-
-
-def _f32_bits(value: float) -> int:
-    """The float32 bit pattern of a value, as an unsigned int."""
-    return struct.unpack("<I", struct.pack("<f", value))[0]
-
-
-def _f32_value(bits: int) -> float:
-    return struct.unpack("<f", struct.pack("<I", bits & 0xFFFFFFFF))[0]
-
-
-# --------------------------------------------------------------------------- encryption
-
-def _eligible(model: nn.Module, include_biases: bool) -> dict[str, nn.Parameter]:
-    return {n: p for n, p in model.named_parameters()
-            if p.dtype == torch.float32 and p.numel() > 1 and (p.dim() >= 2 or include_biases)}
+from verifier.schemes.advparams.material import (
+    Layout,
+    dithered,
+    draw_candidates,
+    draw_dither,
+    eligible,
+    f32_bits,
+    layout_of,
+    stealth_bounds,
+)
+from verifier.schemes.advparams.params import AdvParamsError, Data, Params
 
 
 def _subset(data: Data, count: int, secret: bytes) -> Data:
@@ -68,32 +49,23 @@ def _loss_acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float
             float((out.argmax(dim=1) == y).float().mean()))
 
 
-def _bounds(t: torch.Tensor, beta: float) -> tuple[float, float]:
-    """The stealth bounds of a tensor: [min + beta*range, max - beta*range]."""
-    vmin, vmax = float(t.detach().min()), float(t.detach().max())
-    return vmin + beta * (vmax - vmin), vmax - beta * (vmax - vmin)
-
-
-def _greedy(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
+def _greedy(model: nn.Module, params: Params, tensors: dict[str, nn.Parameter],
+            movable: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
             loss0: float, acc0: float) -> dict[tuple[str, int], float]:
-    """Move weights greedily in place; return {(name, flat index): original value}.
+    """Move candidate weights greedily in place; return {(name, flat index): original value}.
 
     Each round: gradient of the cross-entropy of the still-correct examples (the ones whose
-    loss is not yet saturated), then the movable entry with the largest |gradient| moves by
-    step * range in the loss-increasing direction, clipped to the stealth bounds; an entry
-    that reaches a bound, or whose gradient turns against its earlier moves, is frozen. Stops
-    when loss > loss_multiple * loss0 and accuracy <= (1 - target_drop) * acc0, when
+    loss is not yet saturated), then the movable candidate with the largest |gradient| moves by
+    step * range in the loss-increasing direction, clipped to the float32 stealth bounds; an
+    entry that reaches a bound, or whose gradient turns against its earlier moves, is frozen.
+    Stops when loss > loss_multiple * loss0 and accuracy <= (1 - target_drop) * acc0, when
     max_positions entries have moved, when nothing can move, or after 20 * max_positions rounds.
     """
-    tensors = _eligible(model, params.include_biases)
-    if not tensors:
-        raise AdvParamsError("the model has no float32 weight tensors to encrypt; set "
-                             "Params(include_biases=True) or convert the model with .float()")
     lo, hi, step, frozen = {}, {}, {}, {}
     for name, p in tensors.items():
-        lo[name], hi[name] = _bounds(p, params.beta)
+        lo[name], hi[name] = stealth_bounds(p, params.beta)
         step[name] = params.step * float(p.detach().max() - p.detach().min())
-        frozen[name] = torch.zeros(p.shape, dtype=torch.bool)
+        frozen[name] = ~movable[name]  # only keyed candidates may ever move
     moved: dict[tuple[str, int], float] = {}
     direction_of: dict[tuple[str, int], float] = {}
     model.eval()
@@ -130,6 +102,7 @@ def _greedy(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
             if direction_of.setdefault((name, i), direction) != direction:
                 frozen[name].view(-1)[i] = True  # it overshot: stop here rather than oscillate
                 continue
+            # lo and hi are float32 values: a float64 between them rounds to a float32 between them
             new = min(max(old + direction * step[name], lo[name]), hi[name])
             if new in (lo[name], hi[name]):
                 frozen[name].view(-1)[i] = True
@@ -139,24 +112,11 @@ def _greedy(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
     return moved
 
 
-def _dither(value: float, lo: float, hi: float, r: int, bits: int) -> float:
-    """`value` with its low `bits` mantissa bits set to `r`, kept inside [lo, hi]."""
-    mask = (1 << bits) - 1
-    b = (_f32_bits(value) & ~mask) | r
-    v = _f32_value(b)
-    # moving by 2**bits units of the bit pattern keeps the dither and steps inward
-    if v > hi:
-        b = b - (1 << bits) if v > 0 else b + (1 << bits)
-    elif v < lo:
-        b = b + (1 << bits) if v < 0 else b - (1 << bits)
-    return _f32_value(b)
-
-
 @dataclass(frozen=True)
-class _Moves:
-    """The encrypted entries found by `search`, in (tensor name, flat index) order."""
+class Moves:
+    """The encrypted entries found by `search`, in (tensor, flat index) order."""
 
-    tensors: tuple[tuple[str, tuple[int, ...]], ...]  # (name, shape) of each tensor touched
+    tensors: Layout  # (name, shape) of every eligible tensor, by name
     which: list[int]  # (P,) index into `tensors`
     index: list[int]  # (P,) flat (row-major) index within that tensor
     orig: list[float]  # (P,) original float32 values
@@ -165,13 +125,13 @@ class _Moves:
 
 
 def search(model: nn.Module, params: Params, secret: bytes, data: Data
-           ) -> tuple[nn.Module, _Moves]:
-    """Encrypt a copy of `model`: greedy moves on a keyed subset of `data`, then keyed dither.
+           ) -> tuple[nn.Module, Moves]:
+    """Encrypt a copy of `model`: greedy moves among keyed candidates, then the keyed dither.
 
     Args:
         model: a trained float32 classifier (left untouched).
         params: the encryption parameters.
-        secret: the key secret (picks the subset and the dither bits).
+        secret: the key secret (picks the subset, the candidates and their dither).
         data: a labelled set (x, y); `params.samples` examples are used.
 
     Returns:
@@ -182,21 +142,30 @@ def search(model: nn.Module, params: Params, secret: bytes, data: Data
     """
     x, y = _subset(data, params.samples, secret)
     enc_model = copy.deepcopy(model)
+    tensors = eligible(enc_model, params.include_biases)
+    if not tensors:
+        raise AdvParamsError("the model has no float32 weight tensors to encrypt; set "
+                             "Params(include_biases=True) or convert the model with .float()")
+    layout = layout_of(tensors)
+    names = [n for n, _ in layout]
+    cands = draw_candidates(secret, layout, params.candidates)
+    dither = dict(zip(cands, draw_dither(secret, layout, len(cands), params.dither_bits),
+                      strict=True))
+    movable = {n: torch.zeros(p.shape, dtype=torch.bool) for n, p in tensors.items()}
+    for t, i in cands:
+        movable[names[t]].view(-1)[i] = True
     loss0, acc0 = _loss_acc(enc_model, x, y)
-    moved = _greedy(enc_model, params, x, y, loss0, acc0)
-    tensors = _eligible(enc_model, params.include_biases)
-    names = sorted({n for n, _ in moved})
-    original = model.state_dict()
-    stream = drbg_u64(secret, b"dither")
+    moved = _greedy(enc_model, params, tensors, movable, x, y, loss0, acc0)
+    original = dict(model.named_parameters())
     which, index, orig, enc = [], [], [], []
     with torch.no_grad():
-        for (name, i), old in sorted(moved.items()):
+        for (name, i), old in sorted(moved.items(), key=lambda e: (names.index(e[0][0]), e[0][1])):
             p = tensors[name]
-            lo, hi = _bounds(original[name], params.beta)
-            r = next(stream) & ((1 << params.dither_bits) - 1)
-            new = _dither(float(p.view(-1)[i]), lo, hi, r, params.dither_bits)
-            if _f32_bits(new) == _f32_bits(old):
-                p.view(-1)[i] = old  # the dither landed on the original: this entry is dropped
+            lo, hi = stealth_bounds(original[name], params.beta)
+            new = dithered(float(p.view(-1)[i]), lo, hi, dither[(names.index(name), i)],
+                           params.dither_bits)
+            if new is None or f32_bits(new) == f32_bits(old):
+                p.view(-1)[i] = old  # no keyed value fits, or it is the original: not encrypted
                 continue
             p.view(-1)[i] = new
             which.append(names.index(name))
@@ -206,8 +175,7 @@ def search(model: nn.Module, params: Params, secret: bytes, data: Data
     loss1, acc1 = _loss_acc(enc_model, x, y)
     digest = hashlib.sha256(x.contiguous().to(torch.float32).numpy().tobytes()
                             + y.contiguous().numpy().tobytes()).hexdigest()
-    return enc_model, _Moves(tuple((n, tuple(tensors[n].shape)) for n in names), which, index,
-                             orig, enc,
-                             {"loss_before": loss0, "loss_after": loss1, "accuracy_before": acc0,
-                              "accuracy_after": acc1, "samples": len(y), "data_sha256": digest,
-                              "total_parameters": sum(p.numel() for p in model.parameters())})
+    return enc_model, Moves(layout, which, index, orig, enc,
+                            {"loss_before": loss0, "loss_after": loss1, "accuracy_before": acc0,
+                             "accuracy_after": acc1, "samples": len(y), "data_sha256": digest,
+                             "total_parameters": sum(p.numel() for p in model.parameters())})
