@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('registry', '0004_forgery_floor_and_reference_panel'),
+        ('registry', '0005_leases_and_sweeper'),
     ]
 
     operations = [
