@@ -1,8 +1,8 @@
 """The audit's checks of owners' evidence: logged owner statements and countersignatures."""
 from __future__ import annotations
 
-from verifier.audit_fields import _require, _time
-from verifier.audit_state import _AuditState
+from verifier.audit.fields import _require, _time
+from verifier.audit.state import _AuditState
 from verifier.evidence.canonical import loads_strict
 from verifier.evidence.dsse import verify_envelope
 from verifier.evidence.errors import EvidenceError

@@ -4,13 +4,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from verifier.audit.result import AuditResult
+
 if TYPE_CHECKING:
-    from verifier.audit import AuditResult
     from verifier.evidence.cosignature import Witness
 
 
 class _AuditState:
-    """The attributes every check reads or sets; `verifier.audit._Auditor` fills them in."""
+    """The attributes every check reads or sets; `verifier.audit.runner._Auditor` fills them in."""
 
     pinned: bytes | None  # the registry key the auditor pinned, if any
     since: str | None  # a checkpoint note kept from an earlier audit

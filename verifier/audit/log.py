@@ -1,8 +1,8 @@
 """The audit's checks against the transparency log: inclusion, commitments, consistency."""
 from __future__ import annotations
 
-from verifier.audit_fields import _require, _time
-from verifier.audit_state import _AuditState
+from verifier.audit.fields import _require, _time
+from verifier.audit.state import _AuditState
 from verifier.evidence.errors import EvidenceError
 from verifier.evidence.identity import unb64_strict
 from verifier.evidence.logentry import parse_entry, report_entry

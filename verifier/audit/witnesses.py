@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from verifier.audit_state import _AuditState
+from verifier.audit.state import _AuditState
 from verifier.evidence.cosignature import verify_cosignatures
 from verifier.evidence.errors import EvidenceError
 from verifier.evidence.note import parse_checkpoint, split_note
