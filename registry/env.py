@@ -61,3 +61,28 @@ def envsecret(name: str) -> str | None:
             raise ConfigError(f"{name}_FILE={path!r} cannot be read ({e.strerror}); "
                               "point it at a readable file") from None
     return value or None
+
+
+def envwitnesses(name: str) -> list[tuple[str, str]]:
+    """Witnesses as (submission URL, witness vkey) pairs from "URL VKEY, URL VKEY, ...".
+
+    Each vkey is checked (c2sp.org/tlog-cosignature type 0x04) so that a typo fails at start-up.
+    """
+    from verifier.evidence.cosignature import parse_witness_vkey
+    from verifier.evidence.errors import EvidenceError
+
+    out = []
+    for item in (i.strip() for i in os.environ.get(name, "").split(",")):
+        if not item:
+            continue
+        parts = item.split()
+        if len(parts) != 2 or not parts[0].startswith(("http://", "https://")):
+            raise ConfigError(f"{name}: {item[:60]!r} is not 'URL VKEY'; write e.g. "
+                              "'http://witness:7380 witness.example/w1+1a2b3c4d+BA...'")
+        try:
+            parse_witness_vkey(parts[1])
+        except EvidenceError as e:
+            raise ConfigError(f"{name}: {e} (print a witness's vkey with `hallmark witness "
+                              "--print-vkey ...`)") from None
+        out.append((parts[0], parts[1]))
+    return out

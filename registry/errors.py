@@ -73,3 +73,23 @@ class LimiterUnavailable(APIException):
     def __init__(self) -> None:
         super().__init__()
         self.wait = 5  # seconds, sent as Retry-After
+
+
+class NotAReportOwner(APIException):
+    status_code = status.HTTP_403_FORBIDDEN
+    default_detail = ("only an owner the report lists can countersign it; log in as that owner "
+                      "(its keyid is in the report's predicate.owners)")
+    default_code = "not_a_report_owner"
+
+
+class BadCountersignature(APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = ("the countersignature does not verify over this report's DSSE PAE with your "
+                      "public key; sign the report file with `hallmark countersign`")
+    default_code = "bad_countersignature"
+
+
+class AlreadyCountersigned(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "you already countersigned this report; a report is countersigned once per owner"
+    default_code = "already_countersigned"

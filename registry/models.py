@@ -24,7 +24,8 @@ UNFINISHED = (PENDING, RUNNING)
 # Suspect.kind
 FILE, ENDPOINT = "file", "endpoint"
 # LogEntry.kind
-LOG_KINDS = [(k, k) for k in ("model", "commitment", "report", "licence", "correction")]
+LOG_KINDS = [(k, k) for k in ("owner", "model", "commitment", "report", "licence", "correction",
+                              "countersignature")]
 
 
 def lapsed(now: datetime) -> Q:
@@ -54,6 +55,8 @@ class Owner(models.Model):
     keyid = models.CharField(max_length=64, unique=True)  # hex SHA-256 of the public key
     sealed_signing_key = models.BinaryField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    statement = models.TextField(blank=True)  # the signed owner statement (DSSE, canonical JSON)
+    log_index = models.BigIntegerField(null=True)  # its "owner" log entry
 
     def __str__(self) -> str:
         return self.user.get_username()
@@ -305,7 +308,7 @@ class LogEntry(models.Model):
     """One leaf of the append-only transparency log (RFC 6962 hashing)."""
 
     index = models.BigIntegerField(primary_key=True)
-    kind = models.CharField(max_length=12, choices=LOG_KINDS)
+    kind = models.CharField(max_length=20, choices=LOG_KINDS)
     body = models.BinaryField()  # canonical JSON, exactly the bytes that were hashed
     leaf_hash = models.BinaryField(max_length=32)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -337,3 +340,33 @@ class Checkpoint(models.Model):
     root = models.BinaryField(max_length=32)
     note = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
+
+
+class Cosignature(models.Model):
+    """A witness's cosignature line on a checkpoint (c2sp.org/tlog-cosignature), as received."""
+
+    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.CASCADE,
+                                   related_name="cosignatures")
+    witness = models.CharField(max_length=300)  # the witness's vkey
+    line = models.TextField()  # "— <name> <base64>\n"
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["checkpoint", "witness"],
+                                               name="one_cosignature_per_witness")]
+        # The latest size a witness cosigned: filter by witness, max checkpoint.
+        indexes = [models.Index(fields=["witness", "checkpoint"], name="cosignature_by_witness")]
+
+
+class Countersignature(models.Model):
+    """An owner's own signature over a report's DSSE PAE, added after signing (BYOK owners)."""
+
+    report = models.ForeignKey(Report, on_delete=models.PROTECT, related_name="countersignatures")
+    owner = models.ForeignKey(Owner, on_delete=models.PROTECT, related_name="countersignatures")
+    sig = models.TextField()  # base64 Ed25519 signature over PAE(payloadType, payload)
+    log_index = models.BigIntegerField(null=True)  # its "countersignature" log entry
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["report", "owner"],
+                                               name="one_countersignature_per_owner")]

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.conf import settings
 
-from registry import translog
+from registry import witnessing
 from registry.identities import registry_identity
 from registry.models import LogEntry
 from verifier.evidence import dsse
@@ -25,11 +25,12 @@ def receipt(entry: LogEntry) -> dict[str, Any]:
         "integrated_time": entry.created_at.isoformat().replace("+00:00", "Z"),
         "entry": json.loads(bytes(entry.body)),
     })
-    proof = translog.prove(entry.index)
+    snap = witnessing.snapshot(covering=entry.index + 1)
     return {
         "format": "hallmark/receipt/v1",
         "envelope": dsse.sign_envelope(payload, RECEIPT_PAYLOAD_TYPE, [ident]),
-        "log": {"index": proof.index, "bundle": proof.bundle, "origin": settings.HALLMARK_LOG_ORIGIN},
+        "log": {"index": entry.index, "bundle": snap.bundle(entry.index),
+                "origin": settings.HALLMARK_LOG_ORIGIN},
         "public_keys": {"registry": {"keyid": ident.keyid, "ed25519": b64(ident.public_key)}},
     }
 

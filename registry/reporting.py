@@ -32,7 +32,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Min
 from django.utils import timezone
 
-from registry import translog
+from registry import evidence_proofs, translog, witnessing
 from registry.identities import owner_identity, registry_identity
 from registry.models import CHECKED, ENDPOINT, CheckResult, Owner, Report, Suspect, Verification
 from verifier.evidence import dsse, intoto, logentry
@@ -196,20 +196,27 @@ def finalize(v: Verification) -> Report:
 
 
 def report_document(report: Report, since: int | None = None) -> dict[str, Any]:
-    """The public, self-contained report: envelope, log proof bundle, registry key.
+    """The public, self-contained report: envelope, log proof bundle, registry key, and the
+    log proofs of every commitment and owner it cites and of every countersignature.
 
-    With `since` (the size of a checkpoint the auditor kept), it also carries a consistency
-    proof from that size to the bundle's checkpoint, for `hallmark audit --since`.
+    Every proof is against one published checkpoint (witness-cosigned when witnesses are
+    configured), read once. With `since` (the size of a checkpoint the auditor kept), it also
+    carries a consistency proof from that size to that same checkpoint.
     """
-    proof = translog.prove(report.log_index)
+    snap = witnessing.snapshot(covering=report.log_index + 1)
     consistency = None
     if since is not None:
-        new = translog.checkpoint().size
-        consistency = consistency_field(since, new, translog.consistency(since, new))
-    return assemble_report(json.loads(report.envelope), log_index=proof.index, bundle=proof.bundle,
-                           origin=settings.HALLMARK_LOG_ORIGIN,
-                           registry_public_key=registry_identity().public_key,
-                           consistency=consistency)
+        old, new = sorted((since, snap.size))
+        consistency = consistency_field(old, new, translog.consistency(old, new))
+    doc = assemble_report(json.loads(report.envelope), log_index=report.log_index,
+                          bundle=snap.bundle(report.log_index),
+                          origin=settings.HALLMARK_LOG_ORIGIN,
+                          registry_public_key=registry_identity().public_key,
+                          consistency=consistency,
+                          commitment_proofs=evidence_proofs.commitment_proofs(report, snap),
+                          owner_proofs=evidence_proofs.owner_proofs(report, snap),
+                          countersignatures=evidence_proofs.countersignatures(report, snap))
+    return doc
 
 
 def statement_of(report: Report) -> dict[str, Any]:

@@ -153,3 +153,8 @@ class VerificationSerializer(serializers.ModelSerializer):
     def get_report(self, v: Verification) -> str | None:
         report = getattr(v, "report", None)
         return str(report.public_id) if report is not None else None
+
+
+class CountersignatureSerializer(serializers.Serializer):
+    sig = serializers.CharField(max_length=100, help_text=(
+        "base64 Ed25519 signature over the report envelope's DSSE PAE (hallmark countersign)"))

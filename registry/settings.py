@@ -7,7 +7,7 @@ from pathlib import Path
 import dj_database_url
 from dotenv import load_dotenv
 
-from registry.env import ConfigError, envbool, envfloat, envint, envsecret, envstr
+from registry.env import ConfigError, envbool, envfloat, envint, envsecret, envstr, envwitnesses
 from registry.secrets import load_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -35,6 +35,10 @@ HALLMARK_SIGNING_KEY = load_secret("HALLMARK_SIGNING_KEY", DATA_DIR, PRODUCTION)
 HALLMARK_MASTER_KEY = load_secret("HALLMARK_MASTER_KEY", DATA_DIR, PRODUCTION)
 # The transparency log's origin line (C2SP tlog-checkpoint) and the signed-note key name.
 HALLMARK_LOG_ORIGIN = envstr("HALLMARK_LOG_ORIGIN", "hallmark.localhost/log")
+# Witnesses that cosign each new checkpoint (c2sp.org/tlog-witness): [(URL, witness vkey)],
+# and how long one witness request may take, in seconds.
+HALLMARK_WITNESSES = envwitnesses("HALLMARK_WITNESSES")
+HALLMARK_WITNESS_TIMEOUT = envfloat("HALLMARK_WITNESS_TIMEOUT", 5.0)
 # Family-wise error rate of one verification (Holm over every test it runs).
 HALLMARK_ALPHA = envfloat("HALLMARK_ALPHA", 1e-6)
 if not 0 < HALLMARK_ALPHA < 0.05:

@@ -154,6 +154,15 @@ def inclusion(index: int, tree_size: int) -> list[bytes]:
     return merkle.inclusion_proof(index, tree_size, _get_nodes)
 
 
+def inclusions(indexes: list[int], tree_size: int) -> dict[int, list[bytes]]:
+    """Inclusion proofs of many entries at one size, reading the nodes in one query."""
+    if not 0 < tree_size <= size() or any(not 0 <= i < tree_size for i in indexes):
+        raise LogRangeError(f"no inclusion proofs for indexes {sorted(indexes)[:5]}… in a tree "
+                            f"of size {tree_size} (the log has {size()} entries)")
+    wanted = sorted(set(indexes))
+    return dict(zip(wanted, merkle.inclusion_proofs(wanted, tree_size, _get_nodes), strict=True))
+
+
 def consistency(old_size: int, new_size: int) -> list[bytes]:
     if not 0 < old_size <= new_size <= size():
         raise LogRangeError(f"no consistency proof from {old_size} to {new_size} "

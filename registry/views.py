@@ -18,6 +18,7 @@ from registry import forms, receipts, reporting, throttling
 from registry.charts import check_chart
 from registry.identities import new_owner_fields
 from registry.models import LogEntry, Owner, RegisteredModel, Report, Verification
+from registry.owners import log_owner
 from registry.registration import add_commitment, register_model
 from registry.submission import submit
 from verifier.evidence.canonical import canonical_json
@@ -43,7 +44,7 @@ def signup(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         with transaction.atomic():
             user = form.save()
-            Owner.objects.create(user=user, **new_owner_fields(None))
+            log_owner(Owner.objects.create(user=user, **new_owner_fields(None)))
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("dashboard")
     return render(request, "registry/signup.html", {"form": form})

@@ -41,10 +41,11 @@ def test_the_compose_file_parses_and_every_service_has_a_healthcheck():
     # YAML parsing with the anchors resolved checks the same structure.
     doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = doc["services"]
-    assert {"web", "worker", "postgres", "redis"} <= set(services)
-    for name in ("web", "worker", "postgres", "redis"):
+    assert {"web", "worker", "postgres", "redis", "witness"} <= set(services)
+    for name in ("web", "worker", "postgres", "redis", "witness"):
         assert "healthcheck" in services[name], name
     for name in ("web", "worker"):
         env = services[name]["environment"]
         assert env["HALLMARK_CACHE_URL"].startswith("redis://")  # throttles shared by all
+        assert env["HALLMARK_WITNESSES"].startswith("http://witness:7380 ")  # one witness
         assert services[name]["build"]["dockerfile"] == "deploy/Dockerfile"

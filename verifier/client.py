@@ -118,5 +118,9 @@ class Client:
         """The public signed report (no login needed)."""
         return self._request("GET", f"/api/reports/{report_id}")
 
+    def countersign(self, report_id: str, sig_b64: str) -> dict[str, Any]:
+        """Add this owner's countersignature (from `hallmark countersign`) to a report."""
+        return self._json("POST", f"/api/reports/{report_id}/signatures", {"sig": sig_b64})
+
     def checkpoint(self) -> str:
         return self._request("GET", "/api/log/checkpoint")

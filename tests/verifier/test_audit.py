@@ -439,8 +439,10 @@ def test_it_names_the_true_owner_first_when_a_forger_registers_after_the_theft()
     assert pred["verdict"]["earliest_commitment"] == alice.digest
     flags = {c["digest"]: c["proves_priority"] for c in pred["commitments"]}
     assert flags == {alice.digest: True, forged.digest: False}
-    assert [c.name for c in res.checks][-3:] == ["priority", "log inclusion", "commitment log"]
-    assert "1 attributed commitment(s) cannot prove priority" in res.checks[-3].reason
+    assert [c.name for c in res.checks][-4:] == ["priority", "log inclusion", "commitment log",
+                                                "priority proofs"]
+    assert "1 attributed commitment(s) cannot prove priority" in res.checks[-4].reason
+    assert "1 commitment(s) logged before the first sighting" in res.checks[-1].reason
 
 
 @pytest.mark.parametrize("tamper,match", [
@@ -546,8 +548,11 @@ def test_it_fails_a_suspect_file_that_is_not_the_reported_subject(tmp_path):
     assert failed.name == "suspect digest" and "the report is about" in failed.reason
     same = tmp_path / "suspect.bin"
     same.write_bytes(SUSPECT)
-    failed = _failure(audit(report, suspect_path=str(same)))
-    assert failed.name == "recompute" and "--reveal" in failed.reason
+    alone = audit(report, suspect_path=str(same))  # no openings: the digest alone is checked
+    assert alone.ok, alone.failure
+    assert [c.name for c in alone.checks][-1] == "suspect digest"
+    failed = _failure(audit(report, suspect_path=str(other)))
+    assert failed.name == "suspect digest" and "the report is about" in failed.reason
     assert "cannot read" in _failure(audit(report, suspect_path=str(tmp_path / "no"))).reason
 
 

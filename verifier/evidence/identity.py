@@ -1,4 +1,7 @@
-"""Ed25519 identities (registry and owners), base64 helpers, and key files for the CLI.
+"""Ed25519 identities (registry and owners), and key files for the CLI.
+
+The base64 helpers (`b64`, `unb64`, `unb64_strict`) live in `verifier.evidence.encoding` and
+are re-exported here.
 
 Key ids: `keyid` is the lower-case hex SHA-256 of the raw 32-byte public key. It is what DSSE
 signatures carry in their `keyid` field and what reports use to name owners and the registry.
@@ -10,102 +13,25 @@ Key files (JSON, UTF-8):
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
-from typing import Any
 
 import nacl.exceptions
 import nacl.signing
 
+from verifier.evidence.encoding import b64, short_repr, unb64, unb64_strict
 from verifier.evidence.errors import EvidenceError
+from verifier.evidence.vkey import parse_vkey
+
+__all__ = [  # b64, unb64 and unb64_strict are re-exported from encoding
+    "PRIVATE_KEY_TYPE", "PUBLIC_KEY_TYPE", "Identity", "b64", "keyid_of", "load_public_key",
+    "parse_public_key", "private_key_json", "public_key_json", "read_private_key", "unb64",
+    "unb64_strict", "verify_signature", "write_private_key", "write_public_key"]
 
 PRIVATE_KEY_TYPE = "hallmark-ed25519-private"
 PUBLIC_KEY_TYPE = "hallmark-ed25519-public"
-_STD = re.compile(r"[A-Za-z0-9+/]*={0,2}")
-_URL = re.compile(r"[A-Za-z0-9\-_]*={0,2}")
-
-
-def b64(data: bytes) -> str:
-    """Standard, padded base64 (RFC 4648 §4), as every Hallmark document writes it.
-
-    Example:
-        >>> b64(b"hallmark")
-        'aGFsbG1hcms='
-    """
-    return base64.b64encode(data).decode("ascii")
-
-
-def unb64(text: str) -> bytes:
-    """Decode standard or URL-safe base64 (padding optional), refusing non-canonical input.
-
-    DSSE asks verifiers to accept both alphabets. A string mixing the two alphabets, holding
-    other characters, or with non-zero unused bits in its last character (two strings that
-    decode to the same bytes) is refused, so a changed character never decodes to equal bytes.
-
-    Raises:
-        EvidenceError: not base64, naming what was received.
-
-    Example:
-        >>> unb64("aGFsbG1hcms=") == unb64("aGFsbG1hcms") == b"hallmark"
-        True
-    """
-    if not isinstance(text, str):
-        raise EvidenceError(f"expected a base64 string, received {type(text).__name__}")
-    std, url = _STD.fullmatch(text), _URL.fullmatch(text)
-    if not (std or url):
-        raise EvidenceError(f"not base64: {_show(text)} (expected the standard or URL-safe "
-                            "alphabet, one of them only)")
-    body = text.rstrip("=")
-    if len(text) % 4 and len(text) != len(body):
-        raise EvidenceError(f"not base64: {_show(text)} has padding but a length that is not a "
-                            "multiple of 4")
-    if len(body) % 4 == 1:
-        raise EvidenceError(f"not base64: {_show(text)} has an impossible length")
-    padded = body + "=" * (-len(body) % 4)
-    try:
-        data = (base64.b64decode(padded, validate=True) if std
-                else base64.urlsafe_b64decode(padded.encode("ascii")))
-    except (binascii.Error, ValueError) as e:
-        raise EvidenceError(f"not base64: {_show(text)} ({e})") from None
-    again = (base64.b64encode(data) if std else base64.urlsafe_b64encode(data)).decode("ascii")
-    if again.rstrip("=") != body:
-        raise EvidenceError(f"not canonical base64: {_show(text)} has non-zero unused bits in "
-                            "its last character")
-    return data
-
-
-def unb64_strict(text: str, what: str, size: int | None = None) -> bytes:
-    """Decode standard, padded, canonical base64 only (the C2SP formats and Hallmark reports).
-
-    Args:
-        text: the base64 string.
-        what: what the value is, for the error message (e.g. "root hash").
-        size: the exact decoded length required, if any.
-
-    Raises:
-        EvidenceError: naming `what`, the problem and what was received.
-    """
-    if not isinstance(text, str) or not _STD.fullmatch(text) or len(text) % 4:
-        raise EvidenceError(f"{what} is not standard padded base64: {_show(text)}")
-    data = unb64(text)
-    if b64(data) != text:
-        raise EvidenceError(f"{what} is not canonical base64: {_show(text)}")
-    if size is not None and len(data) != size:
-        raise EvidenceError(f"{what} decodes to {len(data)} bytes, expected {size}")
-    return data
-
-
-def _show(value: Any, limit: int = 40) -> str:
-    """A short printable rendering of a received value, for error messages."""
-    s = repr(value)
-    return s if len(s) <= limit else s[:limit] + "…"
-
-
 def keyid_of(public_key: bytes) -> str:
     """The key id of a raw Ed25519 public key: lower-case hex SHA-256 of its 32 bytes.
 
@@ -289,13 +215,11 @@ def parse_public_key(text: str) -> bytes:
         key = b""
     if len(key) == 32:
         return key
-    from verifier.evidence.note import parse_vkey
-
     try:
         return parse_vkey(text)[1]
     except EvidenceError:
         raise EvidenceError(
-            f"not a public key: {_show(text)}; expected a public key file, a note vkey "
+            f"not a public key: {short_repr(text)}; expected a public key file, a note vkey "
             "(name+hex+base64) or the base64 of 32 raw bytes") from None
 
 

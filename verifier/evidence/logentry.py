@@ -16,6 +16,10 @@ Kinds and their required fields (extra fields are allowed and are logged as give
 | "licence"    | licence, model, envelope_sha256                                |
 | "report"     | envelope_sha256                                                |
 | "correction" | corrects (log index of the corrected entry), envelope_sha256   |
+| "countersignature" | keyid, sig (base64), signed_at, envelope_sha256 (the report's) |
+
+An "owner" entry logs the owner statement envelope of `verifier.evidence.owners` (signed by
+the registry, and by the owner's key when the registry holds it).
 
 A "commitment" entry also carries the key's public parameters and its "screening" against the
 registry's reference panel (`verifier.screening.Screening.to_dict()` plus "domain", or
@@ -38,6 +42,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "licence": ("licence", "model", "envelope_sha256"),
     "report": ("envelope_sha256",),
     "correction": ("corrects", "envelope_sha256"),
+    "countersignature": ("keyid", "sig", "signed_at", "envelope_sha256"),
 }
 
 

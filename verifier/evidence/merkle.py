@@ -213,6 +213,28 @@ def inclusion_proof(index: int, size: int, get_nodes: GetNodes) -> list[bytes]:
     return _prove(_inclusion_ranges(index, size), get_nodes)
 
 
+def inclusion_proofs(indexes: Sequence[int], size: int,
+                     get_nodes: GetNodes) -> list[list[bytes]]:
+    """`inclusion_proof` of each index, with one `get_nodes` call for all of them (a report's
+    many proofs in one database query).
+
+    Example:
+        >>> log = MemoryLog()
+        >>> _ = [log.append(bytes([i])) for i in range(5)]
+        >>> inclusion_proofs([0, 3], 5, log.get_nodes) == [log.inclusion_proof(0),
+        ...                                                 log.inclusion_proof(3)]
+        True
+    """
+    _check_size("size", size, 1)
+    for index in indexes:
+        _check_size("index", index)
+        if index >= size:
+            raise EvidenceError(f"leaf index {index} is not in a tree of size {size}")
+    covers = [[_cover(a, b) for a, b in _inclusion_ranges(i, size)] for i in indexes]
+    nodes = _fetch((c for proof in covers for cover in proof for c in cover), get_nodes)
+    return [[_fold(cover, nodes) for cover in proof] for proof in covers]
+
+
 def consistency_proof(old_size: int, new_size: int, get_nodes: GetNodes) -> list[bytes]:
     """The RFC 9162 consistency proof that the tree of `old_size` leaves is a prefix of `new_size`.
 

@@ -17,14 +17,19 @@ key, under a key name equal to the origin.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 
+from verifier.evidence.encoding import b64, unb64_strict
 from verifier.evidence.errors import EvidenceError
-from verifier.evidence.identity import Identity, b64, unb64_strict, verify_signature
+from verifier.evidence.identity import Identity, verify_signature
+from verifier.evidence.vkey import ED25519, check_name, key_id, parse_vkey, vkey
 
-ED25519 = 0x01  # signed-note signature type of plain Ed25519
+__all__ = [  # ED25519, key_id, parse_vkey and vkey are re-exported from vkey
+    "ED25519", "MAX_SIGNATURES", "Checkpoint", "checkpoint_body", "key_id",
+    "parse_checkpoint", "parse_vkey", "sign_checkpoint", "sign_note", "split_note",
+    "verify_checkpoint", "verify_note", "vkey"]
+
 MAX_SIGNATURES = 100  # more signature lines than this make a note malformed
 _SIG_PREFIX = "\u2014 "  # em dash, space
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
@@ -39,51 +44,6 @@ class Checkpoint:
     size: int  # number of leaves
     root: bytes  # 32-byte RFC 6962 root hash at that size
     extensions: tuple[str, ...] = ()  # opaque extension lines (Hallmark writes none)
-
-
-def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not name or any(c.isspace() for c in name) or "+" in name:
-        raise EvidenceError(f"note key name must be non-empty, without spaces or '+', "
-                            f"received {name!r}")
-
-
-def key_id(name: str, public_key: bytes) -> bytes:
-    """The 4-byte signed-note key ID of an Ed25519 key under `name`."""
-    _check_name(name)
-    if len(public_key) != 32:
-        raise EvidenceError(f"an Ed25519 public key is 32 bytes, received {len(public_key)}")
-    return hashlib.sha256(name.encode("utf-8") + b"\n" + bytes([ED25519]) + public_key).digest()[:4]
-
-
-def vkey(name: str, public_key: bytes) -> str:
-    """The verifier key text "name+hex8+base64(0x01‖pubkey)".
-
-    Example:
-        >>> vkey("PeterNeumann", bytes.fromhex(
-        ...     "1a5cd907143c384c41e830c5bce12aa8817ec5649aaabf2c31388b35b2d744d6"))
-        'PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW'
-    """
-    return f"{name}+{key_id(name, public_key).hex()}+{b64(bytes([ED25519]) + public_key)}"
-
-
-def parse_vkey(text: str) -> tuple[str, bytes]:
-    """Parse a vkey into (name, 32-byte public key), checking its type byte and key ID.
-
-    Raises:
-        EvidenceError: malformed, not Ed25519, or a key ID that does not match.
-    """
-    parts = text.strip().split("+", 2)
-    if len(parts) != 3 or not re.fullmatch(r"[0-9a-f]{8}", parts[1]):
-        raise EvidenceError(f"malformed vkey {text[:60]!r}: expected name+hex8+base64")
-    name, hex_id, material = parts
-    _check_name(name)
-    raw = unb64_strict(material, "vkey key material")
-    if len(raw) != 33 or raw[0] != ED25519:
-        raise EvidenceError(f"vkey {name}+{hex_id} is not an Ed25519 key (type byte 0x01 and 32 "
-                            "key bytes expected)")
-    if key_id(name, raw[1:]).hex() != hex_id:
-        raise EvidenceError(f"vkey {name}+{hex_id}: the key ID does not match the key")
-    return name, raw[1:]
 
 
 def _check_text(text: str, what: str) -> None:
@@ -141,7 +101,7 @@ def split_note(note: str) -> tuple[str, list[tuple[str, bytes]]]:
         if len(fields) != 2:
             raise EvidenceError(f"malformed note: signature line {line[:40]!r} is not "
                                 "'— name signature'")
-        _check_name(fields[0])
+        check_name(fields[0])
         blob = unb64_strict(fields[1], f"signature of key {fields[0]}")
         if len(blob) < 5:
             raise EvidenceError(f"malformed note: signature of key {fields[0]} is too short")

@@ -159,6 +159,20 @@ def commitment_proof_field(digest: str, entry: bytes, bundle: str) -> dict[str, 
     return {"digest": digest, "entry": b64(entry), "bundle": bundle}
 
 
+def owner_proof_field(keyid: str, statement: Mapping[str, Any], entry: bytes,
+                      bundle: str) -> dict[str, Any]:
+    """One item of the optional "owner_proofs": an owner's statement, its log entry and proof."""
+    return {"keyid": keyid, "statement": dict(statement), "entry": b64(entry), "bundle": bundle}
+
+
+def countersignature_field(keyid: str, sig: str, signed_at: str, entry: bytes,
+                           bundle: str) -> dict[str, Any]:
+    """One item of the optional "countersignatures": an owner's signature over the envelope's
+    PAE, when it was made, and its log entry and proof."""
+    return {"keyid": keyid, "sig": sig, "signed_at": signed_at, "entry": b64(entry),
+            "bundle": bundle}
+
+
 def _sorted(obj: Any) -> Any:
     """The same JSON value with every object's keys inserted in sorted order, so that any
     compact JSON renderer (e.g. Django REST framework's) writes exactly `canonical_json`."""
@@ -171,8 +185,13 @@ def _sorted(obj: Any) -> Any:
 
 def assemble_report(envelope: Mapping[str, Any], *, log_index: int, bundle: str, origin: str,
                     registry_public_key: bytes, consistency: Mapping[str, Any] | None = None,
-                    commitment_proofs: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """The report document served at /api/reports/<uuid> (serve `render_report(report)`)."""
+                    commitment_proofs: Sequence[Mapping[str, Any]] | None = None,
+                    owner_proofs: Sequence[Mapping[str, Any]] | None = None,
+                    countersignatures: Sequence[Mapping[str, Any]] | None = None
+                    ) -> dict[str, Any]:
+    """The report document served at /api/reports/<uuid> (serve `render_report(report)`).
+
+    Optional members are left out when empty."""
     report: dict[str, Any] = {
         "format": REPORT_FORMAT, "envelope": dict(envelope),
         "log": {"index": log_index, "bundle": bundle, "origin": origin},
@@ -183,6 +202,10 @@ def assemble_report(envelope: Mapping[str, Any], *, log_index: int, bundle: str,
         report["consistency"] = dict(consistency)
     if commitment_proofs:
         report["commitment_proofs"] = [dict(p) for p in commitment_proofs]
+    if owner_proofs:
+        report["owner_proofs"] = [dict(p) for p in owner_proofs]
+    if countersignatures:
+        report["countersignatures"] = [dict(p) for p in countersignatures]
     return _sorted(report)
 
 

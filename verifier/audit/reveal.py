@@ -6,8 +6,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from verifier.audit_fields import _log10
-from verifier.audit_state import _AuditState
+from verifier.audit.fields import _log10
+from verifier.audit.state import _AuditState
 from verifier.evidence.errors import EvidenceError
 from verifier.evidence.report import NOT_APPLICABLE
 

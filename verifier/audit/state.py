@@ -4,12 +4,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from verifier.audit.result import AuditResult
+
 if TYPE_CHECKING:
-    from verifier.audit import AuditResult
+    from verifier.evidence.cosignature import Witness
 
 
 class _AuditState:
-    """The attributes every check reads or sets; `verifier.audit._Auditor` fills them in."""
+    """The attributes every check reads or sets; `verifier.audit.runner._Auditor` fills them in."""
 
     pinned: bytes | None  # the registry key the auditor pinned, if any
     since: str | None  # a checkpoint note kept from an earlier audit
@@ -24,3 +26,6 @@ class _AuditState:
     pred: dict[str, Any]  # its predicate
     opened: dict[str, Any]  # commitment digest -> verified opening
     payload: bytes  # the DSSE payload, once its signatures verify
+    witnesses: list[Witness]  # witnesses the auditor trusts (may be empty)
+    quorum: int | None  # cosignatures required (default: every trusted witness)
+    logged_times: dict[str, str]  # commitment digest -> time in its proved log entry

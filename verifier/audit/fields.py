@@ -10,7 +10,8 @@ from typing import Any
 from verifier.evidence.errors import EvidenceError
 from verifier.evidence.report import RAN as RAN  # decisions of checks that ran (Holm counts them)
 
-TOP_LEVEL = {"format", "envelope", "log", "public_keys", "consistency", "commitment_proofs"}
+TOP_LEVEL = {"format", "envelope", "log", "public_keys", "consistency", "commitment_proofs",
+             "owner_proofs", "countersignatures"}
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _RFC3339_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
 

@@ -1,8 +1,8 @@
 """The audit's checks against the transparency log: inclusion, commitments, consistency."""
 from __future__ import annotations
 
-from verifier.audit_fields import _require
-from verifier.audit_state import _AuditState
+from verifier.audit.fields import _require, _time
+from verifier.audit.state import _AuditState
 from verifier.evidence.errors import EvidenceError
 from verifier.evidence.identity import unb64_strict
 from verifier.evidence.logentry import parse_entry, report_entry
@@ -34,6 +34,7 @@ class _LogChecks(_AuditState):
         listed = {c["digest"]: c for c in self.pred["commitments"]}
         if not isinstance(proofs, list) or not proofs:
             raise EvidenceError("commitment_proofs must be a non-empty list")
+        owner_of = {c["commitment"]: c["owner_keyid"] for c in self.pred["checks"]}
         for n, item in enumerate(proofs):
             _require(item, f"commitment_proofs[{n}]", {"digest": str, "entry": str, "bundle": str})
             c = listed.get(item["digest"])
@@ -49,6 +50,12 @@ class _LogChecks(_AuditState):
             if "registered_at" in fields and fields["registered_at"] != c["registered_at"]:
                 raise EvidenceError(f"commitment_proofs[{n}]: logged time differs from "
                                     "registered_at")
+            if c["digest"] in owner_of and fields["owner_keyid"] != owner_of[c["digest"]]:
+                raise EvidenceError(f"commitment_proofs[{n}]: the log entry names owner "
+                                    f"{str(fields['owner_keyid'])[:16]}…, the checks another")
+            logged = fields.get("registered_at", fields.get("time"))
+            if isinstance(logged, str):
+                self.logged_times[c["digest"]] = logged
             if parse_bundle(item["bundle"]).index != c["log_index"]:
                 raise EvidenceError(f"commitment_proofs[{n}] proves another index than "
                                     f"log_index {c['log_index']}")
@@ -57,7 +64,36 @@ class _LogChecks(_AuditState):
                               self.registry_key)
             except EvidenceError as e:
                 raise EvidenceError(f"commitment {c['digest'][:16]}…: {e}") from None
+        missing = sorted(self._attributed() - {p["digest"] for p in proofs})
+        if missing:
+            raise EvidenceError(f"commitment {missing[0][:16]}… attributes the suspect but has no "
+                                "log proof (commitment_proofs must cover every attributed "
+                                "commitment)")
         return f"{len(proofs)} commitment(s) proved in the log at their log_index"
+
+    def _attributed(self) -> set[str]:
+        return {c["commitment"] for c in self.pred["checks"] if c["decision"] == "attributed"}
+
+    def check_priority_proofs(self) -> str:
+        """Priority from the proofs alone: each commitment claimed to prove priority was logged
+        (the time inside its proved log entry) before the suspect was first seen."""
+        first_seen = self.pred["suspect"]["first_seen"]
+        proved, attributed = 0, self._attributed()
+        for c in self.pred["commitments"]:
+            if c.get("proves_priority") is not True or first_seen is None:
+                continue
+            logged = self.logged_times.get(c["digest"])
+            if logged is None and c["digest"] not in attributed:
+                continue  # claims nothing: no proof needed
+            if logged is None:
+                raise EvidenceError(f"commitment {c['digest'][:16]}… claims priority but its log "
+                                    "entry carries no time")
+            if _time(logged, "logged time") >= _time(first_seen, "suspect.first_seen"):
+                raise EvidenceError(f"commitment {c['digest'][:16]}… was logged at {logged}, not "
+                                    f"before the suspect was first seen ({first_seen})")
+            proved += 1
+        return (f"{proved} commitment(s) logged before the first sighting ({first_seen}), "
+                "from their log proofs")
 
     def check_consistency(self) -> str:
         origin = self.report["log"]["origin"]

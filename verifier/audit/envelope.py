@@ -4,8 +4,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from verifier.audit_fields import TOP_LEVEL, _is_count
-from verifier.audit_state import _AuditState
+from verifier.audit.fields import TOP_LEVEL, _is_count
+from verifier.audit.state import _AuditState
 from verifier.evidence.canonical import canonical_json, loads_strict
 from verifier.evidence.dsse import PAYLOAD_TYPE_INTOTO, parse_envelope, verify_envelope
 from verifier.evidence.errors import EvidenceError

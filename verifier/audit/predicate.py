@@ -5,7 +5,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from verifier.audit_fields import (
+from verifier.audit.fields import (
     _HEX64,
     RAN,
     _has_first_seen,
@@ -15,7 +15,7 @@ from verifier.audit_fields import (
     _require,
     _time,
 )
-from verifier.audit_state import _AuditState
+from verifier.audit.state import _AuditState
 from verifier.evidence.errors import EvidenceError
 from verifier.evidence.identity import b64, keyid_of, unb64_strict
 from verifier.evidence.report import (
