@@ -372,3 +372,14 @@ def test_keyed_noise_p_values_on_an_unmarked_model_are_super_uniform(trained) ->
         frac = float((logs <= torch.log10(torch.tensor(x))).float().mean())
         assert frac <= x + 3 * (x * (1 - x) / 400) ** 0.5  # within 3 sd of the bound
     assert float((logs <= -0.3).float().mean()) > 0.2  # and not all p-values stuck at 1
+
+
+def test_it_is_not_applicable_to_a_suspect_of_another_input_shape(key) -> None:
+    other = nn.Linear(32, 10)
+    r = trigger_set.test(Suspect.from_predict(other), key)
+    assert not r.applicable and "cannot take this key's inputs of shape [64]" in r.details["reason"]
+
+
+def test_it_is_not_applicable_to_a_suspect_of_another_class_count(key) -> None:
+    r = trigger_set.test(Suspect.from_predict(lambda x: torch.zeros(x.shape[0], 12)), key)
+    assert not r.applicable and "scores 12 classes and this key labels 10" in r.details["reason"]

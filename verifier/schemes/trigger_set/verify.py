@@ -46,7 +46,8 @@ def test(suspect: Suspect, key: Key) -> TestResult:
     adversarial: if the owner chose the triggers without regard to the labels, which screening
     tests), so the number k of predictions equal to their label is Binomial(n, 1/C) and
     p = P[Binomial(n, 1/C) >= k]. Never reads weights. Not applicable when the suspect offers
-    no predict function or returns something other than one row of scores per trigger.
+    no predict function, cannot take the triggers' shape, or returns something other than one
+    row of C scores per trigger.
 
     Example:
         >>> from verifier.schemes.trigger_set import Params, generate_key
@@ -58,13 +59,22 @@ def test(suspect: Suspect, key: Key) -> TestResult:
         return TestResult.not_applicable(NAME, "trigger_set is a black-box test: the suspect "
                                                "offers no predict function (weights only)")
     before = suspect.queries
-    outputs = [suspect.predict(key.triggers[i:i + _QUERY_BATCH])
-               for i in range(0, key.n, _QUERY_BATCH)]
+    try:
+        outputs = [suspect.predict(key.triggers[i:i + _QUERY_BATCH])
+                   for i in range(0, key.n, _QUERY_BATCH)]
+    except RuntimeError as e:  # torch's shape errors: the suspect takes other inputs
+        reason = (f"the suspect cannot take this key's inputs of shape {list(key.input_shape)} "
+                  f"({str(e).splitlines()[0][:200]})")
+        return replace(TestResult.not_applicable(NAME, reason), queries=suspect.queries - before)
     queries = suspect.queries - before
     shapes = [tuple(o.shape) for o in outputs]
     if any(len(s) != 2 for s in shapes) or sum(s[0] for s in shapes) != key.n:
         reason = (f"the suspect returned outputs of shape {shapes} for {key.n} triggers; "
                   "expected one row of class scores per input")
+        return replace(TestResult.not_applicable(NAME, reason), queries=queries)
+    if any(s[1] != key.classes for s in shapes):
+        reason = (f"the suspect scores {shapes[0][1]} classes and this key labels "
+                  f"{key.classes}: it is for another task")
         return replace(TestResult.not_applicable(NAME, reason), queries=queries)
     pred = torch.cat(outputs).argmax(dim=1)  # (n,)
     k, _, log10_p = p_value(pred, key)
