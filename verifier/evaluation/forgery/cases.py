@@ -26,7 +26,7 @@ from typing import Any
 from torch import nn
 
 from verifier import forgery, keyfile, screening, toy
-from verifier.schemes import load_key
+from verifier.schemes import UnknownScheme, load_key
 from verifier.suspect import Suspect
 
 ACCEPTED, REFUSED = "accepted", "refused"
@@ -106,7 +106,7 @@ def admit(blob: bytes, panel: Sequence[tuple[str, Suspect]],
         key = load_key(blob)
     except keyfile.KeyMaterialError as e:
         return Admission(REFUSED, "re-derivation", str(e))
-    except keyfile.KeyFormatError as e:
+    except (keyfile.KeyFormatError, UnknownScheme) as e:
         return Admission(REFUSED, "format", str(e))
     except ValueError as e:  # a scheme's own error type for inconsistent contents
         return Admission(REFUSED, "format", f"{type(e).__name__}: {e}")
