@@ -13,12 +13,18 @@ from verifier.schemes.trigger_set.params import TriggerSetError
 def embed(model: nn.Module, key: Key, data: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
           *, epochs_per_layer: int = 5, final_epochs: int = 20, lr: float = 3e-3,
           triggers_per_batch: int = 16, seed: int = 0,
-          extra_loss: Callable[[nn.Module], torch.Tensor] | None = None) -> nn.Module:
+          extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+          robust_epochs: int = 0, weight_noise: float = 0.5, robust_lr: float = 1e-3) -> nn.Module:
     """Mark every layer: fine-tune one layer at a time on clean batches mixed with triggers.
 
     Phases: for each module that owns parameters (in registration order), train only that
     module for `epochs_per_layer` passes; then train every layer until each trigger is
-    predicted as its label (checked after each pass), for at most `final_epochs` passes.
+    predicted as its label (checked after each pass), for at most `final_epochs` passes; then,
+    if `robust_epochs` > 0, that many passes over every layer in which the triggers' loss is
+    taken at weights perturbed by Gaussian noise (σ = `weight_noise` × each tensor's standard
+    deviation, fresh per batch) and the clean loss at the true weights: the triggers then keep
+    their labels in a neighbourhood of the weights, which is what a fine-tuning thief moves
+    through (after randomized smoothing in parameter space, Bansal et al., ICML 2022).
 
     Args:
         data: clean (inputs, labels) batches; replayed for every phase (a one-shot iterator is
@@ -30,6 +36,9 @@ def embed(model: nn.Module, key: Key, data: Iterable[tuple[torch.Tensor, torch.T
         seed: seeds the draw of triggers per batch.
         extra_loss: another loss on the model to add, e.g. `uchida.regularizer(key)` to mark
             both schemes in one run.
+        robust_epochs: passes of the weight-noise phase (0: none).
+        weight_noise: relative standard deviation of the weight noise in that phase.
+        robust_lr: Adam learning rate of that phase.
 
     Returns:
         The same model, marked, in eval mode. Raises TriggerSetError without data.
@@ -58,6 +67,9 @@ def embed(model: nn.Module, key: Key, data: Iterable[tuple[torch.Tensor, torch.T
             learned = bool((model(key.triggers).argmax(dim=1) == key.labels).all())
         if learned:
             break
+    if robust_epochs > 0:
+        _robust_passes(model, batches, key, robust_epochs, robust_lr, triggers_per_batch,
+                       weight_noise, g, extra_loss)
     model.eval()
     return model
 
@@ -86,3 +98,31 @@ def _passes(model: nn.Module, params: list[nn.Parameter], batches: Iterable[tupl
         yield epoch
 
 
+def _robust_passes(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], key: Key,
+                   epochs: int, lr: float, per_batch: int, sigma: float, g: torch.Generator,
+                   extra_loss: Callable[[nn.Module], torch.Tensor] | None) -> None:
+    """Clean loss at the weights, triggers' loss at noisy weights; one Adam step on both."""
+    params = list(model.parameters())
+    opt = torch.optim.Adam(params, lr=lr)
+    for _ in range(epochs):
+        model.train()
+        for xb, yb in batches:
+            pick = torch.randint(0, key.n, (min(per_batch, key.n),), generator=g)
+            model.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            if extra_loss is not None:
+                loss = loss + extra_loss(model)
+            loss.backward()
+            with torch.no_grad():
+                noise = [torch.randn(p.shape, generator=g) * sigma * p.std() if p.numel() > 1
+                         else torch.zeros_like(p) for p in params]
+                for p, e in zip(params, noise, strict=True):
+                    p.add_(e)
+            weight = len(pick) / (len(pick) + len(yb))  # the triggers' share of a mixed batch
+            triggers = key.triggers[pick].reshape(-1, *xb.shape[1:])
+            (weight * nn.functional.cross_entropy(model(triggers), key.labels[pick])).backward()
+            with torch.no_grad():
+                for p, e in zip(params, noise, strict=True):
+                    p.sub_(e)
+            opt.step()
+    model.eval()
