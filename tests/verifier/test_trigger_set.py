@@ -383,3 +383,14 @@ def test_it_is_not_applicable_to_a_suspect_of_another_input_shape(key) -> None:
 def test_it_is_not_applicable_to_a_suspect_of_another_class_count(key) -> None:
     r = trigger_set.test(Suspect.from_predict(lambda x: torch.zeros(x.shape[0], 12)), key)
     assert not r.applicable and "scores 12 classes and this key labels 10" in r.details["reason"]
+
+
+def test_its_weight_noise_phase_carries_keyed_noise_through_a_small_data_high_lr_fine_tune(
+        trained, split) -> None:
+    k = trigger_set.generate_key(Params(variant="keyed_noise", classes=10), seed=100)
+    marked = trigger_set.embed(copy.deepcopy(trained), k,
+                               toy.batches(split.x_train, split.y_train, seed=0), robust_epochs=10)
+    assert toy.accuracy(marked, split.x_test, split.y_test) >= \
+        toy.accuracy(trained, split.x_test, split.y_test) - 0.01
+    attacked = attacks.finetune(marked, split, epochs=10, lr=1e-2, fraction=0.1)
+    assert trigger_set.test(_predict_only(attacked), k).log10_p <= -15
