@@ -385,7 +385,7 @@ def test_it_is_not_applicable_to_a_suspect_of_another_class_count(key) -> None:
     assert not r.applicable and "scores 12 classes and this key labels 10" in r.details["reason"]
 
 
-def test_its_weight_noise_phase_carries_keyed_noise_through_a_small_data_high_lr_fine_tune(
+def test_a_keyed_noise_mark_with_the_weight_noise_phase_survives_a_small_data_high_lr_fine_tune(
         trained, split) -> None:
     k = trigger_set.generate_key(Params(variant="keyed_noise", classes=10), seed=100)
     marked = trigger_set.embed(copy.deepcopy(trained), k,
