@@ -21,7 +21,7 @@ CLAIM = ("The suspect gives this key's secret seeded labels to its trigger input
          "that filters or rejects trigger-like queries can evade it.")
 # The null label of an adversarial key's p-value: exact under one assumption that the seed
 # cannot guarantee (the triggers are the owner's inputs), which screening tests.
-NULL_SCREENED = "exact if the triggers are independent of the labels (screened)"
+NULL_SCREENED = "exact if triggers indep. of labels"  # <= 40 chars: CheckResult.null
 ASSUMPTION_ADVERSARIAL = (
     "the labels are seeded (re-derived from the key seed) and uniform on the C classes; the "
     "trigger inputs were chosen by the owner, so the p-value is exact only if they were chosen "
