@@ -224,3 +224,51 @@ def test_the_command_accepts_one_row_or_a_list_of_rows_for_its_scheme() -> None:
     assert len(command.rows_of("uchida", {"rows": [fake_row(), fake_row(model="b")]})) == 2
     with pytest.raises(CommandError, match="returned a row for scheme `lsb`"):
         command.rows_of("uchida", fake_row("lsb"))
+
+
+def fake_forgery() -> dict[str, Any]:
+    return {"panel": [{"model": "mlp-1"}, {"model": "cnn-2"}], "victims": ["mlp-3"],
+            "threshold": 1e-3, "floor_bits": 80, "quick": True, "seconds": 3.0,
+            "honest": {"adversarial": {"keys": 4, "refused": 0, "refused_by": [], "screened": 4,
+                                       "worst_panel_log10_p": -1.25},
+                       "keyed_noise": {"keys": 4, "refused": 0, "refused_by": [], "screened": 0,
+                                       "worst_panel_log10_p": None}},
+            "red_team": [{"scheme": "trigger_set", "case": "universal", "attack": "clean digits",
+                          "expect": "screening", "outcome": "refused", "stage": "screening",
+                          "message": "2 of 2", "victims_log10_p": [-80.0],
+                          "victims_attributed": 1, "victims_below_1e-6": 1, "seconds": 0.1},
+                         {"scheme": "trigger_set", "case": "edited", "attack": "edit labels",
+                          "expect": "re-derivation", "outcome": "refused", "stage": "re-derivation",
+                          "message": "labels", "seconds": 0.0},
+                         {"scheme": "trigger_set", "case": "search", "attack": "seed search",
+                          "expect": "seed search", "outcome": "accepted", "stage": "",
+                          "message": "", "victims_log10_p": [-2.0], "victims_attributed": 0,
+                          "victims_below_1e-6": 0, "seconds": 1.0}],
+            "notes": ["a forgery note"], "run": {"date": "2026-01-02T03:04:05Z"}}
+
+
+def test_it_renders_the_forgery_section_with_every_outcome() -> None:
+    text = report.render([fake_row()], sections={"forgery": fake_forgery()})
+    section = text[text.index("## Forgery"):text.index("## Runs")]
+    assert "| trigger_set adversarial | 4 | 0 | 4 | -1.2 |" in section
+    assert "| trigger_set keyed_noise | 4 | 0 | 0 | n/a (inputs from the seed) |" in section
+    assert "| `universal` | clean digits | screening | refused: screening | 1 of 1 | -80.0 |" in section
+    assert "refused: re-derivation | n/a (not parsed) | n/a |" in section
+    assert "| **accepted** | 0 of 1 | -2.0 |" in section and "- a forgery note" in section
+    assert "## Forgery" not in report.render([fake_row()])
+
+
+def test_it_keeps_the_forgery_section_when_rows_are_rewritten(tmp_path: Path) -> None:
+    md = tmp_path / "quality.md"
+    report.write(md, [fake_row()], {"forgery": fake_forgery()})
+    sections = report.load_sections(md.with_suffix(".json"))
+    assert sections["forgery"]["honest"]["adversarial"]["keys"] == 4
+    report.write(md, report.load(md.with_suffix(".json")), sections)
+    assert "## Forgery" in md.read_text() and "## Forgery" in report.render([], sections=sections)
+
+
+def test_the_command_knows_the_forgery_evaluation() -> None:
+    from verifier.evaluation import forgery
+
+    assert command.parse_schemes("forgery,trigger_set") == ["forgery", "trigger_set"]
+    assert command.evaluator("forgery") is forgery.evaluate

@@ -1,5 +1,5 @@
-"""The `trigger_set` scheme through the contract: adversarial triggers, layer-wise embedding,
-the exact black-box test."""
+"""The `trigger_set` scheme through the contract: adversarial and keyed-noise triggers with seeded
+labels, layer-wise embedding, the exact black-box test, re-derivation of the key material."""
 from __future__ import annotations
 
 import copy
@@ -13,7 +13,7 @@ from torch import nn
 from verifier import Suspect, keyfile, toy
 from verifier.evaluation import attacks
 from verifier.schemes import get, trigger_set, uchida
-from verifier.schemes.trigger_set import Params, TriggerSetError
+from verifier.schemes.trigger_set import Params, TriggerSetError, derive
 from verifier.stats import log10_binom_sf
 
 torch.set_num_threads(1)
@@ -60,9 +60,9 @@ def test_it_attributes_a_marked_model_through_predict_only(marked, key) -> None:
     suspect = _predict_only(marked)
     r = trigger_set.test(suspect, key)
     assert not suspect.has_weights
-    assert r.applicable and r.p_value < 1e-9 and r.null == "exact"
+    assert r.applicable and r.p_value < 1e-9 and r.null == trigger_set.NULL_SCREENED
     assert r.queries == r.n == key.n == 100 and r.details["triggers"] == 100
-    assert r.statistic >= 95
+    assert r.statistic >= 95 and "screen" in r.details["assumption"]
 
 
 def test_it_keeps_the_marked_models_accuracy_within_a_point(marked, trained, split) -> None:
@@ -101,22 +101,20 @@ def test_it_is_not_applicable_to_outputs_that_are_not_one_row_per_trigger(key) -
     assert r.queries == key.n
 
 
-def test_its_p_value_is_the_exact_tail_over_informative_triggers(key) -> None:
+def test_its_p_value_is_the_exact_tail_over_all_triggers_at_one_in_c(key) -> None:
     always = 3  # a suspect that answers class 3 to everything
     r = trigger_set.test(Suspect.from_predict(
         lambda x: nn.functional.one_hot(torch.full((x.shape[0],), always), 10).float()), key)
     k = int((key.labels == always).sum())
-    informative = int((key.true_labels != always).sum())
-    assert (r.statistic, r.n, r.details["informative"]) == (k, key.n, informative)
-    assert r.log10_p == pytest.approx(log10_binom_sf(k, informative, 1 / 9))
-    assert r.log10_p <= log10_binom_sf(k, key.n, 1 / 9)  # never above the unconditional bound
+    assert (r.statistic, r.n, r.details["p0"]) == (k, key.n, 0.1)
+    assert r.log10_p == pytest.approx(log10_binom_sf(k, key.n, 1 / 10))
 
 
-def test_a_suspect_that_always_answers_the_clean_label_has_p_one(key) -> None:
-    truth = key.true_labels
+def test_a_suspect_that_answers_every_source_class_is_at_chance(key, split) -> None:
+    source = split.y_held[derive.sources(77, len(split.y_held))[:key.n]]  # the clean digits' classes
     r = trigger_set.test(Suspect.from_predict(
-        lambda x: nn.functional.one_hot(truth[:x.shape[0]], 10).float()), key)
-    assert r.statistic == 0 and r.details["informative"] == 0 and r.p_value == 1.0
+        lambda x: nn.functional.one_hot(source[:x.shape[0]], 10).float()), key)
+    assert r.statistic == int((source == key.labels).sum()) and r.p_value > 1e-3
 
 
 def test_its_prefix_p_value_checks_its_input(key) -> None:
@@ -124,30 +122,27 @@ def test_its_prefix_p_value_checks_its_input(key) -> None:
         trigger_set.p_value(torch.zeros(101, dtype=torch.int64), key)
 
 
-def test_its_labels_are_never_the_clean_label_and_cover_the_other_classes(trained, split) -> None:
-    k = trigger_set.generate_key(Params(n=300, steps=0), seed=5, model=trained,
-                                 data=(split.x_held, split.y_held))
-    shift = (k.labels - k.true_labels) % 10  # uniform on 1..9 by construction
-    assert int(shift.min()) >= 1
-    counts = torch.bincount(shift, minlength=10)[1:].float()
-    chi2 = float(((counts - 300 / 9) ** 2 / (300 / 9)).sum())
-    assert chi2 < 27.9  # 8 degrees of freedom, P[chi2 > 27.9] = 5e-4
+def test_its_labels_are_uniform_over_all_classes() -> None:
+    k = trigger_set.generate_key(Params(n=900, variant="keyed_noise", classes=10), seed=5)
+    counts = torch.bincount(k.labels, minlength=10).float()
+    chi2 = float(((counts - 90) ** 2 / 90).sum())
+    assert chi2 < 29.7  # 9 degrees of freedom, P[chi2 > 29.7] = 5e-4
 
 
 def test_its_labels_do_not_depend_on_the_model(trained, split) -> None:
     held = (split.x_held, split.y_held)
     a = trigger_set.generate_key(Params(n=50), seed=9, model=trained, data=held)
     b = trigger_set.generate_key(Params(n=50), seed=9, model=toy.MLP(), data=held)
-    assert torch.equal(a.labels, b.labels) and torch.equal(a.true_labels, b.true_labels)
+    assert torch.equal(a.labels, b.labels) and torch.equal(a.labels, derive.labels(9, 50, 10))
     assert not torch.equal(a.triggers, b.triggers)
 
 
 def test_its_triggers_are_adversarial_and_within_the_budget(trained, key, split) -> None:
-    dist = (key.triggers[:, None, :] - split.x_held[None, :, :]).abs().amax(dim=2)  # (n, held)
-    assert float(dist.min(dim=1).values.max()) <= 0.25 + 1e-6
+    idx = derive.sources(77, len(split.y_held))[:key.n]  # the seed's choice of held-out inputs
+    assert float((key.triggers - split.x_held[idx]).abs().max()) <= 0.25 + 1e-6
     assert float(key.triggers.min()) >= 0.0 and float(key.triggers.max()) <= 1.0
     with torch.no_grad():
-        wrong = (trained(key.triggers).argmax(dim=1) != key.true_labels).float().mean()
+        wrong = (trained(key.triggers).argmax(dim=1) != split.y_held[idx]).float().mean()
     assert wrong >= 0.8
 
 
@@ -166,7 +161,8 @@ def test_its_public_params_hold_no_trigger_or_label(key) -> None:
     public = key.public_params()
     text = json.dumps(public)
     assert public["triggers"] == 100 and public["classes"] == 10
-    assert public["p0"] == pytest.approx(1 / 9) and len(text) < 300
+    assert public["p0"] == pytest.approx(1 / 10) and public["variant"] == "adversarial"
+    assert len(text) < 300
 
 
 def test_it_embeds_together_with_uchida_on_one_mlp_within_the_demo_budget(split) -> None:
@@ -222,10 +218,10 @@ def test_it_refuses_fewer_held_out_inputs_than_triggers(trained, split) -> None:
         trigger_set.generate_key(Params(n=301), seed=1, model=trained, data=(split.x_held, split.y_held))
 
 
-def test_it_refuses_a_model_with_two_classes(split) -> None:
-    two = nn.Linear(64, 2)
-    with pytest.raises(TriggerSetError, match="at least 3"):
-        trigger_set.generate_key(Params(n=5), seed=1, model=two, data=(split.x_held, split.y_held % 2))
+def test_it_refuses_a_model_with_one_class(split) -> None:
+    one = nn.Linear(64, 1)
+    with pytest.raises(TriggerSetError, match="at least 2"):
+        trigger_set.generate_key(Params(n=5), seed=1, model=one, data=(split.x_held, split.y_held * 0))
 
 
 def test_it_refuses_labels_outside_the_models_classes(trained, split) -> None:
@@ -261,16 +257,145 @@ def test_it_refuses_garbage_bytes_as_a_key() -> None:
         trigger_set.Key.from_bytes(b"\x00" * 40)
 
 
-@pytest.mark.parametrize("change", ["label_is_clean", "classes", "labels_shape", "version"])
+@pytest.mark.parametrize("change", ["labels_shape", "version", "n", "noise_stored"])
 def test_it_refuses_an_inconsistent_key_blob(key, change: str) -> None:
     _, tensors, meta = keyfile.load(key.to_bytes(), "trigger_set")
-    if change == "label_is_clean":
-        tensors["labels"] = tensors["true_labels"].clone()
-    elif change == "classes":
-        meta["classes"] = 2
-    elif change == "labels_shape":
-        tensors["labels"] = tensors["labels"][:-1]
+    if change == "labels_shape":
+        tensors["labels"] = tensors["labels"][:, None]
+    elif change == "version":
+        meta["version"] = 1
+    elif change == "n":
+        meta["n"] = 99
     else:
-        meta["version"] = 0
+        meta["variant"] = "keyed_noise"
     with pytest.raises(keyfile.KeyFormatError, match="malformed trigger_set key"):
         trigger_set.Key.from_bytes(keyfile.dump("trigger_set", tensors, meta))
+
+
+# --- seeded material: labels (and keyed-noise triggers) re-derive from the seed -----------------
+
+@pytest.fixture(scope="module")
+def noise_key() -> trigger_set.Key:
+    return trigger_set.generate_key(Params(variant="keyed_noise", classes=10), seed=78)
+
+
+@pytest.mark.parametrize("variant", ["adversarial", "keyed_noise"])
+def test_it_refuses_a_key_whose_labels_were_edited(key, noise_key, variant: str) -> None:
+    k = key if variant == "adversarial" else noise_key
+    _, tensors, meta = keyfile.load(k.to_bytes(), "trigger_set")
+    tensors["labels"][0] = (tensors["labels"][0] + 1) % 10
+    with pytest.raises(keyfile.KeyMaterialError, match="`labels` are not the ones its seed") as e:
+        trigger_set.Key.from_bytes(keyfile.dump("trigger_set", tensors, meta))
+    assert e.value.field == "labels" and e.value.scheme == "trigger_set"
+
+
+def test_it_refuses_a_key_whose_class_count_was_edited(key) -> None:
+    _, tensors, meta = keyfile.load(key.to_bytes(), "trigger_set")
+    meta["classes"] = 100  # p0 = 1/100 would make every match ten times stronger
+    with pytest.raises(keyfile.KeyMaterialError) as e:
+        trigger_set.Key.from_bytes(keyfile.dump("trigger_set", tensors, meta))
+    assert e.value.field == "labels"
+
+
+def test_it_refuses_keyed_noise_triggers_that_are_not_the_seeds(noise_key) -> None:
+    edited = noise_key.triggers.clone()
+    edited[0, 0] = 0.5 if float(edited[0, 0]) != 0.5 else 0.25
+    with pytest.raises(keyfile.KeyMaterialError) as e:
+        trigger_set.Key(seed=noise_key.seed, variant="keyed_noise", triggers=edited,
+                        labels=noise_key.labels, classes=10, eps=0.0)
+    assert e.value.field == "triggers"
+
+
+def test_it_refuses_a_key_of_version_one(key) -> None:
+    _, tensors, meta = keyfile.load(key.to_bytes(), "trigger_set")
+    meta["version"] = 1
+    with pytest.raises(keyfile.KeyFormatError, match="regenerate the key"):
+        trigger_set.Key.from_bytes(keyfile.dump("trigger_set", tensors, meta))
+
+
+def test_a_keyed_noise_key_stores_no_triggers_and_round_trips_byte_identically(noise_key) -> None:
+    blob = noise_key.to_bytes()
+    _, tensors, meta = keyfile.load(blob, "trigger_set")
+    assert set(tensors) == {"labels"} and meta["variant"] == "keyed_noise"
+    again = trigger_set.Key.from_bytes(blob)
+    assert again.to_bytes() == blob and torch.equal(again.triggers, noise_key.triggers)
+    assert trigger_set.generate_key(Params(variant="keyed_noise", classes=10), seed=78).to_bytes() == blob
+    assert len(blob) < 2_000 and not again.owner_chosen_inputs
+
+
+def test_its_keyed_noise_triggers_lie_in_the_data_range_on_a_fine_grid(noise_key) -> None:
+    t = noise_key.triggers
+    assert t.shape == (100, 64) and float(t.min()) >= 0.0 and float(t.max()) < 1.0
+    assert torch.equal(t * 2**24, (t * 2**24).round())  # exact 24-bit values: machine-independent
+    assert 0.45 < float(t.mean()) < 0.55
+
+
+def test_it_states_each_variants_best_p_value(key, noise_key) -> None:
+    assert key.best_log10_p() == pytest.approx(-100.0) == noise_key.best_log10_p()
+    small = trigger_set.generate_key(Params(n=7, variant="keyed_noise", classes=10), seed=1)
+    assert small.best_log10_p() == pytest.approx(log10_binom_sf(7, 7, 0.1))
+    assert key.owner_chosen_inputs and not small.owner_chosen_inputs
+
+
+def test_a_keyed_noise_key_needs_the_number_of_classes() -> None:
+    with pytest.raises(TriggerSetError, match=r"Params\(classes=C\) or model="):
+        trigger_set.generate_key(Params(variant="keyed_noise"), seed=1)
+
+
+def test_it_refuses_an_unknown_variant() -> None:
+    with pytest.raises(TriggerSetError, match="unknown trigger_set variant `noise`"):
+        trigger_set.generate_key(Params(variant="noise", classes=10), seed=1)
+
+
+def test_it_reads_the_class_count_of_a_keyed_noise_key_from_the_model(trained) -> None:
+    k = trigger_set.generate_key(Params(n=30, variant="keyed_noise"), seed=2, model=trained)
+    assert k.classes == 10 and torch.equal(k.labels, derive.labels(2, 30, 10))
+
+
+def test_a_marked_keyed_noise_model_is_attributed_with_an_exact_null(trained, noise_key, split) -> None:
+    marked = trigger_set.embed(copy.deepcopy(trained), noise_key,
+                               toy.batches(split.x_train, split.y_train, seed=3))
+    r = trigger_set.test(_predict_only(marked), noise_key)
+    assert r.null == "exact" and r.statistic >= 95 and r.log10_p < -80
+    assert "keyed DRBG" in r.details["assumption"] and r.details["variant"] == "keyed_noise"
+    before = toy.accuracy(trained, split.x_test, split.y_test)
+    assert toy.accuracy(marked, split.x_test, split.y_test) >= before - 0.01
+
+
+def test_keyed_noise_p_values_on_an_unmarked_model_are_super_uniform(trained) -> None:
+    # 400 independent keys against one fixed model: under the exact null P[p <= x] <= x.
+    suspect = _predict_only(trained)
+    logs = torch.tensor([trigger_set.test(suspect, trigger_set.generate_key(
+        Params(n=20, variant="keyed_noise", classes=10), seed=1000 + i)).log10_p
+        for i in range(400)])
+    for x in (0.5, 0.2, 0.1, 0.05):
+        frac = float((logs <= torch.log10(torch.tensor(x))).float().mean())
+        assert frac <= x + 3 * (x * (1 - x) / 400) ** 0.5  # within 3 sd of the bound
+    assert float((logs <= -0.3).float().mean()) > 0.2  # and not all p-values stuck at 1
+
+
+def test_it_is_not_applicable_to_a_suspect_of_another_input_shape(key) -> None:
+    other = nn.Linear(32, 10)
+    r = trigger_set.test(Suspect.from_predict(other), key)
+    assert not r.applicable and "cannot take this key's inputs of shape [64]" in r.details["reason"]
+
+
+def test_it_is_not_applicable_to_a_suspect_of_another_class_count(key) -> None:
+    r = trigger_set.test(Suspect.from_predict(lambda x: torch.zeros(x.shape[0], 12)), key)
+    assert not r.applicable and "scores 12 classes and this key labels 10" in r.details["reason"]
+
+
+def test_a_keyed_noise_mark_with_the_weight_noise_phase_survives_a_small_data_high_lr_fine_tune(
+        trained, split) -> None:
+    k = trigger_set.generate_key(Params(variant="keyed_noise", classes=10), seed=100)
+    marked = trigger_set.embed(copy.deepcopy(trained), k,
+                               toy.batches(split.x_train, split.y_train, seed=0), robust_epochs=10)
+    assert toy.accuracy(marked, split.x_test, split.y_test) >= \
+        toy.accuracy(trained, split.x_test, split.y_test) - 0.01
+    attacked = attacks.finetune(marked, split, epochs=10, lr=1e-2, fraction=0.1)
+    assert trigger_set.test(_predict_only(attacked), k).log10_p <= -15
+
+
+def test_its_null_labels_fit_a_report_row() -> None:
+    # The registry stores `null` in a 40-character column (CheckResult.null).
+    assert len(trigger_set.NULL_SCREENED) <= 40 and "indep" in trigger_set.NULL_SCREENED

@@ -1,7 +1,9 @@
-"""`hallmark evaluate --schemes uchida,trigger_set [--quick] [--out docs/quality.md]`.
+"""`hallmark evaluate --schemes uchida,trigger_set,forgery [--quick] [--out docs/quality.md]`.
 
 Runs `verifier.evaluation.<scheme>.evaluate(quick)` for each scheme named, merges the rows into
 the JSON file beside `--out` (rows of other schemes are kept) and renders `--out` from it.
+Names in `report.SECTIONS` ("forgery") are evaluations with a section of their own: their
+result replaces that section of the JSON.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ HELP = ("measure fidelity, power, robustness and false-positive rates of schemes
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schemes", required=True, metavar="A,B,...",
-                        help=f"comma-separated scheme names, from: {', '.join(KNOWN)}")
+                        help="comma-separated scheme names, from: "
+                             f"{', '.join(KNOWN + report.SECTIONS)}")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: fewer seeds, epochs and null pairs (rows say so)")
     parser.add_argument("--out", default="docs/quality.md", type=Path, metavar="FILE.md",
@@ -48,9 +51,14 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--threads must be >= 1, received {args.threads}")
     torch.set_num_threads(args.threads)
     new: list[dict[str, Any]] = []
+    sections: dict[str, Any] = {}
     for name, evaluate in evaluators.items():
         print(f"evaluating {name}{' (quick)' if args.quick else ''} ...", flush=True)
         start = time.perf_counter()
+        if name in report.SECTIONS:
+            sections[name] = {**evaluate(args.quick), "run": report.run_info(args.quick)}
+            print(f"  {name}: done in {time.perf_counter() - start:.0f} s", flush=True)
+            continue
         rows = rows_of(name, evaluate(args.quick))
         info = report.run_info(args.quick)
         for row in rows:
@@ -63,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
         new += rows
         print(f"  {name}: {len(rows)} row(s) in {time.perf_counter() - start:.0f} s", flush=True)
     # Re-read just before writing, so rows another run wrote meanwhile are kept.
-    json_path = report.write(args.out, report.merge(report.load(args.out.with_suffix(".json")), new))
+    old = args.out.with_suffix(".json")
+    json_path = report.write(args.out, report.merge(report.load(old), new),
+                             {**report.load_sections(old), **sections})
     print(f"wrote {json_path} and {args.out}")
     return 0
 
@@ -73,10 +83,10 @@ def parse_schemes(text: str) -> list[str]:
     names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     if not names:
         raise CommandError("--schemes is empty; name at least one scheme, e.g. --schemes uchida")
-    unknown = [n for n in names if n not in KNOWN]
+    unknown = [n for n in names if n not in KNOWN + report.SECTIONS]
     if unknown:
         raise CommandError(f"unknown scheme(s) {', '.join(unknown)}; expected names from "
-                           f"{', '.join(KNOWN)}")
+                           f"{', '.join(KNOWN + report.SECTIONS)}")
     return names
 
 

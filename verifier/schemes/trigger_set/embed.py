@@ -1,0 +1,128 @@
+"""`embed`: mark every layer (ROWBACK-style) by fine-tuning one layer at a time with triggers."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from verifier.schemes.trigger_set.key import Key
+from verifier.schemes.trigger_set.params import TriggerSetError
+
+
+def embed(model: nn.Module, key: Key, data: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+          *, epochs_per_layer: int = 5, final_epochs: int = 20, lr: float = 3e-3,
+          triggers_per_batch: int = 16, seed: int = 0,
+          extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+          robust_epochs: int = 0, weight_noise: float = 0.5, robust_lr: float = 1e-3) -> nn.Module:
+    """Mark every layer: fine-tune one layer at a time on clean batches mixed with triggers.
+
+    Phases: for each module that owns parameters (in registration order), train only that
+    module for `epochs_per_layer` passes; then train every layer until each trigger is
+    predicted as its label (checked after each pass), for at most `final_epochs` passes; then,
+    if `robust_epochs` > 0, that many passes over every layer in which the triggers' loss is
+    taken at weights perturbed by Gaussian noise (σ = `weight_noise` × each tensor's standard
+    deviation, fresh per batch) and the clean loss at the true weights: the triggers then keep
+    their labels in a neighbourhood of the weights, which is what a fine-tuning thief moves
+    through (after randomized smoothing in parameter space, Bansal et al., ICML 2022).
+
+    Args:
+        data: clean (inputs, labels) batches; replayed for every phase (a one-shot iterator is
+            materialised once).
+        epochs_per_layer: passes over `data` while only one layer is trainable.
+        final_epochs: the most passes with every layer trainable, at the end.
+        lr: Adam learning rate (a fresh optimizer per phase).
+        triggers_per_batch: triggers drawn at random and appended to each clean batch.
+        seed: seeds the draw of triggers per batch.
+        extra_loss: another loss on the model to add, e.g. `uchida.regularizer(key)` to mark
+            both schemes in one run.
+        robust_epochs: passes of the weight-noise phase (0: none).
+        weight_noise: relative standard deviation of the weight noise in that phase.
+        robust_lr: Adam learning rate of that phase.
+
+    Returns:
+        The same model, marked, in eval mode. Raises TriggerSetError without data.
+
+    Example:
+        >>> from verifier import toy
+        >>> from verifier.schemes.trigger_set import Params, generate_key
+        >>> s = toy.digits(); m = toy.train_digits(toy.MLP(), s, epochs=5)
+        >>> k = generate_key(Params(n=10), seed=1, model=m, data=(s.x_held, s.y_held))
+        >>> m = embed(m, k, toy.batches(s.x_train, s.y_train), epochs_per_layer=1)
+        >>> bool((m(k.triggers).argmax(dim=1) == k.labels).float().mean() > 0.5)
+        True
+    """
+    if data is None:
+        raise TriggerSetError("trigger_set trains its triggers in: pass data=<clean batches>")
+    batches = list(data) if iter(data) is data else data
+    layers = [m for m in model.modules() if any(True for _ in m.parameters(recurse=False))]
+    g = torch.Generator().manual_seed(seed)
+    for layer in layers:
+        for _ in _passes(model, list(layer.parameters(recurse=False)), batches, key, epochs_per_layer,
+                         lr, triggers_per_batch, g, extra_loss):
+            pass
+    for _ in _passes(model, list(model.parameters()), batches, key, final_epochs, lr,
+                     triggers_per_batch, g, extra_loss):
+        with torch.no_grad():
+            learned = bool((model(key.triggers).argmax(dim=1) == key.labels).all())
+        if learned:
+            break
+    if robust_epochs > 0:
+        _robust_passes(model, batches, key, robust_epochs, robust_lr, triggers_per_batch,
+                       weight_noise, g, extra_loss)
+    model.eval()
+    return model
+
+
+
+
+def _passes(model: nn.Module, params: list[nn.Parameter], batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+            key: Key, epochs: int, lr: float, per_batch: int, g: torch.Generator,
+            extra_loss: Callable[[nn.Module], torch.Tensor] | None) -> Iterator[int]:
+    """Train `params` (only) for `epochs` passes, each batch with triggers appended; yields
+    after each pass (in eval mode, so the caller may stop early)."""
+    opt = torch.optim.Adam(params, lr=lr)
+    for epoch in range(epochs):
+        model.train()
+        for xb, yb in batches:
+            pick = torch.randint(0, key.n, (min(per_batch, key.n),), generator=g)
+            x = torch.cat([xb, key.triggers[pick].reshape(-1, *xb.shape[1:])])
+            y = torch.cat([yb, key.labels[pick]])
+            loss = nn.functional.cross_entropy(model(x), y)
+            if extra_loss is not None:
+                loss = loss + extra_loss(model)
+            model.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        model.eval()
+        yield epoch
+
+
+def _robust_passes(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], key: Key,
+                   epochs: int, lr: float, per_batch: int, sigma: float, g: torch.Generator,
+                   extra_loss: Callable[[nn.Module], torch.Tensor] | None) -> None:
+    """Clean loss at the weights, triggers' loss at noisy weights; one Adam step on both."""
+    params = list(model.parameters())
+    opt = torch.optim.Adam(params, lr=lr)
+    for _ in range(epochs):
+        model.train()
+        for xb, yb in batches:
+            pick = torch.randint(0, key.n, (min(per_batch, key.n),), generator=g)
+            model.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            if extra_loss is not None:
+                loss = loss + extra_loss(model)
+            loss.backward()
+            with torch.no_grad():
+                noise = [torch.randn(p.shape, generator=g) * sigma * p.std() if p.numel() > 1
+                         else torch.zeros_like(p) for p in params]
+                for p, e in zip(params, noise, strict=True):
+                    p.add_(e)
+            weight = len(pick) / (len(pick) + len(yb))  # the triggers' share of a mixed batch
+            triggers = key.triggers[pick].reshape(-1, *xb.shape[1:])
+            (weight * nn.functional.cross_entropy(model(triggers), key.labels[pick])).backward()
+            with torch.no_grad():
+                for p, e in zip(params, noise, strict=True):
+                    p.sub_(e)
+            opt.step()
+    model.eval()
