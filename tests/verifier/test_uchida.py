@@ -12,7 +12,7 @@ import torch
 from verifier import Suspect, keyfile, toy
 from verifier.evaluation import attacks
 from verifier.schemes import get, uchida
-from verifier.schemes.uchida import CapacityError, LayerMismatch, Params, UchidaError
+from verifier.schemes.uchida import CapacityError, LayerMismatch, Params, UchidaError, projection
 
 torch.set_num_threads(1)
 
@@ -180,7 +180,7 @@ def test_it_ignores_a_permutation_of_the_host_layers_output_units(split) -> None
 
 @pytest.mark.parametrize("m", [256, 97, 64])
 def test_its_projection_has_full_rank_at_capacity_and_touches_every_weight(m: int) -> None:
-    cap = uchida._layout(m)[2]
+    cap = projection.layout(m)[2]
     k = uchida.generate_key(Params(bits=cap, layers=("w",), shapes=((1, m),)), seed=m)
     basis = torch.eye(m, dtype=torch.float64)
     x = torch.stack([uchida.project({"w": basis[i].view(1, m)}, k) for i in range(m)], dim=1)  # (T, M)
