@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,10 @@ from safetensors.torch import load_file
 from verifier import keyfile, toy
 from verifier.evaluation import attacks
 from verifier.evaluation import seal as seal_eval
-from verifier.schemes import available, get, load_key, seal, seal_lora
-from verifier.schemes.seal import Params, PassportError
-from verifier.schemes.seal_lora import SealSetupError
+from verifier.forgery import WeakKeyError, check_key_strength
+from verifier.schemes import available, get, load_key, seal
+from verifier.schemes.seal import Params, PassportError, SealSetupError, material
+from verifier.schemes.seal import lora as seal_lora
 from verifier.suspect import Suspect
 
 torch.set_num_threads(1)
@@ -221,15 +223,22 @@ def test_suspects_without_weights_or_targets_are_not_applicable(key: seal.Key) -
 
 # ---------------------------------------------------------------- R0 and forgeries
 
-def test_the_identity_passport_forgery_is_rejected(
+def _edited_blob(key: seal.Key, **tensors: torch.Tensor) -> bytes:
+    """The key's blob with some tensors replaced: an edit after generation."""
+    _, stored, meta = keyfile.load(key.to_bytes(), "seal")
+    return keyfile.dump("seal", {**stored, **{n.replace("__", ":"): t for n, t in tensors.items()}},
+                        meta)
+
+
+def test_the_identity_passport_forgery_cannot_even_be_built(
         adapter: dict[str, torch.Tensor], key: seal.Key) -> None:
     eye = torch.eye(key.r)
-    forged = _forge(key, adapter, {t: (eye, eye) for t in key.targets}, seed=1)
-    result = seal.test(Suspect.from_weights(adapter), forged)
-    assert result.details["attributable"] is False and result.p_value == 1.0
-    assert any("scaled identity" in r for r in result.details["reasons"])
-    with pytest.raises(PassportError, match="scaled identity"):
-        seal.Key.from_bytes(forged.to_bytes())
+    with pytest.raises(keyfile.KeyMaterialError, match="`fc1:C`") as built:
+        _forge(key, adapter, {t: (eye, eye) for t in key.targets}, seed=1)
+    assert (built.value.field, built.value.scheme) == ("fc1:C", "seal")
+    blob = _edited_blob(key, **{f"{t}__{n}": eye for t in key.targets for n in ("C", "C_p")})
+    with pytest.raises(keyfile.KeyMaterialError, match="`fc1:C`.*regenerate it"):
+        seal.Key.from_bytes(blob)
 
 
 @pytest.mark.parametrize(("passports", "reason"), [
@@ -237,18 +246,40 @@ def test_the_identity_passport_forgery_is_rejected(
     (lambda c: (torch.diag(torch.tensor([1.0] * (c.shape[0] - 1) + [0.0])) + 0.5 * c.triu(1), c),
      "rank-deficient"),
     (lambda c: (c, 2.0 * c), "multiple of C"),
-    (lambda c: (c, c + torch.randn(c.shape, generator=torch.Generator().manual_seed(0))),
-     "not the ones derived from the key seed"),
 ])
-def test_trivial_or_uncommitted_passports_are_refused(key: seal.Key, passports, reason: str) -> None:
+def test_trivial_passports_break_r0_and_are_never_what_a_seed_derives(
+        key: seal.Key, passports, reason: str) -> None:
     c = key.passports["fc1"][0]
-    bad = dataclasses.replace(key, passports={**key.passports, "fc1": passports(c)})
-    assert any(reason in p for p in seal.check_passports(bad))
-    with pytest.raises(PassportError, match=reason):
-        seal.Key.from_bytes(bad.to_bytes())
-    assert seal.test(Suspect.from_weights({}), bad).details["attributable"] is False
-    with pytest.raises(PassportError):
-        seal.embed(toy.MLP(), bad, [])
+    bad_c, bad_cp = passports(c)
+    assert any(reason in p for p in material.triviality(bad_c, bad_cp))
+    field = "fc1:C" if not torch.equal(bad_c, c) else "fc1:C_p"
+    with pytest.raises(keyfile.KeyMaterialError, match=f"`{field}`"):
+        dataclasses.replace(key, passports={**key.passports, "fc1": (bad_c, bad_cp)})
+    with pytest.raises(keyfile.KeyMaterialError, match=f"`{field}`"):
+        seal.Key.from_bytes(_edited_blob(key, fc1__C=bad_c, fc1__C_p=bad_cp))
+
+
+@pytest.mark.parametrize("field", ["fc1:C", "fc1:C_p", "fc2:C", "fc2:C_p"])
+def test_a_key_with_one_passport_altered_after_generation_is_refused_naming_it(
+        key: seal.Key, field: str) -> None:
+    _, stored, _ = keyfile.load(key.to_bytes(), "seal")
+    altered = stored[field].clone()
+    altered[0, 0] += 1e-3  # one entry, far above float rounding
+    with pytest.raises(keyfile.KeyMaterialError, match=f"`{field}`") as refused:
+        seal.Key.from_bytes(_edited_blob(key, **{field.replace(":", "__"): altered}))
+    assert refused.value.field == field
+    t, name = field.split(":")
+    passports = dict(key.passports)
+    passports[t] = (altered, passports[t][1]) if name == "C" else (passports[t][0], altered)
+    with pytest.raises(keyfile.KeyMaterialError, match=f"`{field}`"):
+        dataclasses.replace(key, passports=passports)
+
+
+def test_a_key_with_its_seed_altered_after_generation_is_refused(key: seal.Key) -> None:
+    _, stored, meta = keyfile.load(key.to_bytes(), "seal")
+    meta["seed"] = str(key.seed + 1)
+    with pytest.raises(keyfile.KeyMaterialError, match="`fc1:C`"):
+        seal.Key.from_bytes(keyfile.dump("seal", stored, meta))
 
 
 def test_a_forger_with_seed_derived_passports_passes_r0_and_r1_but_gets_no_small_p(
@@ -279,6 +310,19 @@ def test_key_bytes_are_deterministic_and_a_reloaded_key_gives_the_same_result(
     assert again.to_bytes() == blob and load_key(blob).to_bytes() == blob
     suspect = Suspect.from_weights(adapter)
     assert seal.test(suspect, again).to_dict() == seal.test(suspect, key).to_dict()
+
+
+def test_keys_with_fewer_than_80_bits_can_never_reach_the_forgery_floor(base: toy.MLP) -> None:
+    weak = seal.generate_key(PARAMS, SEED, model=base)
+    assert weak.best_log10_p() == pytest.approx(64 * math.log10(0.5))
+    with pytest.raises(WeakKeyError, match="at most 64.0 bits.*more bits"):
+        check_key_strength(weak.best_log10_p(), "seal")
+    with pytest.raises(WeakKeyError):
+        check_key_strength(seal.generate_key(Params(bits=79), SEED, model=base).best_log10_p(), "seal")
+    check_key_strength(seal.generate_key(Params(bits=80), SEED, model=base).best_log10_p(), "seal")
+    default = seal.generate_key(Params(), SEED, model=base)
+    check_key_strength(default.best_log10_p(), "seal", min_bits=120)  # defaults: 128 bits
+    assert not default.owner_chosen_inputs
 
 
 def test_public_params_reveal_no_secret(key: seal.Key) -> None:
