@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
+import hmac
 import json
+import math
 import statistics
+import struct
 import time
 
 import pytest
@@ -11,8 +16,10 @@ import torch
 
 from verifier import Suspect, keyfile, toy
 from verifier.evaluation import attacks
+from verifier.forgery import WeakKeyError, check_key_strength
 from verifier.schemes import get, uchida
 from verifier.schemes.uchida import CapacityError, LayerMismatch, Params, UchidaError, projection
+from verifier.stats import log10_binom_sf
 
 torch.set_num_threads(1)
 
@@ -303,3 +310,82 @@ def test_it_refuses_an_inconsistent_key_blob(key, change: str) -> None:
         tensors["bits"] = tensors["bits"].to(torch.int64)
     with pytest.raises(keyfile.KeyFormatError, match="malformed uchida key"):
         uchida.Key.from_bytes(keyfile.dump("uchida", tensors, meta))
+
+
+# ---------------------------------------------------------------- forgery
+
+@pytest.fixture(scope="module")
+def public_models(split: toy.Split) -> list[torch.nn.Module]:
+    """Twelve independently trained MLPs: nine a forger can see, three victims it cannot."""
+    return [toy.trained(split, 500 + i, epochs=5) for i in range(12)]
+
+
+def test_the_majority_sign_forgery_would_work_but_its_key_cannot_be_built(public_models) -> None:
+    seen, victims = public_models[:9], public_models[9:]
+    honest = uchida.generate_key(Params(), seed=77, model=seen[0])
+    signs = torch.stack([uchida.project(m.state_dict(), honest) for m in seen]).sign()  # (9, T)
+    forged_bits = tuple(int(v) for v in (signs.sum(dim=0) > 0))  # the majority sign per bit
+    for victim in victims:  # the forged bits would attribute models their forger never saw
+        got = uchida.extract(victim.state_dict(), honest)
+        matches = int((got == torch.tensor(forged_bits, dtype=torch.int8)).sum())
+        assert log10_binom_sf(matches, 256, 0.5) < -3
+        assert uchida.test(Suspect.from_module(victim), honest).p_value > 1e-3  # honest bits do not
+    with pytest.raises(keyfile.KeyMaterialError, match="`bits`.*regenerate it") as built:
+        dataclasses.replace(honest, bits=forged_bits)
+    assert (built.value.field, built.value.scheme) == ("bits", "uchida")
+    _, tensors, meta = keyfile.load(honest.to_bytes(), "uchida")
+    tensors["bits"] = torch.tensor(forged_bits, dtype=torch.uint8)
+    with pytest.raises(keyfile.KeyMaterialError, match="`bits`"):
+        uchida.Key.from_bytes(keyfile.dump("uchida", tensors, meta))
+
+
+@pytest.mark.parametrize("index", [0, 100, 255])
+def test_a_key_with_one_bit_flipped_after_generation_is_refused_naming_the_bits(
+        key, index: int) -> None:
+    _, tensors, meta = keyfile.load(key.to_bytes(), "uchida")
+    tensors["bits"][index] ^= 1
+    with pytest.raises(keyfile.KeyMaterialError) as refused:
+        uchida.Key.from_bytes(keyfile.dump("uchida", tensors, meta))
+    assert refused.value.field == "bits" and "uchida" in str(refused.value)
+
+
+def test_a_key_with_its_seed_altered_after_generation_is_refused(key) -> None:
+    _, tensors, meta = keyfile.load(key.to_bytes(), "uchida")
+    meta["seed"] = key.seed + 1
+    with pytest.raises(keyfile.KeyMaterialError, match="`bits`"):
+        uchida.Key.from_bytes(keyfile.dump("uchida", tensors, meta))
+    with pytest.raises(keyfile.KeyMaterialError, match="`bits`"):
+        dataclasses.replace(key, seed=key.seed + 1)
+
+
+def test_its_bits_are_the_seeds_hmac_drbg_output_on_every_machine() -> None:
+    # recomputed from the documented rule with hashlib alone: no torch, numpy or CPU in the path
+    secret = hashlib.sha256(b"hallmark/uchida/seed/v2" + (5).to_bytes(16, "big", signed=True)).digest()
+    words = [int.from_bytes(hmac.new(secret, b"bits" + struct.pack(">Q", c), hashlib.sha256)
+                            .digest()[i:i + 8], "big") for c in range(4) for i in range(0, 32, 8)]
+    expected = tuple(w >> 63 for w in words)  # the top bit of each 64-bit word
+    assert uchida.derive_bits(5, 16) == expected
+    assert uchida.generate_key(Params(bits=16, layers=("w",), shapes=((1, 16),)), seed=5).bits \
+        == expected
+    assert uchida.derive_bits(0, 16) == (0, 0, 0, 0, 1, 0, 1, 0, 0, 1, 0, 1, 1, 1, 1, 1)
+
+
+def test_a_version_1_key_is_refused_with_the_fix(key) -> None:
+    _, tensors, meta = keyfile.load(key.to_bytes(), "uchida")
+    meta["version"] = 1
+    with pytest.raises(keyfile.KeyFormatError, match="regenerate the key with generate_key"):
+        uchida.Key.from_bytes(keyfile.dump("uchida", tensors, meta))
+
+
+def test_keys_with_fewer_than_80_bits_can_never_reach_the_forgery_floor() -> None:
+    def key_of(bits: int) -> uchida.Key:
+        return uchida.generate_key(Params(bits=bits), seed=1, model=toy.MLP())
+
+    assert key_of(64).best_log10_p() == pytest.approx(64 * math.log10(0.5))
+    with pytest.raises(WeakKeyError, match="at most 64.0 bits"):
+        check_key_strength(key_of(64).best_log10_p(), "uchida")
+    with pytest.raises(WeakKeyError):
+        check_key_strength(key_of(79).best_log10_p(), "uchida")
+    check_key_strength(key_of(80).best_log10_p(), "uchida")
+    check_key_strength(key_of(Params().bits).best_log10_p(), "uchida", min_bits=250)  # 256 bits
+    assert not key_of(80).owner_chosen_inputs
