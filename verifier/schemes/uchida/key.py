@@ -48,10 +48,11 @@ class Params:
 
 
 def derive_bits(seed: int, count: int) -> tuple[int, ...]:
-    """The key's T fair-coin bits: the top bit of each 64-bit output of the seed's DRBG.
+    """The key's T fair-coin bits: the seed's DRBG output read as bits, most significant first.
 
-    Portable (SHA-256 only, no floating point, no framework RNG), so a key parses the same on
-    every machine and every version of torch.
+    The DRBG is HMAC-SHA256 in counter mode (`_keyed.drbg_u64`, label "bits"); bit i is bit
+    63 − (i mod 64) of its 64-bit word ⌊i/64⌋. Portable (SHA-256 only, no floating point, no
+    framework RNG), so a key parses the same on every machine and every version of torch.
 
     Example:
         >>> derive_bits(1, 8) == derive_bits(1, 16)[:8]
@@ -60,7 +61,8 @@ def derive_bits(seed: int, count: int) -> tuple[int, ...]:
     if not 0 <= seed < _MAX_SEED:
         raise UchidaError(f"seed must be an integer in [0, 2^63), received {seed}")
     stream = _keyed.drbg_u64(_keyed.secret_from_seed(seed, _SEED_DOMAIN, UchidaError), b"bits")
-    return tuple(next(stream) >> 63 for _ in range(count))
+    words = [next(stream) for _ in range(-(-count // 64))]
+    return tuple((words[i // 64] >> (63 - i % 64)) & 1 for i in range(count))
 
 
 @dataclass(frozen=True)
