@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from verifier import Suspect, keyfile, toy
+from verifier import Suspect, forgery, keyfile, toy
 from verifier.evaluation import attacks
 from verifier.forgery import WeakKeyError, check_key_strength
 from verifier.schemes import get, uchida
@@ -388,3 +388,93 @@ def test_keys_with_fewer_than_80_bits_can_never_reach_the_forgery_floor() -> Non
     check_key_strength(key_of(80).best_log10_p(), "uchida")
     check_key_strength(key_of(Params().bits).best_log10_p(), "uchida", min_bits=250)  # 256 bits
     assert not key_of(80).owner_chosen_inputs
+
+
+# ---------------------------------------------------------------- invariant host (align.py)
+
+def _permuted_and_rescaled(model: torch.nn.Module, seed: int) -> toy.MLP:
+    """The same function with every hidden unit permuted and rescaled by a positive factor."""
+    g = torch.Generator().manual_seed(seed)
+    w = {k: v.clone() for k, v in model.state_dict().items()}
+    for layer, nxt in (("fc1", "fc2"), ("fc2", "fc3")):
+        n = w[f"{layer}.weight"].shape[0]
+        perm, c = torch.randperm(n, generator=g), torch.exp(2 * torch.randn(n, generator=g))
+        w[f"{layer}.weight"] = w[f"{layer}.weight"][perm] * c[:, None]
+        w[f"{layer}.bias"] = w[f"{layer}.bias"][perm] * c
+        w[f"{nxt}.weight"] = w[f"{nxt}.weight"][:, perm] / c[None, :]
+    out = toy.MLP()
+    out.load_state_dict(w)
+    return out
+
+
+@pytest.fixture(scope="module")
+def invariant_key(trained) -> uchida.Key:
+    return uchida.generate_key(Params(host="invariant"), seed=2024, model=trained)
+
+
+@pytest.fixture(scope="module")
+def invariant_marked(trained, invariant_key, split) -> torch.nn.Module:
+    return uchida.embed(copy.deepcopy(trained), invariant_key,
+                        toy.batches(split.x_train, split.y_train, seed=5), epochs=10, lr=1e-3)
+
+
+def test_a_permuted_and_rescaled_copy_computes_the_same_function_and_loses_the_plain_mark(
+        marked, key, split) -> None:
+    copy_ = _permuted_and_rescaled(marked, seed=1)
+    assert torch.allclose(copy_(split.x_test), marked(split.x_test), atol=1e-4)
+    assert uchida.test(Suspect.from_module(marked), key).log10_p < -24
+    assert uchida.test(Suspect.from_module(copy_), key).p_value > 1e-6  # the "mean" host is lost
+
+
+def test_the_invariant_host_does_not_move_under_permutation_and_rescaling(invariant_marked,
+                                                                           invariant_key) -> None:
+    before = uchida.host_vector(invariant_marked.state_dict(), invariant_key, dtype=torch.float64)
+    for seed in range(3):
+        after = uchida.host_vector(_permuted_and_rescaled(invariant_marked, seed).state_dict(),
+                                   invariant_key, dtype=torch.float64)
+        assert torch.allclose(after, before, rtol=0, atol=1e-6)  # float32 rounding of w·c, w/c
+
+
+def test_an_invariant_mark_attributes_a_permuted_and_rescaled_copy_above_the_floor(
+        invariant_marked, invariant_key, trained, split) -> None:
+    own = uchida.test(Suspect.from_module(invariant_marked), invariant_key)
+    assert own.statistic >= 240 and own.null == "exact"
+    assert toy.accuracy(invariant_marked, split.x_test, split.y_test) \
+        >= toy.accuracy(trained, split.x_test, split.y_test) - 0.01
+    stolen = _permuted_and_rescaled(invariant_marked, seed=3)
+    result = uchida.test(Suspect.from_module(stolen), invariant_key)
+    assert result.statistic == own.statistic and result.log10_p < forgery.floor_log10_p()
+    tuned = attacks.finetune(stolen, split, epochs=5)
+    assert uchida.test(Suspect.from_module(tuned), invariant_key).log10_p < forgery.floor_log10_p()
+
+
+def test_an_invariant_key_gives_fair_coin_counts_on_an_independent_model(split) -> None:
+    from scipy import stats
+
+    other = toy.trained(split, 800, epochs=10)
+    params = Params(host="invariant")
+    counts = [uchida.test(Suspect.from_module(other), uchida.generate_key(params, seed=s, model=other))
+              for s in range(60)]
+    assert min(r.p_value for r in counts) > 1e-4
+    matches = [r.statistic for r in counts]
+    # each count is Binomial(256, 1/2) whatever the suspect: mean 128, sd 8
+    assert abs(statistics.mean(matches) - 128) < 4 * 8 / len(matches) ** 0.5
+    assert stats.kstest([(m - 128) / 8 for m in matches], "norm").pvalue > 1e-3
+
+
+def test_an_invariant_key_round_trips_and_names_its_host(invariant_key) -> None:
+    blob = invariant_key.to_bytes()
+    again = uchida.Key.from_bytes(blob)
+    assert again == invariant_key and again.to_bytes() == blob
+    assert invariant_key.public_params()["host"] == "invariant"
+    assert "fingerprint" not in json.dumps(invariant_key.public_params())  # nothing to steer
+
+
+def test_an_invariant_key_needs_a_chain_of_linear_layers() -> None:
+    with pytest.raises(UchidaError, match="chains of Linear weights"):
+        uchida.generate_key(Params(host="invariant"), seed=1, model=toy.CNN())
+    with pytest.raises(UchidaError, match="do not chain"):
+        uchida.generate_key(Params(host="invariant", layers=("fc2.weight", "fc1.weight"), bits=64),
+                            seed=1, model=toy.MLP())
+    with pytest.raises(UchidaError, match="host must be one of mean, invariant"):
+        uchida.generate_key(Params(host="sorted"), seed=1, model=toy.MLP())

@@ -29,11 +29,13 @@ Key, generate_key, bit derivation), `host` (the host vector), `embed` (regulariz
 from __future__ import annotations
 
 from verifier.schemes.uchida.embed import embed, regularizer
-from verifier.schemes.uchida.host import LayerMismatch, host_vector
+from verifier.schemes.uchida.host import host_vector
 from verifier.schemes.uchida.key import (
+    HOSTS,
     NAME,
     CapacityError,
     Key,
+    LayerMismatch,
     Params,
     UchidaError,
     derive_bits,
@@ -42,7 +44,7 @@ from verifier.schemes.uchida.key import (
 from verifier.schemes.uchida.verify import ACCESS, CLAIM, extract, project, test
 
 __all__ = [
-    "ACCESS", "CLAIM", "NAME", "CapacityError", "Key", "LayerMismatch", "Params", "UchidaError",
+    "ACCESS", "CLAIM", "HOSTS", "NAME", "CapacityError", "Key", "LayerMismatch", "Params", "UchidaError",
     "derive_bits", "embed", "extract", "generate_key", "host_vector", "project",
     "regularizer", "test",
 ]

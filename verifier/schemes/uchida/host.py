@@ -12,11 +12,10 @@ from collections.abc import Mapping
 
 import torch
 
-from verifier.schemes.uchida.key import Key
+from verifier.schemes.uchida.align import invariant_host
+from verifier.schemes.uchida.key import Key, LayerMismatch
 
-
-class LayerMismatch(LookupError):
-    """Weights that lack a key's layer, or hold it with another shape."""
+__all__ = ["LayerMismatch", "host_vector"]
 
 
 def host_vector(weights: Mapping[str, torch.Tensor], key: Key,
@@ -35,7 +34,11 @@ def host_vector(weights: Mapping[str, torch.Tensor], key: Key,
 
     Returns:
         (M,) tensor. Raises LayerMismatch for a missing or reshaped layer.
+
+    A key with `host == "invariant"` uses the canonical form of `align.invariant_host` instead.
     """
+    if key.host == "invariant":
+        return invariant_host(weights, key, dtype=dtype)
     parts = []
     for name, shape in zip(key.layers, key.shapes, strict=True):
         if name not in weights:

@@ -37,6 +37,13 @@ class CapacityError(UchidaError):
     """More bits than the host vector can carry."""
 
 
+class LayerMismatch(LookupError):
+    """Weights that lack a key's layer, or hold it with another shape."""
+
+
+HOSTS = ("mean", "invariant")  # the host-vector rules a key may name (see `host` and `align`)
+
+
 @dataclass(frozen=True)
 class Params:
     """Public parameters of an `uchida` key."""
@@ -45,6 +52,7 @@ class Params:
     layers: tuple[str, ...] = ()  # host parameter names; () = every weight of dim >= 2 (Linear, Conv)
     lam: float = 1.0  # λ: weight of the mean-over-bits BCE added to the task loss while embedding
     shapes: tuple[tuple[int, ...], ...] | None = None  # layer shapes, when no model is given
+    host: str = "mean"  # "mean": rows averaged; "invariant": canonical form (align.py), Linear chains
 
 
 def derive_bits(seed: int, count: int) -> tuple[int, ...]:
@@ -80,6 +88,7 @@ class Key:
     layers: tuple[str, ...]  # host parameter names, in host-vector order
     shapes: tuple[tuple[int, ...], ...]  # their shapes, one per layer
     lam: float  # λ used by `regularizer`
+    host: str = "mean"  # the host-vector rule: "mean" (host.py) or "invariant" (align.py)
 
     def __post_init__(self) -> None:
         _check_key(self)
@@ -94,7 +103,7 @@ class Key:
     def to_bytes(self) -> bytes:
         """The key as a deterministic safetensors blob (see verifier.keyfile)."""
         meta = {"version": _VERSION, "seed": self.seed, "layers": list(self.layers),
-                "shapes": [list(s) for s in self.shapes], "lam": self.lam}
+                "shapes": [list(s) for s in self.shapes], "lam": self.lam, "host": self.host}
         return keyfile.dump(NAME, {"bits": torch.tensor(self.bits, dtype=torch.uint8)}, meta)
 
     @classmethod
@@ -120,17 +129,18 @@ class Key:
             layers = tuple(str(n) for n in meta["layers"])
             shapes = tuple(tuple(int(d) for d in s) for s in meta["shapes"])
             values = tuple(int(v) for v in bits)
-            _check_key_fields(seed, values, layers, shapes, lam)
+            host = str(meta.get("host", "mean"))
+            _check_key_fields(seed, values, layers, shapes, lam, host)
         except (KeyError, TypeError, ValueError) as e:
             raise keyfile.KeyFormatError(f"malformed uchida key: {e}") from None
         # the constructor re-derives the bits: KeyMaterialError when they differ
-        return cls(seed=seed, bits=values, layers=layers, shapes=shapes, lam=lam)
+        return cls(seed=seed, bits=values, layers=layers, shapes=shapes, lam=lam, host=host)
 
     def public_params(self) -> dict[str, Any]:
         """What may be published with a commitment: no bits, no seed."""
         return {"scheme": NAME, "bits": len(self.bits), "layers": list(self.layers),
                 "shapes": [list(s) for s in self.shapes], "host_size": self.host_size,
-                "lam": self.lam}
+                "lam": self.lam, "host": self.host}
 
     @property
     def owner_chosen_inputs(self) -> bool:
@@ -169,7 +179,7 @@ def generate_key(params: Params, seed: int, model: nn.Module | Mapping[str, torc
         raise UchidaError(f"Params.bits must be >= 1, received {params.bits}")
     layers, shapes = _resolve_layers(params, model)
     return Key(seed=seed, bits=derive_bits(seed, params.bits), layers=layers, shapes=shapes,
-               lam=params.lam)
+               lam=params.lam, host=params.host)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,6 +205,7 @@ def _resolve_layers(params: Params, model: nn.Module | Mapping[str, torch.Tensor
         raise UchidaError("the model has no weight of dim >= 2 to carry bits; name the host "
                           "layers in Params(layers=...)")
     _check_shapes(layers, shapes, params.bits)
+    _check_host(params.host, layers, shapes)
     return layers, shapes
 
 
@@ -216,14 +227,31 @@ def _check_shapes(layers: tuple[str, ...], shapes: tuple[tuple[int, ...], ...], 
                             f"Params(bits<={cap}) or add host layers")
 
 
+def _check_host(host: str, layers: tuple[str, ...], shapes: tuple[tuple[int, ...], ...]) -> None:
+    if host not in HOSTS:
+        raise UchidaError(f"host must be one of {', '.join(HOSTS)}, received {host!r}")
+    if host == "invariant":
+        for name, shape in zip(layers, shapes, strict=True):
+            if len(shape) != 2:
+                raise UchidaError(f"layer `{name}` has shape {shape}: the invariant host supports "
+                                  "chains of Linear weights (out, in) only; use host=\"mean\" "
+                                  "for conv layers")
+        for i in range(len(layers) - 1):
+            (a, sa), (b, sb) = (layers[i], shapes[i]), (layers[i + 1], shapes[i + 1])
+            if sa[0] != sb[1]:
+                raise UchidaError(f"layers `{a}` {sa} and `{b}` {sb} do not chain (out {sa[0]} != "
+                                  f"in {sb[1]}): list consecutive Linear layers in Params(layers=...)")
+
+
 def _check_key_fields(seed: int, bits: tuple[int, ...], layers: tuple[str, ...],
-                      shapes: tuple[tuple[int, ...], ...], lam: float) -> None:
+                      shapes: tuple[tuple[int, ...], ...], lam: float, host: str) -> None:
     if not 0 <= seed < _MAX_SEED:
         raise UchidaError(f"seed must be an integer in [0, 2^63), received {seed}")
     if not bits or any(b not in (0, 1) for b in bits):
         raise UchidaError("bits must be a non-empty sequence of 0s and 1s")
     _check_shapes(layers, shapes, len(bits))
+    _check_host(host, layers, shapes)
 
 
 def _check_key(key: Key) -> None:
-    _check_key_fields(key.seed, key.bits, key.layers, key.shapes, key.lam)
+    _check_key_fields(key.seed, key.bits, key.layers, key.shapes, key.lam, key.host)

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 import torch
 
 from verifier.result import NULL_CONSERVATIVE, NULL_EXACT, TestResult
-from verifier.schemes.uchida.host import LayerMismatch, host_vector
-from verifier.schemes.uchida.key import NAME, Key
+from verifier.schemes.uchida.host import host_vector
+from verifier.schemes.uchida.key import NAME, Key, LayerMismatch
 from verifier.schemes.uchida.projection import apply, factors
 from verifier.stats import log10_binom_sf
 from verifier.suspect import Suspect
