@@ -5,6 +5,7 @@ import copy
 import dataclasses
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from verifier.forgery import WeakKeyError, check_key_strength
 from verifier.schemes import available, get, load_key, seal
 from verifier.schemes.seal import Params, PassportError, SealSetupError, material
 from verifier.schemes.seal import lora as seal_lora
+from verifier.schemes.seal import verify as seal_verify
 from verifier.suspect import Suspect
 
 torch.set_num_threads(1)
@@ -185,6 +187,56 @@ def test_the_adapter_carries_the_task_with_either_passport(
         seal_lora.set_passport(marked, seal_lora.PASSPORT)
     without = toy.accuracy(base, split.x_test, split.y_test)
     assert with_c > without + 0.3 and with_cp > without + 0.3
+
+
+def _permuted_and_rescaled(model: torch.nn.Module, seed: int) -> toy.MLP:
+    """The same function with every hidden unit permuted and rescaled by a positive factor."""
+    g = torch.Generator().manual_seed(seed)
+    w = {k: v.clone() for k, v in model.state_dict().items()}
+    for layer, nxt in (("fc1", "fc2"), ("fc2", "fc3")):
+        n = w[f"{layer}.weight"].shape[0]
+        perm, c = torch.randperm(n, generator=g), torch.exp(torch.randn(n, generator=g))
+        w[f"{layer}.weight"] = w[f"{layer}.weight"][perm] * c[:, None]
+        w[f"{layer}.bias"] = w[f"{layer}.bias"][perm] * c
+        w[f"{nxt}.weight"] = w[f"{nxt}.weight"][:, perm] / c[None, :]
+    out = toy.MLP()
+    out.load_state_dict(w)
+    return out
+
+
+def test_a_merged_copy_with_permuted_and_rescaled_units_is_aligned_and_attributed(
+        marked: torch.nn.Module, key: seal.Key, split: toy.Split) -> None:
+    merged = seal.merge(marked, key)
+    plain = seal.test(Suspect.from_module(merged), key)
+    assert plain.details["R1"]["pass"] and not any("aligned" in n for n in plain.details["notes"])
+    stolen = _permuted_and_rescaled(merged, seed=3)
+    assert torch.allclose(stolen(split.x_test), merged(split.x_test), atol=1e-4)  # same function
+    result = seal.test(Suspect.from_module(stolen), key)
+    # the same evidence up to float32 rounding of w·c (a bit whose projection is ~0 may flip)
+    assert result.statistic >= plain.statistic - 2 and result.null == "exact"
+    assert result.log10_p < -15
+    assert sum("units aligned to the base" in n for n in result.details["notes"]) == 2
+    tuned = attacks.finetune(_permuted_and_rescaled(merged, seed=4), split, epochs=3, lr=1e-3)
+    assert seal.test(Suspect.from_module(tuned), key).log10_p < -9
+
+
+def test_alignment_reads_only_the_suspect_and_the_base_never_the_key_material(
+        marked: torch.nn.Module, key: seal.Key, base: toy.MLP) -> None:
+    stolen = _permuted_and_rescaled(seal.merge(marked, key), seed=5).state_dict()
+    other = seal.generate_key(PARAMS, 31337, model=base)  # other seed: other bits and passports
+    mine, _, _ = seal_verify.suspect_updates(stolen, key)
+    theirs, _, _ = seal_verify.suspect_updates(stolen, other)
+    for t in key.targets:
+        assert torch.equal(mine[t].dense(), theirs[t].dense())
+
+
+def test_an_independent_model_with_permuted_units_still_gets_fair_coin_counts(
+        split: toy.Split, base: toy.MLP) -> None:
+    other = _permuted_and_rescaled(toy.trained(split, 901, epochs=10), seed=1)
+    results = [seal.test(Suspect.from_module(other), seal.generate_key(PARAMS, 500 + i, model=base))
+               for i in range(20)]
+    assert min(r.p_value for r in results) > 1e-4
+    assert abs(statistics.mean(r.statistic for r in results) - 32) < 4 * 4 / 20 ** 0.5
 
 
 # ---------------------------------------------------------------- the null

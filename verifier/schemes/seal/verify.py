@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from verifier.result import NULL_CONSERVATIVE, NULL_EXACT, TestResult
+from verifier.schemes.seal.align import Aligned, align_rows
 from verifier.schemes.seal.base import base_for
 from verifier.schemes.seal.key import NAME, Key, check_shapes
 from verifier.schemes.seal.material import projections, secret_bits
@@ -100,6 +101,7 @@ def suspect_updates(weights: Mapping[str, torch.Tensor], key: Key
     notes: list[str] = []
     base: dict[str, torch.Tensor] | None = None
     base_reason = ""
+    prev: tuple[torch.Tensor, torch.Tensor] | None = None  # previous target's moved units
     for t in key.targets:
         d, k = key.shapes[t]
         for form, idx in (("seal module", seal_idx), ("lora adapter", lora_idx)):
@@ -131,11 +133,35 @@ def suspect_updates(weights: Mapping[str, torch.Tensor], key: Key
                 notes.append(f"`{t}`: merged weights, but {base_reason}")
                 continue
             w_base = base[t]
+            al = _aligned(w, w_base, key.r, prev)
+            prev = (al.perm, al.scale) if al.moved else None
+            if al.moved:
+                w = al.weight.float()
+                notes.append(f"`{t}`: units aligned to the base (rows permuted: "
+                             f"{int((al.perm != torch.arange(d)).sum())} of {d}, largest "
+                             f"rescaling ×{float(al.scale.max() / al.scale.min()):.3g})")
             erased = (w == 0) & (w_base != 0)  # pruned by the suspect: no information there
             out[t] = _Update(dense_=torch.where(erased, torch.zeros_like(w), w - w_base),
                              erased=int(erased.sum()))
             forms.add("merged weights")
     return out, " + ".join(sorted(forms)), notes
+
+
+def _aligned(w: torch.Tensor, w_base: torch.Tensor, rank: int,
+             prev: tuple[torch.Tensor, torch.Tensor] | None) -> Aligned:
+    """The suspect weight aligned to the base (see `align`), with `moved` set when it was moved.
+
+    A previous target's permutation is applied to this target's columns when that makes the
+    rows match the base better (it then reads the previous target's outputs). The alignment is
+    used only when it moved something: a row permutation, or a scale off 1 by more than
+    `_MOVED`; an unmoved copy keeps its exact difference W_s − W_base.
+    """
+    al = align_rows(w, w_base, rank)
+    if prev is not None and prev[0].numel() == w.shape[1]:
+        chained = align_rows(w, w_base, rank, col_perm=prev[0], col_scale=prev[1])
+        if chained.match > al.match:
+            al = chained
+    return al
 
 
 def r1_check(key: Key, updates: Mapping[str, _Update]) -> dict[str, Any]:
