@@ -39,6 +39,7 @@ import torch
 
 _ITERATIONS = 30  # alternations of subspace and scales (exact to ~1e-10 on a clean fit)
 _KEEP_ORDER = 0.98  # keep the suspect's order when it matches within 2 % of the best matching
+_MIN_MATCH = 0.5  # mean |cosine| of matched rows below this: not a copy of the base's units
 _PLAIN = 0.05  # unpermuted and every row/column norm within 5 % of the base's: not rescaled
 MOVED = 1e-3  # |log scale| above this: the unit was rescaled (a fine-tuned copy stays below)
 _EPS = 1e-12
@@ -66,21 +67,36 @@ def _cosines(w: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
 
 
 def _match_rows(w: torch.Tensor, base: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """perm with w[perm[i]] the suspect row most similar to base row i, one to one (greedy),
-    and the mean |cosine| of the matched pairs."""
+    """perm with w[perm[i]] the suspect row most similar to base row i, one to one, and the
+    mean |cosine| of the matched pairs.
+
+    Mutual best matches first (all of them for a permuted copy), then the rest greedily in
+    order of similarity, so a (384, 384) target costs milliseconds even for an unrelated model.
+    """
     a = w / (w.norm(dim=1, keepdim=True) + _EPS)
     b = base / (base.norm(dim=1, keepdim=True) + _EPS)
     sim = (b @ a.T).abs()  # (d, d); abs: a sign flip of a row would still be the same unit
     d = sim.shape[0]
-    perm = torch.full((d,), -1, dtype=torch.long)
-    order = torch.argsort(sim.flatten(), descending=True)
-    used_base, used_sus = torch.zeros(d, dtype=torch.bool), torch.zeros(d, dtype=torch.bool)
-    for flat in order.tolist():
-        i, j = divmod(flat, d)
-        if not used_base[i] and not used_sus[j]:
-            perm[i], used_base[i], used_sus[j] = j, True, True
-            if bool(used_base.all()):
-                break
+    best_sus, best_base = sim.argmax(dim=1), sim.argmax(dim=0)  # (d,), (d,)
+    mutual = best_base[best_sus] == torch.arange(d)
+    perm = torch.where(mutual, best_sus, torch.full((d,), -1, dtype=torch.long))
+    free_base = (~mutual).nonzero().flatten()
+    taken = torch.zeros(d, dtype=torch.bool)
+    taken[best_sus[mutual]] = True
+    free_sus = (~taken).nonzero().flatten()
+    if free_base.numel():
+        sub = sim[free_base][:, free_sus]  # (m, m)
+        m = sub.shape[0]
+        used_b, used_s = [False] * m, [False] * m
+        left = m
+        for flat in torch.argsort(sub.flatten(), descending=True).tolist():
+            i, j = divmod(flat, m)
+            if not used_b[i] and not used_s[j]:
+                perm[free_base[i]] = free_sus[j]
+                used_b[i] = used_s[j] = True
+                left -= 1
+                if not left:
+                    break
     return perm, float(sim[torch.arange(d), perm].mean())
 
 
@@ -129,14 +145,16 @@ def align_rows(w: torch.Tensor, base: torch.Tensor, rank: int,
         w = w / col_scale[None, :]
     perm, match = _match_rows(w, base)
     plain = float(_cosines(w, base).mean())  # the suspect's own order
-    if plain >= _KEEP_ORDER * match:  # not permuted: a few near-ties must not reorder a clean copy
-        perm, match = torch.arange(w.shape[0]), plain
+    identity, ones = torch.arange(w.shape[0]), torch.ones(w.shape[0], dtype=w.dtype)
+    if match < _MIN_MATCH:  # units unlike the base's are no copy of them: nothing to align
+        return Aligned(weight=w, perm=identity, scale=ones, match=plain)
+    if plain >= _KEEP_ORDER * match:  # not permuted: near-ties must not reorder a clean copy
+        perm, match = identity, plain
     w = w[perm]
     ratio = torch.cat([base.norm(dim=1) / (w.norm(dim=1) + _EPS),
                        base.norm(dim=0) / (w.norm(dim=0) + _EPS)])
     if bool((perm == torch.arange(perm.numel())).all()) and float(ratio.log().abs().max()) <= _PLAIN:
-        return Aligned(weight=w, perm=perm, scale=torch.ones(w.shape[0], dtype=w.dtype),
-                       match=match)
+        return Aligned(weight=w, perm=perm, scale=ones, match=match)
     keep = ~((w == 0) & (base != 0))  # pruned entries carry no information about the scale
     a = _scales(w, base, rank, keep)
     return Aligned(weight=a[:, None] * w, perm=perm, scale=a, match=match)
