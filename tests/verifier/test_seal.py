@@ -4,6 +4,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -13,9 +15,11 @@ from safetensors.torch import load_file
 from verifier import keyfile, toy
 from verifier.evaluation import attacks
 from verifier.evaluation import seal as seal_eval
-from verifier.schemes import available, get, load_key, seal, seal_lora
-from verifier.schemes.seal import Params, PassportError
-from verifier.schemes.seal_lora import SealSetupError
+from verifier.forgery import WeakKeyError, check_key_strength
+from verifier.schemes import available, get, load_key, seal
+from verifier.schemes.seal import Params, PassportError, SealSetupError, material
+from verifier.schemes.seal import lora as seal_lora
+from verifier.schemes.seal import verify as seal_verify
 from verifier.suspect import Suspect
 
 torch.set_num_threads(1)
@@ -185,6 +189,56 @@ def test_the_adapter_carries_the_task_with_either_passport(
     assert with_c > without + 0.3 and with_cp > without + 0.3
 
 
+def _permuted_and_rescaled(model: torch.nn.Module, seed: int) -> toy.MLP:
+    """The same function with every hidden unit permuted and rescaled by a positive factor."""
+    g = torch.Generator().manual_seed(seed)
+    w = {k: v.clone() for k, v in model.state_dict().items()}
+    for layer, nxt in (("fc1", "fc2"), ("fc2", "fc3")):
+        n = w[f"{layer}.weight"].shape[0]
+        perm, c = torch.randperm(n, generator=g), torch.exp(torch.randn(n, generator=g))
+        w[f"{layer}.weight"] = w[f"{layer}.weight"][perm] * c[:, None]
+        w[f"{layer}.bias"] = w[f"{layer}.bias"][perm] * c
+        w[f"{nxt}.weight"] = w[f"{nxt}.weight"][:, perm] / c[None, :]
+    out = toy.MLP()
+    out.load_state_dict(w)
+    return out
+
+
+def test_a_merged_copy_with_permuted_and_rescaled_units_is_aligned_and_attributed(
+        marked: torch.nn.Module, key: seal.Key, split: toy.Split) -> None:
+    merged = seal.merge(marked, key)
+    plain = seal.test(Suspect.from_module(merged), key)
+    assert plain.details["R1"]["pass"] and not any("aligned" in n for n in plain.details["notes"])
+    stolen = _permuted_and_rescaled(merged, seed=3)
+    assert torch.allclose(stolen(split.x_test), merged(split.x_test), atol=1e-4)  # same function
+    result = seal.test(Suspect.from_module(stolen), key)
+    # the same evidence up to float32 rounding of w·c (a bit whose projection is ~0 may flip)
+    assert result.statistic >= plain.statistic - 2 and result.null == "exact"
+    assert result.log10_p < -15
+    assert sum("units aligned to the base" in n for n in result.details["notes"]) == 2
+    tuned = attacks.finetune(_permuted_and_rescaled(merged, seed=4), split, epochs=3, lr=1e-3)
+    assert seal.test(Suspect.from_module(tuned), key).log10_p < -9
+
+
+def test_alignment_reads_only_the_suspect_and_the_base_never_the_key_material(
+        marked: torch.nn.Module, key: seal.Key, base: toy.MLP) -> None:
+    stolen = _permuted_and_rescaled(seal.merge(marked, key), seed=5).state_dict()
+    other = seal.generate_key(PARAMS, 31337, model=base)  # other seed: other bits and passports
+    mine, _, _ = seal_verify.suspect_updates(stolen, key)
+    theirs, _, _ = seal_verify.suspect_updates(stolen, other)
+    for t in key.targets:
+        assert torch.equal(mine[t].dense(), theirs[t].dense())
+
+
+def test_an_independent_model_with_permuted_units_still_gets_fair_coin_counts(
+        split: toy.Split, base: toy.MLP) -> None:
+    other = _permuted_and_rescaled(toy.trained(split, 901, epochs=10), seed=1)
+    results = [seal.test(Suspect.from_module(other), seal.generate_key(PARAMS, 500 + i, model=base))
+               for i in range(20)]
+    assert min(r.p_value for r in results) > 1e-4
+    assert abs(statistics.mean(r.statistic for r in results) - 32) < 4 * 4 / 20 ** 0.5
+
+
 # ---------------------------------------------------------------- the null
 
 def test_independent_adapters_get_p_values_that_are_not_small(
@@ -221,15 +275,22 @@ def test_suspects_without_weights_or_targets_are_not_applicable(key: seal.Key) -
 
 # ---------------------------------------------------------------- R0 and forgeries
 
-def test_the_identity_passport_forgery_is_rejected(
+def _edited_blob(key: seal.Key, **tensors: torch.Tensor) -> bytes:
+    """The key's blob with some tensors replaced: an edit after generation."""
+    _, stored, meta = keyfile.load(key.to_bytes(), "seal")
+    return keyfile.dump("seal", {**stored, **{n.replace("__", ":"): t for n, t in tensors.items()}},
+                        meta)
+
+
+def test_the_identity_passport_forgery_cannot_even_be_built(
         adapter: dict[str, torch.Tensor], key: seal.Key) -> None:
     eye = torch.eye(key.r)
-    forged = _forge(key, adapter, {t: (eye, eye) for t in key.targets}, seed=1)
-    result = seal.test(Suspect.from_weights(adapter), forged)
-    assert result.details["attributable"] is False and result.p_value == 1.0
-    assert any("scaled identity" in r for r in result.details["reasons"])
-    with pytest.raises(PassportError, match="scaled identity"):
-        seal.Key.from_bytes(forged.to_bytes())
+    with pytest.raises(keyfile.KeyMaterialError, match="`fc1:C`") as built:
+        _forge(key, adapter, {t: (eye, eye) for t in key.targets}, seed=1)
+    assert (built.value.field, built.value.scheme) == ("fc1:C", "seal")
+    blob = _edited_blob(key, **{f"{t}__{n}": eye for t in key.targets for n in ("C", "C_p")})
+    with pytest.raises(keyfile.KeyMaterialError, match="`fc1:C`.*regenerate it"):
+        seal.Key.from_bytes(blob)
 
 
 @pytest.mark.parametrize(("passports", "reason"), [
@@ -237,18 +298,40 @@ def test_the_identity_passport_forgery_is_rejected(
     (lambda c: (torch.diag(torch.tensor([1.0] * (c.shape[0] - 1) + [0.0])) + 0.5 * c.triu(1), c),
      "rank-deficient"),
     (lambda c: (c, 2.0 * c), "multiple of C"),
-    (lambda c: (c, c + torch.randn(c.shape, generator=torch.Generator().manual_seed(0))),
-     "not the ones derived from the key seed"),
 ])
-def test_trivial_or_uncommitted_passports_are_refused(key: seal.Key, passports, reason: str) -> None:
+def test_trivial_passports_break_r0_and_are_never_what_a_seed_derives(
+        key: seal.Key, passports, reason: str) -> None:
     c = key.passports["fc1"][0]
-    bad = dataclasses.replace(key, passports={**key.passports, "fc1": passports(c)})
-    assert any(reason in p for p in seal.check_passports(bad))
-    with pytest.raises(PassportError, match=reason):
-        seal.Key.from_bytes(bad.to_bytes())
-    assert seal.test(Suspect.from_weights({}), bad).details["attributable"] is False
-    with pytest.raises(PassportError):
-        seal.embed(toy.MLP(), bad, [])
+    bad_c, bad_cp = passports(c)
+    assert any(reason in p for p in material.triviality(bad_c, bad_cp))
+    field = "fc1:C" if not torch.equal(bad_c, c) else "fc1:C_p"
+    with pytest.raises(keyfile.KeyMaterialError, match=f"`{field}`"):
+        dataclasses.replace(key, passports={**key.passports, "fc1": (bad_c, bad_cp)})
+    with pytest.raises(keyfile.KeyMaterialError, match=f"`{field}`"):
+        seal.Key.from_bytes(_edited_blob(key, fc1__C=bad_c, fc1__C_p=bad_cp))
+
+
+@pytest.mark.parametrize("field", ["fc1:C", "fc1:C_p", "fc2:C", "fc2:C_p"])
+def test_a_key_with_one_passport_altered_after_generation_is_refused_naming_it(
+        key: seal.Key, field: str) -> None:
+    _, stored, _ = keyfile.load(key.to_bytes(), "seal")
+    altered = stored[field].clone()
+    altered[0, 0] += 1e-3  # one entry, far above float rounding
+    with pytest.raises(keyfile.KeyMaterialError, match=f"`{field}`") as refused:
+        seal.Key.from_bytes(_edited_blob(key, **{field.replace(":", "__"): altered}))
+    assert refused.value.field == field
+    t, name = field.split(":")
+    passports = dict(key.passports)
+    passports[t] = (altered, passports[t][1]) if name == "C" else (passports[t][0], altered)
+    with pytest.raises(keyfile.KeyMaterialError, match=f"`{field}`"):
+        dataclasses.replace(key, passports=passports)
+
+
+def test_a_key_with_its_seed_altered_after_generation_is_refused(key: seal.Key) -> None:
+    _, stored, meta = keyfile.load(key.to_bytes(), "seal")
+    meta["seed"] = str(key.seed + 1)
+    with pytest.raises(keyfile.KeyMaterialError, match="`fc1:C`"):
+        seal.Key.from_bytes(keyfile.dump("seal", stored, meta))
 
 
 def test_a_forger_with_seed_derived_passports_passes_r0_and_r1_but_gets_no_small_p(
@@ -279,6 +362,19 @@ def test_key_bytes_are_deterministic_and_a_reloaded_key_gives_the_same_result(
     assert again.to_bytes() == blob and load_key(blob).to_bytes() == blob
     suspect = Suspect.from_weights(adapter)
     assert seal.test(suspect, again).to_dict() == seal.test(suspect, key).to_dict()
+
+
+def test_keys_with_fewer_than_80_bits_can_never_reach_the_forgery_floor(base: toy.MLP) -> None:
+    weak = seal.generate_key(PARAMS, SEED, model=base)
+    assert weak.best_log10_p() == pytest.approx(64 * math.log10(0.5))
+    with pytest.raises(WeakKeyError, match="at most 64.0 bits.*more bits"):
+        check_key_strength(weak.best_log10_p(), "seal")
+    with pytest.raises(WeakKeyError):
+        check_key_strength(seal.generate_key(Params(bits=79), SEED, model=base).best_log10_p(), "seal")
+    check_key_strength(seal.generate_key(Params(bits=80), SEED, model=base).best_log10_p(), "seal")
+    default = seal.generate_key(Params(), SEED, model=base)
+    check_key_strength(default.best_log10_p(), "seal", min_bits=120)  # defaults: 128 bits
+    assert not default.owner_chosen_inputs
 
 
 def test_public_params_reveal_no_secret(key: seal.Key) -> None:

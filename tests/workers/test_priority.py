@@ -1,8 +1,11 @@
-"""The ambiguity attack: a forger commits, after the theft, a key fitted to the stolen model."""
+"""The ambiguity attack: a thief marks the stolen model with her own key, commits it late.
+
+(A key fitted to the stolen weights, bits := what they carry, can no longer be built: keys
+re-derive their bits from the seed. The thief's way left is a real mark of her own.)"""
 from __future__ import annotations
 
 import base64
-import dataclasses
+import copy
 import io
 import json
 
@@ -54,16 +57,17 @@ def test_the_report_names_the_true_owner_and_flags_the_late_forgery(
     model = uchida.embed(toy.train_digits(model, split, epochs=5),
                          key, data=list(toy.batches(split.x_train, split.y_train)), epochs=8)
     _commit(alice, key.to_bytes())
-    body = save({k: v.contiguous() for k, v in model.state_dict().items()})
+    # The thief marks the stolen copy with her own key in another layer, and serves that copy.
+    fake = uchida.generate_key(uchida.Params(bits=128, layers=("fc1.weight",)), 2, model=model)
+    stolen = uchida.embed(copy.deepcopy(model), fake,
+                          data=list(toy.batches(split.x_train, split.y_train, seed=1)), epochs=2)
+    body = save({k: v.contiguous() for k, v in stolen.state_dict().items()})
     server = LoopbackServer()
     server.route("/stolen.safetensors", lambda h, _: send(h, 200, body))
     try:
         url = server.url("/stolen.safetensors")
         first = _verify(alice.owner, url, django_capture_on_commit_callbacks)  # first sighting
-        # The forger fits a key to the stolen weights: bits := what the weights carry.
-        fake = uchida.generate_key(uchida.Params(bits=128, layers=("fc1.weight", "fc2.weight")), 2, model=model)
-        fitted = uchida.extract(model.state_dict(), fake).clamp_min(0)
-        _commit(mallory, dataclasses.replace(fake, bits=tuple(int(b) for b in fitted)).to_bytes())
+        _commit(mallory, fake.to_bytes())  # after the copy was first seen
         second = _verify(mallory.owner, url, django_capture_on_commit_callbacks)
     finally:
         server.close()

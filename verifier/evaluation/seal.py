@@ -50,7 +50,8 @@ from verifier.evaluation.seal_settings import (
     sentiment_task,
 )
 from verifier.result import TestResult
-from verifier.schemes import seal, seal_lora
+from verifier.schemes import seal
+from verifier.schemes.seal import lora as seal_lora
 from verifier.suspect import Suspect
 
 __all__ = [

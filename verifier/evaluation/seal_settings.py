@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from verifier import toy
-from verifier.schemes import seal_lora
+from verifier.schemes.seal import lora as seal_lora
 
 # ---------------------------------------------------------------- the digits setting
 

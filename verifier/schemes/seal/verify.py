@@ -1,8 +1,16 @@
-"""`seal` test internals: reading a suspect's update per target, R1 and the passport alignment.
+"""`seal` verification: the suspect's update per target, the exact bit test, R1, alignment.
 
 A suspect's update ΔŴ of a target comes from SEAL module factors, PEFT LoRA factors, or merged
-weights minus the base weights registered for the key (`seal_keys`). `verifier.schemes.seal.test`
-turns these into the exact bit test; R1 and the alignment are details, never the decision.
+weights minus the base weights registered for the key (`base`). `test` turns these into the
+exact bit test; R1 and the passport alignment are details, never the decision.
+
+The statistic: the number k of bits j with b_j·proj_j > 0, proj_j = Σ_m u_{j,m}ᵀ·ΔŴ_m·v_{j,m}.
+p = P[Bin(T, 1/2) ≥ k] is EXACT under H0 "the suspect is independent of this key": the bits
+are fair coins drawn from the seed independently of the projections, of the passports and of
+the suspect (and a key cannot carry other bits: they are never stored, always re-derived), so
+each agrees with any fixed sign with probability 1/2 independently of the others; a zero
+projection counts as a mismatch, which only makes the test conservative. See
+docs/schemes-seal.md for the derivation.
 """
 from __future__ import annotations
 
@@ -10,14 +18,23 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from verifier.schemes.seal_keys import _base_for
+from verifier.result import NULL_CONSERVATIVE, NULL_EXACT, TestResult
+from verifier.schemes.seal.align import Aligned, align_rows
+from verifier.schemes.seal.base import base_for
+from verifier.schemes.seal.key import NAME, Key, check_shapes
+from verifier.schemes.seal.material import projections, secret_bits
+from verifier.stats import log10_binom_sf
+from verifier.suspect import Suspect
 
-if TYPE_CHECKING:
-    from verifier.schemes.seal import Key
+ACCESS = "white-box"
+CLAIM = ("The suspect's low-rank update (its LoRA adapter, or its weights minus the registered "
+         "base model) carries secret projection bits of this key, so it was derived from the "
+         "owner's SEAL adapter; it proves priority only if the key was committed before the "
+         "suspect appeared, and it says nothing about the base model itself.")
 
 R1_TOLERANCE = 1e-4  # largest relative Frobenius error ‖s·B·C·A − ΔŴ‖ / ‖s·B·C·A‖ for R1
 
@@ -73,7 +90,7 @@ def _match(paths: Iterable[str], target: str) -> str | None:
     return exact[0] if exact else (hits[0] if len(hits) == 1 else None)
 
 
-def _updates(weights: Mapping[str, torch.Tensor], key: Key
+def suspect_updates(weights: Mapping[str, torch.Tensor], key: Key
              ) -> tuple[dict[str, _Update], str, list[str]]:
     """The suspect's update per target it holds, the form found, and notes on skipped targets."""
     s = key.alpha / key.r
@@ -84,6 +101,7 @@ def _updates(weights: Mapping[str, torch.Tensor], key: Key
     notes: list[str] = []
     base: dict[str, torch.Tensor] | None = None
     base_reason = ""
+    prev: tuple[torch.Tensor, torch.Tensor] | None = None  # previous target's moved units
     for t in key.targets:
         d, k = key.shapes[t]
         for form, idx in (("seal module", seal_idx), ("lora adapter", lora_idx)):
@@ -110,11 +128,18 @@ def _updates(weights: Mapping[str, torch.Tensor], key: Key
                 notes.append(f"`{t}`: weight shape {tuple(w.shape)}, expected ({d}, {k}); skipped")
                 continue
             if base is None and not base_reason:
-                base, base_reason = _base_for(key)
+                base, base_reason = base_for(key.base_digest, key.base_name, key.targets)
             if base is None:
                 notes.append(f"`{t}`: merged weights, but {base_reason}")
                 continue
             w_base = base[t]
+            al = _aligned(w, w_base, key.r, prev)
+            prev = (al.perm, al.scale) if al.moved else None
+            if al.moved:
+                w = al.weight.float()
+                notes.append(f"`{t}`: units aligned to the base (rows permuted: "
+                             f"{int((al.perm != torch.arange(d)).sum())} of {d}, largest "
+                             f"rescaling ×{float(al.scale.max() / al.scale.min()):.3g})")
             erased = (w == 0) & (w_base != 0)  # pruned by the suspect: no information there
             out[t] = _Update(dense_=torch.where(erased, torch.zeros_like(w), w - w_base),
                              erased=int(erased.sum()))
@@ -122,7 +147,24 @@ def _updates(weights: Mapping[str, torch.Tensor], key: Key
     return out, " + ".join(sorted(forms)), notes
 
 
-def _r1(key: Key, updates: Mapping[str, _Update]) -> dict[str, Any]:
+def _aligned(w: torch.Tensor, w_base: torch.Tensor, rank: int,
+             prev: tuple[torch.Tensor, torch.Tensor] | None) -> Aligned:
+    """The suspect weight aligned to the base (see `align`), with `moved` set when it was moved.
+
+    A previous target's permutation is applied to this target's columns when that makes the
+    rows match the base better (it then reads the previous target's outputs). The alignment is
+    used only when it moved something: a row permutation, or a scale off 1 by more than
+    `_MOVED`; an unmoved copy keeps its exact difference W_s − W_base.
+    """
+    al = align_rows(w, w_base, rank)
+    if prev is not None and prev[0].numel() == w.shape[1]:
+        chained = align_rows(w, w_base, rank, col_perm=prev[0], col_scale=prev[1])
+        if chained.match > al.match:
+            al = chained
+    return al
+
+
+def r1_check(key: Key, updates: Mapping[str, _Update]) -> dict[str, Any]:
     """R1: relative error between the owner's s·B·C·A and the suspect's update, per target."""
     if not key.factors:
         return {"checked": False, "reason": "the key holds no owner factors (finalize_key)"}
@@ -138,7 +180,7 @@ def _r1(key: Key, updates: Mapping[str, _Update]) -> dict[str, Any]:
             "max_rel_error": max(errors.values(), default=math.inf), "rel_error": errors}
 
 
-def _alignment(key: Key, updates: Mapping[str, _Update]) -> dict[str, Any]:
+def passport_alignment(key: Key, updates: Mapping[str, _Update]) -> dict[str, Any]:
     """Descriptive: Pearson r of Ĉ = B⁺·(ΔŴ/s)·A⁺ (pooled over targets) with C and with C_p."""
     if not key.factors:
         return {}
@@ -158,3 +200,52 @@ def _alignment(key: Key, updates: Mapping[str, _Update]) -> dict[str, Any]:
 
     return {"corr_C": corr(torch.cat(cs)), "corr_C_p": corr(torch.cat(cps)),
             "null": "none: descriptive only, not used for the decision"}
+
+
+@torch.no_grad()
+def test(suspect: Suspect, key: Key) -> TestResult:
+    """Test a suspect's weights against a SEAL key (exact bit test, R1, alignment).
+
+    Args:
+        suspect: white-box access: a PEFT adapter's tensors, a merged model's weights, or an
+            in-memory module (SEAL-wrapped, PEFT-wrapped or plain).
+        key: the owner's key (with owner factors for R1).
+
+    Returns:
+        statistic = matching bits k out of n = T, p = P[Bin(T, 1/2) ≥ k] (exact; "conservative"
+        when some projection is exactly zero, e.g. a suspect identical to the base); details hold
+        the form found, R1, the alignment and notes (R0 holds for every Key: its constructor
+        refuses passports that are not the seed's). No weights, or none of the targets, gives
+        `TestResult.not_applicable`.
+
+    Raises:
+        KeyFormatError: the key's tensors disagree with its own r and target shapes.
+    """
+    if not suspect.has_weights:
+        return TestResult.not_applicable(NAME, "seal is white-box: the suspect offers no weights")
+    check_shapes(key)
+    found, form, notes = suspect_updates(suspect.weights, key)
+    if not found:
+        return TestResult.not_applicable(
+            NAME, "none of the key's target layers could be read from the suspect: "
+                  + "; ".join(notes))
+    signs = secret_bits(key.seed, key.bits)
+    proj = torch.zeros(key.bits, dtype=torch.float64)
+    for t, upd in found.items():
+        proj += upd.project(*projections(key.seed, t, key.bits, key.shapes[t]))
+    agree = signs.double() * proj  # a zero projection is not > 0: counted as a mismatch
+    k = int((agree > 0).sum())
+    zeros = int((proj == 0).sum())
+    energy = sum(u.energy() for u in found.values())
+    details: dict[str, Any] = {
+        "R0": "pass", "form": form, "targets_found": len(found),
+        "targets_total": len(key.targets), "matches": k, "bits": key.bits,
+        "mean_signed_z": float(agree.mean()) / math.sqrt(energy) if energy > 0 else 0.0,
+        "erased_entries": sum(u.erased for u in found.values()), "zero_projections": zeros,
+        "R1": r1_check(key, found), "passport_alignment": passport_alignment(key, found), "notes": notes}
+    null = NULL_CONSERVATIVE if zeros else NULL_EXACT  # a zero can only lower k
+    return TestResult.from_log10_p(NAME, float(k), key.bits, log10_binom_sf(k, key.bits, 0.5),
+                                   null, details=details, claim=CLAIM)
+
+
+test.__test__ = False  # type: ignore[attr-defined]  # the contract's `test`, not a pytest test

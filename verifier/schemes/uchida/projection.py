@@ -2,32 +2,35 @@
 
 X is never built: it is the Kronecker product of two random matrices with orthogonal rows,
 U (t1, N1) and V (t2, N2), over the host vector laid out as an N1 × N2 grid, so X·w is
-U·grid·Vᵀ. The scheme contract lives in `verifier.schemes.uchida`.
+U·grid·Vᵀ. Everything here is a function of (seed, T, M) alone: this module knows nothing
+of keys, so `key`, `embed` and `verify` can all build on it.
+
+Example:
+    >>> u, v = factors(seed=1, bits=4, host_size=16)
+    >>> tuple(u.shape), tuple(v.shape)
+    ((2, 4), (2, 4))
 """
 from __future__ import annotations
 
 import hashlib
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from verifier.schemes.uchida import Key
 
-
-def _subseed(seed: int, purpose: str) -> int:
+def subseed(seed: int, purpose: str) -> int:
     """An independent 63-bit seed for one purpose, derived from the key seed."""
     digest = hashlib.sha256(f"hallmark/uchida/{purpose}/{seed}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def _host_len(shape: tuple[int, ...]) -> int:
+def host_len(shape: tuple[int, ...]) -> int:
+    """How many host-vector entries a layer of this shape gives (its fan-in)."""
     return math.prod(shape[1:])
 
 
-def _layout(m: int) -> tuple[int, int, int]:
+def layout(m: int) -> tuple[int, int, int]:
     """(N1, N2, capacity): the host grid for M = m weights and the largest T it carries.
 
     The grid is N1 rows of N2 = ceil(sqrt M); when M does not fill it, its last row is
@@ -40,7 +43,7 @@ def _layout(m: int) -> tuple[int, int, int]:
 
 def _grid(t: int, m: int) -> tuple[int, int]:
     """(t1, t2): the bit grid (t1 · t2 >= T), as square as the host grid allows."""
-    n1, n2, _ = _layout(m)
+    n1, n2, _ = layout(m)
     t1max = n1 if n1 * n2 == m else n1 - 1
     t1 = min(t1max, math.isqrt(t - 1) + 1)
     return t1, -(-t // t1)
@@ -54,25 +57,19 @@ def _orthogonal_rows(t: int, n: int, g: torch.Generator) -> torch.Tensor:
     return (q * sign).T * math.sqrt(n)
 
 
-def _factors(key: Key) -> tuple[torch.Tensor, torch.Tensor]:
+def factors(seed: int, bits: int, host_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """U (t1, N1) and V (t2, N2) in float64: X = (U ⊗ V) restricted to the host's M columns."""
-    m = key.host_size
-    n1, n2, _ = _layout(m)
-    t1, t2 = _grid(len(key.bits), m)
-    g = torch.Generator().manual_seed(_subseed(key.seed, "projection"))
+    n1, n2, _ = layout(host_size)
+    t1, t2 = _grid(bits, host_size)
+    g = torch.Generator().manual_seed(subseed(seed, "projection"))
     return _orthogonal_rows(t1, n1, g), _orthogonal_rows(t2, n2, g)
 
 
-def _apply(w: torch.Tensor, u: torch.Tensor, v: torch.Tensor, key: Key) -> torch.Tensor:
-    """(X·w)_j for the first T cells of the t1 × t2 bit grid."""
+def apply(w: torch.Tensor, u: torch.Tensor, v: torch.Tensor, bits: int) -> torch.Tensor:
+    """(X·w)_j for the first T = `bits` cells of the t1 × t2 bit grid, (T,)."""
     n1, n2 = u.shape[1], v.shape[1]
     if w.numel() == n1 * n2:
         grid = w.reshape(n1, n2)  # (N1, N2), no copy
     else:
         grid = nn.functional.pad(w, (0, n1 * n2 - w.numel())).view(n1, n2)  # zero-padded
-    return (u @ (grid @ v.T)).reshape(-1)[:len(key.bits)]  # (t1, t2) -> (T,)
-
-
-def _project(w: torch.Tensor, key: Key) -> torch.Tensor:
-    u, v = _factors(key)
-    return _apply(w, u, v, key)
+    return (u @ (grid @ v.T)).reshape(-1)[:bits]  # (t1, t2) -> (T,)

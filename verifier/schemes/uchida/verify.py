@@ -1,0 +1,99 @@
+"""`uchida` extraction and the exact test: signs of X·w against the key's bits.
+
+Under H0 "the suspect is independent of this key" the matches between b and the extracted
+bits are Binomial(T, 1/2), whatever X and the suspect are, because b is a sequence of fair
+coins drawn from the seed independently of both (and a key whose bits are not the seed's
+cannot be built, see `key`). A projection exactly 0 has no bit and counts as a mismatch, which
+can only make the p-value larger (the null is then labelled "conservative").
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from verifier.result import NULL_CONSERVATIVE, NULL_EXACT, TestResult
+from verifier.schemes.uchida.host import host_vector
+from verifier.schemes.uchida.key import NAME, Key, LayerMismatch
+from verifier.schemes.uchida.projection import apply, factors
+from verifier.stats import log10_binom_sf
+from verifier.suspect import Suspect
+
+ACCESS = "white-box"
+CLAIM = ("The suspect's weights carry this key's secret projection bits far beyond chance: its "
+         "weights descend from the owner's marked model. It says nothing about a model that was "
+         "only queried (distilled), and needs the weights under the committed layer names.")
+
+
+def project(weights: Mapping[str, torch.Tensor], key: Key) -> torch.Tensor:
+    """X·w in float64: one real number per bit, positive where the extracted bit is 1.
+
+    Returns:
+        (T,) float64. Raises LayerMismatch as `host_vector` does.
+
+    Example:
+        >>> from verifier.schemes.uchida.key import Params, generate_key
+        >>> k = generate_key(Params(bits=4, layers=("w",), shapes=((1, 16),)), seed=1)
+        >>> y = project({"w": torch.ones(1, 16)}, k)
+        >>> y.shape, y.dtype
+        (torch.Size([4]), torch.float64)
+    """
+    w = host_vector({n: t.detach() for n, t in weights.items()}, key, dtype=torch.float64)
+    u, v = factors(key.seed, len(key.bits), key.host_size)
+    return apply(w, u, v, len(key.bits))
+
+
+@torch.no_grad()
+def extract(weights: Mapping[str, torch.Tensor], key: Key) -> torch.Tensor:
+    """The bits the weights carry under this key.
+
+    Returns:
+        (T,) int8: 1 where (X·w)_j > 0, 0 where < 0, and -1 where the projection is exactly 0
+        (no bit: never counted as a match).
+
+    Example:
+        >>> from verifier.toy import MLP
+        >>> from verifier.schemes.uchida.key import Params, generate_key
+        >>> m = MLP(); k = generate_key(Params(bits=32), seed=3, model=m)
+        >>> extract(m.state_dict(), k).shape
+        torch.Size([32])
+    """
+    y = project(weights, key)  # (T,)
+    bits = (y > 0).to(torch.int8)
+    bits[y == 0] = -1
+    return bits
+
+
+@torch.no_grad()
+def test(suspect: Suspect, key: Key) -> TestResult:
+    """Count the key's bits that the suspect's weights carry; exact binomial tail at p = 1/2.
+
+    Not applicable when the suspect offers no weights, lacks a key layer or holds it with
+    another shape (the reason is in `details["reason"]`).
+
+    Example:
+        >>> from verifier.toy import MLP
+        >>> from verifier.schemes.uchida.key import Params, generate_key
+        >>> m = MLP(); k = generate_key(Params(bits=64), seed=2, model=m)
+        >>> test(Suspect.from_module(m), k).p_value > 1e-6   # an unmarked model
+        True
+    """
+    if not suspect.has_weights:
+        return TestResult.not_applicable(NAME, "uchida is a white-box test: the suspect offers "
+                                               "no weights (black-box access only)")
+    try:
+        got = extract(suspect.weights, key)  # (T,)
+    except LayerMismatch as e:
+        return TestResult.not_applicable(NAME, str(e))
+    want = torch.tensor(key.bits, dtype=torch.int8)
+    matches = int((got == want).sum())
+    zeros = int((got < 0).sum())
+    n = len(key.bits)
+    return TestResult.from_log10_p(
+        NAME, statistic=matches, n=n, log10_p=log10_binom_sf(matches, n, 0.5),
+        null=NULL_EXACT if zeros == 0 else NULL_CONSERVATIVE, claim=CLAIM,
+        details={"matches": matches, "bits": n, "bit_error_rate": (n - matches) / n,
+                 "zero_projections": zeros, "layers": list(key.layers), "p0": 0.5})
+
+
+test.__test__ = False  # type: ignore[attr-defined]  # the contract's `test`, not a pytest test
