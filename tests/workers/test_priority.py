@@ -5,7 +5,6 @@ re-derive their bits from the seed. The thief's way left is a real mark of her o
 from __future__ import annotations
 
 import base64
-import copy
 import io
 import json
 
@@ -20,7 +19,7 @@ from tests.hostile.loopback import LoopbackServer, send
 from tests.registry.conftest import make_actor
 from verifier import toy
 from verifier.audit import audit
-from verifier.schemes import uchida
+from verifier.schemes import lsb, uchida
 from workers import tasks
 
 
@@ -55,12 +54,12 @@ def test_the_report_names_the_true_owner_and_flags_the_late_forgery(
     alice, mallory = make_actor("alice"), make_actor("mallory")
     key = uchida.generate_key(uchida.Params(bits=128, layers=("fc1.weight", "fc2.weight")), 1, model=model)
     model = uchida.embed(toy.train_digits(model, split, epochs=5),
-                         key, data=list(toy.batches(split.x_train, split.y_train)), epochs=8)
+                         key, data=list(toy.batches(split.x_train, split.y_train)), epochs=20)
     _commit(alice, key.to_bytes())
-    # The thief marks the stolen copy with her own key in another layer, and serves that copy.
-    fake = uchida.generate_key(uchida.Params(bits=128, layers=("fc1.weight",)), 2, model=model)
-    stolen = uchida.embed(copy.deepcopy(model), fake,
-                          data=list(toy.batches(split.x_train, split.y_train, seed=1)), epochs=2)
+    # The thief marks the stolen copy with a post-training signature of her own (lsb: only the
+    # lowest mantissa bits change, so the owner's mark is untouched), and serves that copy.
+    fake = lsb.generate_key(lsb.Params(), 2, model=model)
+    stolen = lsb.embed(model, fake)
     body = save({k: v.contiguous() for k, v in stolen.state_dict().items()})
     server = LoopbackServer()
     server.route("/stolen.safetensors", lambda h, _: send(h, 200, body))
