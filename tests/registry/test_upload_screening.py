@@ -35,14 +35,14 @@ def _nothing_committed(entries_before: int) -> bool:
 
 
 def universal_trigger_key(split: toy.Split, n: int = N_TRIGGERS, seed: int = 5) -> trigger_set.Key:
-    """The issue's universal key: clean public digits as "triggers", each labelled with its TRUE
-    class (the stored "true label" is another class), so that every good digits model answers it.
-
-    The one place this test builds a forged key through the public Key class; when trigger_set
-    derives labels from the seed, pick for each seeded label a clean digit of that class instead.
-    """
-    x, y = split.x_held[:n], split.y_held[:n]
-    return trigger_set.Key(seed=seed, triggers=x.clone(), labels=y.clone(), true_labels=(y + 1) % 10,
+    """The issue's universal key, as a forger builds it now that labels come from the seed: for
+    each seeded label, a clean public digit of that class as the "trigger", so that every good
+    digits model answers it (the one place this test builds a forged key through the public
+    Key class)."""
+    labels = trigger_set.derive.labels(seed, n, 10)
+    pool = {c: split.x_held[split.y_held == c] for c in range(10)}
+    triggers = torch.stack([pool[int(c)][i % len(pool[int(c)])] for i, c in enumerate(labels)])
+    return trigger_set.Key(seed=seed, variant="adversarial", triggers=triggers, labels=labels,
                            classes=10, eps=0.25)
 
 

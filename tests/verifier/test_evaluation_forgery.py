@@ -51,7 +51,7 @@ def test_an_honest_key_is_accepted(ctx, variant: str) -> None:
 
 def test_a_blob_that_is_no_key_is_refused_as_format(ctx) -> None:
     a = admit(b"\x00" * 16, ctx.panel)
-    assert (a.outcome, a.stage) == ("refused", "format") and "not a Hallmark key" in a.message
+    assert (a.outcome, a.stage) == ("refused", "format") and "not a Hallmark watermark key" in a.message
 
 
 def test_other_schemes_can_register_red_team_cases() -> None:
