@@ -272,3 +272,17 @@ def test_the_command_knows_the_forgery_evaluation() -> None:
 
     assert command.parse_schemes("forgery,trigger_set") == ["forgery", "trigger_set"]
     assert command.evaluator("forgery") is forgery.evaluate
+
+
+def test_evaluation_steps_are_reported_to_the_progress_callback_only_inside_the_block():
+    from verifier.evaluation import attack_entry, fpr_summary, marked_summary, progress_to
+    from verifier.result import TestResult
+
+    r = TestResult.from_log10_p("uchida", statistic=256, n=256, log10_p=-77.0, null="exact")
+    seen: list[str] = []
+    with progress_to(seen.append):
+        marked_summary(r)
+        attack_entry("prune_50", 0.95, r)
+        fpr_summary([-0.3, -1.2, -0.1])
+    attack_entry("outside", 0.95, r)  # no callback installed: nothing reported, no error
+    assert seen == ["marked model (uchida)", "attack prune_50", "null set (3 pairs)"]

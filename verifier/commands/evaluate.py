@@ -56,10 +56,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"evaluating {name}{' (quick)' if args.quick else ''} ...", flush=True)
         start = time.perf_counter()
         if name in report.SECTIONS:
-            sections[name] = {**evaluate(args.quick), "run": report.run_info(args.quick)}
+            sections[name] = {**_with_progress(name, evaluate, args.quick),
+                              "run": report.run_info(args.quick)}
             print(f"  {name}: done in {time.perf_counter() - start:.0f} s", flush=True)
             continue
-        rows = rows_of(name, evaluate(args.quick))
+        rows = rows_of(name, _with_progress(name, evaluate, args.quick))
         info = report.run_info(args.quick)
         for row in rows:
             row.setdefault("seconds", time.perf_counter() - start)
@@ -76,6 +77,22 @@ def run(args: argparse.Namespace) -> int:
                              {**report.load_sections(old), **sections})
     print(f"wrote {json_path} and {args.out}")
     return 0
+
+
+def _with_progress(name: str, evaluate: Callable[[bool], Mapping[str, Any]],
+                   quick: bool) -> Mapping[str, Any]:
+    """Run one evaluation under a progress bar (stderr) that counts its finished steps."""
+    from tqdm import tqdm
+
+    from verifier.evaluation import progress_to
+
+    with tqdm(desc=f"  {name}", unit=" step", leave=False, dynamic_ncols=True) as bar:
+        def step(label: str) -> None:
+            bar.set_postfix_str(label, refresh=False)
+            bar.update(1)
+
+        with progress_to(step):
+            return evaluate(quick)
 
 
 def parse_schemes(text: str) -> list[str]:

@@ -36,8 +36,10 @@ extras (e.g. "queries"). `hallmark evaluate` adds "run": {"date", "machine", "qu
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from verifier.result import TestResult
@@ -47,6 +49,37 @@ ALPHAS = (1e-3, 1e-6)  # false-positive levels every row reports
 DETECT_LOG10 = -6.0  # an attacked model counts as detected when log10 p <= this (alpha = 1e-6)
 
 
+# Progress of a running evaluation: the command installs a callback (a tqdm bar); the shared
+# row helpers below report each marked model, attack and null set through it, so every
+# scheme's evaluation shows progress without importing a progress library itself.
+_progress: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar(
+    "hallmark_evaluation_progress", default=None)
+
+
+@contextlib.contextmanager
+def progress_to(callback: Callable[[str], None]) -> Iterator[None]:
+    """Within the block, each finished step of an evaluation calls `callback(label)`.
+
+    Example:
+        >>> seen = []
+        >>> with progress_to(seen.append):
+        ...     _ = fpr_summary([-1.0, -0.5])
+        >>> seen
+        ['null set (2 pairs)']
+    """
+    token = _progress.set(callback)
+    try:
+        yield
+    finally:
+        _progress.reset(token)
+
+
+def _step(label: str) -> None:
+    callback = _progress.get()
+    if callback is not None:
+        callback(label)
+
+
 def alpha_label(alpha: float) -> str:
     """The JSON key of a level: 1e-3 -> "1e-3"."""
     return f"{alpha:.0e}".replace("e-0", "e-")
@@ -54,12 +87,14 @@ def alpha_label(alpha: float) -> str:
 
 def marked_summary(result: TestResult) -> dict[str, Any]:
     """The row's "marked" entry from a test result."""
+    _step(f"marked model ({result.scheme})")
     return {"log10_p": result.log10_p, "null": result.null, "statistic": result.statistic,
             "n": result.n}
 
 
 def attack_entry(name: str, attacker_acc: float, result: TestResult, **extra: Any) -> dict[str, Any]:
     """One entry of a row's "attacks" list."""
+    _step(f"attack {name}")
     return {"name": name, "attacker_acc": attacker_acc, "log10_p": result.log10_p,
             "detected": result.log10_p <= DETECT_LOG10, **extra}
 
@@ -97,6 +132,7 @@ def fpr_summary(null_log10_p: Sequence[float],
         >>> fpr_summary([-0.1, -0.5, -1.2])["alpha"]["1e-3"]["false_positives"]
         0
     """
+    _step(f"null set ({len(null_log10_p)} pairs)")
     from scipy import stats as sps
 
     n = len(null_log10_p)
