@@ -38,7 +38,7 @@ from collections.abc import Mapping
 
 import torch
 
-from verifier.schemes.uchida.key import Key, LayerMismatch
+from verifier.schemes.uchida.key import Key, host_layers
 
 _FEATURE_SEED = 0x68616C6C6D61726B  # public: the random features are the same for everyone
 _FEATURE_SCALE = 2.0  # σ of G on unit-norm descriptors: ~2 radians of spread per feature
@@ -75,13 +75,7 @@ def invariant_host(weights: Mapping[str, torch.Tensor], key: Key,
     out = []
     scale: torch.Tensor | None = None  # n_{l-1}: the previous layer's row norms
     descr: torch.Tensor | None = None  # D_{l-1}: the previous layer's unit descriptors
-    for name, shape in zip(key.layers, key.shapes, strict=True):
-        if name not in weights:
-            raise LayerMismatch(f"the suspect has no weight named `{name}` (the key's layers are "
-                                f"{', '.join(key.layers)})")
-        w = weights[name]
-        if tuple(w.shape) != shape:
-            raise LayerMismatch(f"weight `{name}` has shape {tuple(w.shape)}, the key expects {shape}")
+    for name, shape, w in host_layers(weights, key):
         w = w.to(dtype or w.dtype)  # (out, in)
         b = weights.get(bias_name(name))
         b = torch.zeros(shape[0], dtype=w.dtype) if b is None else b.to(w.dtype).reshape(-1)

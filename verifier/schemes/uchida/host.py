@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import torch
 
 from verifier.schemes.uchida.align import invariant_host
-from verifier.schemes.uchida.key import Key, LayerMismatch
+from verifier.schemes.uchida.key import Key, LayerMismatch, host_layers
 
 __all__ = ["LayerMismatch", "host_vector"]
 
@@ -40,13 +40,7 @@ def host_vector(weights: Mapping[str, torch.Tensor], key: Key,
     if key.host == "invariant":
         return invariant_host(weights, key, dtype=dtype)
     parts = []
-    for name, shape in zip(key.layers, key.shapes, strict=True):
-        if name not in weights:
-            raise LayerMismatch(f"the suspect has no weight named `{name}` (the key's layers are "
-                                f"{', '.join(key.layers)})")
-        t = weights[name]
-        if tuple(t.shape) != shape:
-            raise LayerMismatch(f"weight `{name}` has shape {tuple(t.shape)}, the key expects {shape}")
+    for _, shape, t in host_layers(weights, key):
         rows = t.reshape(shape[0], -1)  # (out, in·∏k)
         parts.append(rows[0].to(dtype or t.dtype) if shape[0] == 1
                      else rows.mean(dim=0, dtype=dtype))  # (in·∏k,)

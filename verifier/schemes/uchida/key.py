@@ -55,6 +55,25 @@ class Params:
     host: str = "mean"  # "mean": rows averaged; "invariant": canonical form (align.py), Linear chains
 
 
+def host_layers(weights: Mapping[str, torch.Tensor],
+                key: Key) -> list[tuple[str, tuple[int, ...], torch.Tensor]]:
+    """The key's host layers in key order, as (name, shape, tensor) read from `weights`.
+
+    Raises:
+        LayerMismatch: a layer is missing, or held with another shape than the key's.
+    """
+    out = []
+    for name, shape in zip(key.layers, key.shapes, strict=True):
+        if name not in weights:
+            raise LayerMismatch(f"the suspect has no weight named `{name}` (the key's layers are "
+                                f"{', '.join(key.layers)})")
+        t = weights[name]
+        if tuple(t.shape) != shape:
+            raise LayerMismatch(f"weight `{name}` has shape {tuple(t.shape)}, the key expects {shape}")
+        out.append((name, shape, t))
+    return out
+
+
 def derive_bits(seed: int, count: int) -> tuple[int, ...]:
     """The key's T fair-coin bits: the seed's DRBG output read as bits, most significant first.
 
