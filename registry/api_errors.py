@@ -56,7 +56,8 @@ def _field_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     return {prefix.rstrip(".") or "request": [str(detail)]}
 
 
-def _code(exc: APIException) -> str:
+def code_of(exc: APIException) -> str:
+    """The machine-readable code of a DRF exception (the first one, for nested details)."""
     codes = exc.get_codes()
     while isinstance(codes, dict | list) and codes:
         codes = next(iter(codes.values())) if isinstance(codes, dict) else codes[0]
@@ -73,7 +74,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
                            for f, m in errors.items())
         body = problem_body(response.status_code, "invalid", detail, errors)
     elif isinstance(exc, APIException):
-        body = problem_body(response.status_code, _code(exc), str(exc.detail))
+        body = problem_body(response.status_code, code_of(exc), str(exc.detail))
     else:  # Http404 / PermissionDenied, translated by DRF
         code = "not_found" if response.status_code == 404 else "permission_denied"
         body = problem_body(response.status_code, code, str(response.data.get("detail", "")))

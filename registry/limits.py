@@ -25,7 +25,7 @@ from django.http import HttpRequest, HttpResponse
 from rest_framework.exceptions import APIException
 
 from registry import requestid
-from registry.api_errors import problem_response
+from registry.api_errors import code_of, problem_response
 from registry.errors import PayloadTooLarge
 
 _FORM_OVERHEAD = 1024 * 1024  # multipart boundaries and small fields beside an upload
@@ -61,8 +61,7 @@ class RequestLimitsMiddleware:
         rate-limit store down) answer with their status and Retry-After, not a 500."""
         if not isinstance(exc, APIException):
             return None
-        response = problem_response(exc.status_code, exc.get_codes() if isinstance(
-            exc.get_codes(), str) else exc.default_code, str(exc.detail))
+        response = problem_response(exc.status_code, code_of(exc), str(exc.detail))
         wait = getattr(exc, "wait", None)
         if wait is not None:
             response["Retry-After"] = str(max(1, math.ceil(wait)))

@@ -222,3 +222,8 @@ def report_document(report: Report, since: int | None = None) -> dict[str, Any]:
 def statement_of(report: Report) -> dict[str, Any]:
     """The signed statement, decoded (for pages and the API's summary)."""
     return json.loads(base64.b64decode(json.loads(report.envelope)["payload"]))
+
+
+def outcome_of(verdict: dict[str, Any]) -> str:
+    """A signed verdict's outcome; reports signed before outcomes existed derive it."""
+    return verdict.get("outcome") or (ATTRIBUTED if verdict["attributed"] else NOT_ATTRIBUTED)

@@ -21,7 +21,7 @@ from registry.models import LogEntry, Owner, RegisteredModel, Report, Verificati
 from registry.owners import log_owner
 from registry.registration import add_commitment, register_model
 from registry.submission import submit
-from verifier.evidence.canonical import canonical_json
+from verifier.evidence.report import render_report
 from verifier.forgery import DEFAULT_MIN_FORGERY_BITS
 
 
@@ -91,8 +91,7 @@ def _outcome(v: Verification) -> str:
     report = getattr(v, "report", None)
     if report is None:
         return v.status
-    verdict = reporting.statement_of(report)["predicate"]["verdict"]
-    return verdict.get("outcome") or ("attributed" if verdict["attributed"] else "not attributed")
+    return reporting.outcome_of(reporting.statement_of(report)["predicate"]["verdict"])
 
 
 @owner_required
@@ -169,9 +168,7 @@ def report_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     checks = [{**c, "chart": mark_safe(check_chart(  # noqa: S308 (built from numbers, escaped)
         c.get("log10_p"), c.get("alpha"), floor, f"{c['scheme']} on {c['model_name']}"))}
         for c in p["checks"]]
-    verdict = p["verdict"]
-    outcome = verdict.get("outcome") or ("attributed" if verdict["attributed"] else
-                                         "not attributed")
+    outcome = reporting.outcome_of(p["verdict"])
     return render(request, "registry/report_detail.html", {
         "report": r, "statement": statement, "p": p, "checks": checks, "outcome": outcome,
         "floor": floor})
@@ -180,7 +177,7 @@ def report_detail(request: HttpRequest, public_id: str) -> HttpResponse:
 def report_download(request: HttpRequest, public_id: str) -> HttpResponse:
     """The signed report as a file: the JSON document `hallmark audit` checks, as an attachment."""
     r = get_object_or_404(Report, public_id=public_id)
-    body = canonical_json(reporting.report_document(r))
+    body = render_report(reporting.report_document(r))
     response = HttpResponse(body, content_type="application/json")
     response["Content-Disposition"] = f'attachment; filename="hallmark-report-{r.public_id}.json"'
     return response
