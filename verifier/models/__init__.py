@@ -30,10 +30,15 @@ and the fix. Nothing in this package unpickles anything in this process.
 Modules: `load` (the entry point), `sniff` (detection), `safetensors_format`, `onnx_format`,
 `torch_child` (the torch.load child), `archives` (unpacking), `paths` (safe relative paths),
 `folders`, `bundle`, `peft_adapter`; `errors`, `limits` and `loaded` hold the public types.
+`model_files(path)` yields the same files without loading them (the file, or the model folder
+of a folder or archive) and `read_onnx(path)` parses one ONNX file with the same checks: for
+checks beside the watermark tests, such as `verifier.provenance`.
 """
 from verifier.models.errors import ModelFormatError
 from verifier.models.limits import GiB, LoadLimits
-from verifier.models.load import load_suspect
+from verifier.models.load import load_suspect, model_files
 from verifier.models.loaded import FORMATS, LoadedModel
+from verifier.models.onnx_format import read_onnx
 
-__all__ = ["FORMATS", "GiB", "LoadLimits", "LoadedModel", "ModelFormatError", "load_suspect"]
+__all__ = ["FORMATS", "GiB", "LoadLimits", "LoadedModel", "ModelFormatError", "load_suspect",
+           "model_files", "read_onnx"]

@@ -50,17 +50,28 @@ def _scan_folder(root: Path, limits: LoadLimits) -> list[PurePosixPath]:
     return files
 
 
+def _model_base(files: list[PurePosixPath]) -> PurePosixPath:
+    """The model folder inside a scanned folder: an archive of a folder holds one top-level
+    folder (or a chain of them), so descend while there is a single one."""
+    base = PurePosixPath()
+    while True:
+        tops = {f.relative_to(base).parts[0] for f in files if f.is_relative_to(base)}
+        top = base / next(iter(tops)) if len(tops) == 1 else None
+        if top is None or any(f == top for f in files):
+            return base
+        base = top
+
+
+def _model_folder(root: Path, limits: LoadLimits) -> Path:
+    """The model folder under `root` (links and special files refused, as when loading)."""
+    return root.joinpath(*_model_base(_scan_folder(root, limits)).parts)
+
+
 def _load_folder(root: Path, limits: LoadLimits) -> LoadedModel:
     """A model folder: a PEFT adapter, an ONNX model (with external data), safetensors
     weights, or a bundle of safetensors weights + an ONNX model."""
     files = _scan_folder(root, limits)
-    base = PurePosixPath()
-    while True:  # an archive of a folder holds one top-level folder: descend into it
-        tops = {f.relative_to(base).parts[0] for f in files if f.is_relative_to(base)}
-        top = base / next(iter(tops)) if len(tops) == 1 else None
-        if top is None or any(f == top for f in files):
-            break
-        base = top
+    base = _model_base(files)
     folder = root.joinpath(*base.parts)
     top_files = sorted(f.name for f in files if f.parent == base)
     if "adapter_config.json" in top_files:

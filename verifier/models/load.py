@@ -4,11 +4,13 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from verifier.models.archives import _unpack_tar, _unpack_zip
 from verifier.models.errors import ModelFormatError, _check_size, _show
-from verifier.models.folders import _load_folder
+from verifier.models.folders import _load_folder, _model_folder
 from verifier.models.limits import LoadLimits
 from verifier.models.loaded import LoadedModel
 from verifier.models.onnx_format import _load_onnx_model
@@ -76,3 +78,40 @@ def load_suspect(path: str | os.PathLike[str],
         loaded = _load_folder(root, limits)
     loaded.details["archive"] = {"kind": kind, "bytes": st.st_size, **stats}
     return loaded
+
+
+@contextmanager
+def model_files(path: str | os.PathLike[str],
+                limits: LoadLimits = LoadLimits(),  # noqa: B008 - frozen, so shared safely
+                *, scratch_dir: str | os.PathLike[str] | None = None) -> Iterator[Path]:
+    """The files of a suspect as `load_suspect` sees them, for checks beside the watermark
+    tests (e.g. a publisher's signature shipped in the archive).
+
+    Yields the file itself for a single file, or the model folder for a folder or a .zip/.tar
+    (unpacked into a scratch folder with the same refusals as `load_suspect`, and descended
+    into while it holds a single folder); the scratch folder is removed on exit.
+
+    Raises:
+        ModelFormatError: the archive or folder is refused (as `load_suspect` would).
+
+    Example:
+        >>> with model_files("suspect.zip") as folder:  # doctest: +SKIP
+        ...     sorted(p.name for p in folder.iterdir())
+        ['model.onnx', 'model.sig']
+    """
+    p = Path(path)
+    if p.is_dir():
+        yield _model_folder(p, limits)
+        return
+    st = p.stat()
+    _check_size(st.st_size, limits.max_file_bytes, f"the suspect {_show(p.name)}")
+    kind = _sniff(p, st.st_size)
+    if kind not in ("zip", "tar"):
+        yield p
+        return
+    scratch = Path(scratch_dir) if scratch_dir is not None else Path(tempfile.gettempdir())
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="hallmark-files-") as tmp:
+        root = Path(tmp) / "unpacked"
+        root.mkdir()
+        (_unpack_zip if kind == "zip" else _unpack_tar)(p, root, limits)
+        yield _model_folder(root, limits)

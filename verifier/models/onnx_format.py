@@ -39,6 +39,29 @@ def _load_onnx_model(p: Path, folder: Path | None, limits: LoadLimits) -> Loaded
                        warnings, details)
 
 
+def read_onnx(path: Path, data_folder: Path | None = None,
+              limits: LoadLimits = LoadLimits()) -> Any:  # noqa: B008 - frozen, shared safely
+    """Parse an ONNX file as `load_suspect` does: external data checked and inlined (read only
+    from regular files inside `data_folder`), caps applied, onnx.checker passed.
+
+    Args:
+        path: the .onnx file.
+        data_folder: the model folder its external data may come from (None: refuse any).
+        limits: the caps.
+
+    Returns:
+        The onnx.ModelProto, with every tensor's data inline.
+
+    Raises:
+        ModelFormatError: the file is refused; the message says why and how to fix it.
+
+    Example:
+        >>> read_onnx(Path("model.onnx")).graph.node[0].op_type  # doctest: +SKIP
+        'Gemm'
+    """
+    return _read_onnx(path, data_folder, limits)[0]
+
+
 def _read_onnx(p: Path, folder: Path | None, limits: LoadLimits) -> tuple[Any, dict[str, Any]]:
     """Parse an ONNX file without external data, then inline its checked external data."""
     import onnx
