@@ -6,8 +6,9 @@ folder) holding the model files, `model.sig` (a key-based model-signing bundle) 
 - a folder signature: made on the folder with `model.sig` and `model.pub.pem` in its ignored
   paths (`model_signing.hashing.Config().set_ignored_paths(paths=["model.sig",
   "model.pub.pem"])`); every other file must match, and no file may be added; or
-- a single-file signature (`hallmark watermark --sign`, `model_signing` on one file): it covers
-  the one file it names, which must be in the folder; the other files are not covered.
+- a single-file signature (`hallmark watermark --sign`, `model_signing` on one file; its
+  manifest names no file): the folder must then hold exactly one file besides `model.sig` and
+  `model.pub.pem`, and that file is verified.
 
 The verifying key is chosen by the bundle's key hint (SHA-256 of the key's PEM
 SubjectPublicKeyInfo) among the candidate keys the caller gives (e.g. the shipped
@@ -103,11 +104,10 @@ def _read_bundle(path: Path) -> tuple[str | None, dict[str, Any]]:
     return (hint if isinstance(hint, str) else None), statement["predicate"]
 
 
-def _signed_names(predicate: dict[str, Any]) -> tuple[str, list[str]]:
-    method = str((predicate.get("serialization") or {}).get("method", ""))
-    names = [str(r.get("name", "")) for r in predicate.get("resources") or []
-             if isinstance(r, dict)]
-    return method, names
+def _signed_names(predicate: dict[str, Any]) -> list[str]:
+    """The resource names of the (not yet verified) manifest; ["."] for a single file."""
+    return [str(r.get("name", "")) for r in predicate.get("resources") or []
+            if isinstance(r, dict)]
 
 
 def _verify(target: Path, signature: Path, pem: bytes) -> str | None:
@@ -150,7 +150,7 @@ def check_publisher(folder: Path, keys: Sequence[CandidateKey] = ()) -> Publishe
     except (ValueError, TypeError, OSError, AttributeError) as e:
         return PublisherCheck("invalid", f"{SIGNATURE} is not a model-signing bundle: {e}",
                               SIGNATURE)
-    method, names = _signed_names(predicate)
+    names = _signed_names(predicate)
     if hint is None:
         return PublisherCheck("unverified", f"{SIGNATURE} is not key-based (a Sigstore "
                                             "certificate bundle): the registry does not contact "
@@ -162,18 +162,20 @@ def check_publisher(folder: Path, keys: Sequence[CandidateKey] = ()) -> Publishe
                                             f"not among the keys given (ship it as {PUBLIC_KEY})",
                               SIGNATURE, hint, signed_files=names)
     target = folder
-    if method == "file":  # a single-file signature: it covers the one file it names
-        if len(names) != 1 or "/" in names[0] or names[0] in ("", ".", "..") \
-                or not (folder / names[0]).is_file():
-            return PublisherCheck("invalid", f"the single-file signature names {names!r}, which "
-                                             "is not one file in the model folder", SIGNATURE,
-                                  hint, match.source, names)
-        target = folder / names[0]
+    if names == ["."]:  # a single-file signature: it names no file, so the folder holds one
+        others = sorted(p.name for p in folder.iterdir() if p.name not in (SIGNATURE, PUBLIC_KEY))
+        if len(others) != 1 or not (folder / others[0]).is_file():
+            return PublisherCheck("invalid", f"{SIGNATURE} signs a single file, but the model "
+                                             f"folder holds {len(others)} other entries "
+                                             f"({', '.join(others)[:200]}); ship that one file "
+                                             f"with {SIGNATURE} and {PUBLIC_KEY} only", SIGNATURE,
+                                  hint, match.source)
+        target, names = folder / others[0], others
     failure = _verify(target, signature, match.pem)
     if failure is not None:
         return PublisherCheck("invalid", f"does not verify: {failure}", SIGNATURE, hint,
                               match.source, names)
-    covered = ("every file of the model folder" if method != "file"
-               else f"{names[0]} (other files in the folder are not covered)")
+    covered = ("every file of the model folder" if target == folder
+               else f"the model file {names[0]}")
     return PublisherCheck("valid", f"the bundle verifies with the key with SHA-256 {hint}: it "
                                    f"covers {covered}", SIGNATURE, hint, match.source, names)
