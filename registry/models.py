@@ -157,6 +157,9 @@ class Verification(models.Model):
     fetch_claimed_at = models.DateTimeField(null=True)  # when a worker last claimed the fetch
     fetched_at = models.DateTimeField(null=True)
     finished_at = models.DateTimeField(null=True)
+    # The suspect's declared provenance (verifier.provenance), set with the fetch and signed
+    # in the report beside the verdict, never in it; {} for verifications made before it.
+    provenance = models.JSONField(default=dict, blank=True)
     # A worker fetching or finalizing holds a lease it keeps renewing; past it, the worker is dead.
     lease_until = models.DateTimeField(null=True)
     # When a message was last sent for the current state; null when sending it failed.

@@ -166,6 +166,8 @@ def build_statement(v: Verification, signed_at: datetime) -> tuple[dict[str, Any
                          "registered_at": r["registered_at"],
                          "proves_priority": r["prior_to_first_sighting"]} for r in rows],
         "verdict": _verdict(rows),
+        # declared provenance (signatures the suspect carries): beside the verdict, never in it
+        **({"provenance": v.provenance} if v.provenance else {}),
         "times": {"submitted": rfc3339(v.submitted_at), "fetched": rfc3339(v.fetched_at),
                   "finished": rfc3339(v.finished_at), "signed": rfc3339(signed_at)},
     }

@@ -16,9 +16,10 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from registry.models import ENDPOINT, Suspect
+from registry.models import ENDPOINT, Owner, Suspect
 from verifier import Suspect as VerifierSuspect
-from verifier.models import load_suspect
+from verifier import provenance as declared
+from verifier.models import ModelFormatError, load_suspect
 from workers.fetcher import Fetched, FetchPolicy, fetch
 from workers.oip import oip_suspect
 
@@ -95,3 +96,27 @@ def load(suspect: Suspect) -> VerifierSuspect:
         return oip_suspect(suspect.url, policy(), rate_per_second=settings.HALLMARK_ENDPOINT_RATE,
                            max_queries=settings.HALLMARK_ENDPOINT_MAX_QUERIES)
     return _load_file(str(local_file(suspect))).suspect.fresh()
+
+
+def _owner_key(keyid: str) -> bytes | None:
+    """A registered owner's Ed25519 public key, by keyid (pins ONNX graph signatures)."""
+    key = Owner.objects.filter(keyid=keyid).values_list("public_key", flat=True).first()
+    return None if key is None else bytes(key)
+
+
+def provenance(suspect: Suspect) -> dict[str, object]:
+    """The suspect's declared provenance (`verifier.provenance`), for the report.
+
+    Checked on this host's pinned copy, after `prepare`; the verifying keys are the publisher
+    key shipped in the suspect (model-signing) and the registered owners' keys (graph
+    signatures). A refusal cannot happen after `prepare` accepted the same bytes, but would be
+    recorded in the section rather than fail the verification: provenance never decides it.
+
+    Raises FetchError or SuspectChanged (from fetching this host's copy).
+    """
+    if suspect.kind == ENDPOINT:
+        return declared.absent("an inference endpoint carries no files to check")
+    try:
+        return declared.check_provenance(local_file(suspect), owner_key=_owner_key)
+    except ModelFormatError as e:
+        return declared.absent(f"the suspect's files could not be opened again: {e}")

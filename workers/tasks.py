@@ -108,6 +108,7 @@ def _fetch(task, v: Verification, t0: float) -> None:  # type: ignore[no-untyped
     wait = (timezone.now() - v.submitted_at).total_seconds()
     try:
         suspects.prepare(v.suspect)
+        provenance = suspects.provenance(v.suspect)  # beside the verdict, never in it
     except FetchError as e:
         if not e.permanent and task.request.retries < FETCH_RETRIES:
             v.claim(FETCHING, QUEUED)
@@ -133,7 +134,7 @@ def _fetch(task, v: Verification, t0: float) -> None:  # type: ignore[no-untyped
         # after this point, the sweeper finds exactly which checks are missing.
         if not Verification.objects.filter(pk=v.pk, status=FETCHING).update(
                 status=CHECKING if planned else FINALIZING, checks_expected=len(planned),
-                fetched_at=now, lease_until=None, driven_at=now):
+                fetched_at=now, lease_until=None, driven_at=now, provenance=provenance):
             return  # another worker took the fetch over after a stall and fanned out
         rows = CheckResult.objects.bulk_create(
             [CheckResult(verification_id=v.pk, commitment_id=c, scheme=s, driven_at=now)

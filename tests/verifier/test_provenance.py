@@ -3,6 +3,7 @@
 garbage) and graph signatures pinned to registered owners, through `check_provenance`."""
 from __future__ import annotations
 
+import copy
 import shutil
 import zipfile
 from pathlib import Path
@@ -197,3 +198,36 @@ def test_only_elliptic_curve_pem_keys_have_a_model_signing_hint():
     assert key_sha256(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n") is None
     ed = OWNER.public_key
     assert key_sha256(ed) is None
+
+
+def _issued(section: object):  # type: ignore[no-untyped-def]
+    from tests.verifier.report_factory import ALICE, MiniRegistry, result
+
+    reg = MiniRegistry()
+    alice = reg.commit(ALICE, b"key", "2026-01-05T09:00:00Z")
+    return reg.issue([(alice, result(-70.0))],
+                     tamper=lambda p: p.update(provenance=copy.deepcopy(section)))
+
+
+def test_the_audit_accepts_a_signed_provenance_section_beside_the_verdict(signed_folder):
+    from verifier.audit import audit
+
+    res = audit(_issued(check_provenance(signed_folder)))
+    assert res.ok, res.failure
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda s: s.update(affects_verdict=True), "affects_verdict must be false"),
+    (lambda s: s.pop("affects_verdict"), "affects_verdict must be false"),
+    (lambda s: s["model_signing"].update(status="trusted"), "model_signing.status is 'trusted'"),
+    (lambda s: s["graph_signature"].update(status="ok"), "graph_signature.status is 'ok'"),
+    (lambda s: s.pop("label"), "provenance.label is missing"),
+])
+def test_the_audit_refuses_a_provenance_section_that_could_be_read_as_a_verdict(edit, match):
+    from verifier.audit import audit
+
+    section = absent("an endpoint")
+    edit(section)
+    res = audit(_issued(section))
+    assert not res.ok
+    assert match in str(res.failure), res.failure

@@ -27,6 +27,29 @@ from verifier.evidence.report import (
     forgery_field,
 )
 
+_SIGNING_STATUSES = ("valid", "invalid", "unverified", "absent")  # verifier.provenance.publisher
+_GRAPH_STATUSES = ("intact", "changed", "unsigned", "invalid", "absent", "error")
+
+
+def _check_provenance(section: object) -> None:
+    """The declared-provenance section (reports since issue 17) is labelled, states that it
+    does not affect the verdict, and uses known statuses."""
+    if not isinstance(section, dict):
+        raise EvidenceError("predicate.provenance must be an object")
+    _require(section, "predicate.provenance", {"label": str, "model_signing": dict,
+                                               "graph_signature": dict})
+    if section.get("affects_verdict") is not False:
+        raise EvidenceError("predicate.provenance.affects_verdict must be false: declared "
+                            "provenance is shown beside the verdict, never in it")
+    if section["model_signing"].get("status") not in _SIGNING_STATUSES:
+        raise EvidenceError("predicate.provenance.model_signing.status is "
+                            f"{section['model_signing'].get('status')!r}, expected one of "
+                            f"{', '.join(_SIGNING_STATUSES)}")
+    if section["graph_signature"].get("status") not in _GRAPH_STATUSES:
+        raise EvidenceError("predicate.provenance.graph_signature.status is "
+                            f"{section['graph_signature'].get('status')!r}, expected one of "
+                            f"{', '.join(_GRAPH_STATUSES)}")
+
 
 class _PredicateChecks(_AuditState):
     """predicate, decisions and priority; each returns what it established."""
@@ -101,6 +124,8 @@ class _PredicateChecks(_AuditState):
         if present != sorted(present):
             raise EvidenceError("times are out of order: expected submitted <= fetched <= "
                                 "finished <= signed")
+        if "provenance" in p:
+            _check_provenance(p["provenance"])
         return (f"{len(p['checks'])} check(s) on {len(commitments)} commitment(s) of "
                 f"{len(owners)} owner(s); times in order")
 

@@ -32,4 +32,21 @@ def verdict_lines(statement: dict[str, Any]) -> list[str]:
                      f"({check['statistic']}/{check['n']})")
     if verdict.get("disputed"):
         lines.append("  DISPUTED: checks attribute the suspect to more than one owner")
+    return lines + provenance_lines(pred.get("provenance"))
+
+
+def provenance_lines(section: Any) -> list[str]:
+    """The signed provenance section (`verifier.provenance`), shown apart from the verdict."""
+    if not isinstance(section, dict):
+        return []
+    signing, graph = section.get("model_signing") or {}, section.get("graph_signature") or {}
+    lines = [f"provenance checked by the registry ({section.get('label')}; never part of the "
+             "verdict):", f"  model-signing: {signing.get('status')} - {signing.get('detail')}"]
+    if signing.get("key_source"):
+        lines.append(f"    key: {signing.get('key_source')}")
+    who = (f", signed by registered owner {str(graph['owner_keyid'])[:16]}…"
+           if graph.get("owner_keyid") else "")
+    lines.append(f"  graph signature: {graph.get('status')}{who} - {graph.get('reason')}")
+    lines += [f"    {c.get('kind')}: {c.get('what')} {c.get('detail', '')}".rstrip()
+              for c in (graph.get("changes") or [])[:20] if isinstance(c, dict)]
     return lines

@@ -1,0 +1,19 @@
+# The suspect's declared provenance (model-signing bundle, ONNX graph signature), checked by the
+# fetch and signed in the report beside the verdict.
+
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ('registry', '0006_witnesses_owners_countersignatures'),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name='verification',
+            name='provenance',
+            field=models.JSONField(blank=True, default=dict),
+        ),
+    ]
