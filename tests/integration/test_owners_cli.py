@@ -4,6 +4,7 @@ PostgreSQL, Redis and a real celery worker."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -155,6 +156,72 @@ def test_an_owner_marks_registers_and_gets_attributed_reports_from_the_command_l
     assert "verdict: not attributed" in again and "audit OK" in again
     assert "graph signature: unsigned" in again  # declared provenance, shown beside the verdict
     assert _predicate(home / "again.json") == pred
+
+
+def _release_zip(folder: Path, files: dict[str, bytes], out: Path) -> None:
+    """A suspect as docs/owners.md ships a signed release: a .zip of one folder."""
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    shutil.make_archive(str(out.with_suffix("")), "zip", root_dir=folder.parent,
+                        base_dir=folder.name)
+
+
+def test_a_model_signing_bundle_on_a_marked_model_is_verified_by_the_worker_and_signed_beside_the_verdict(
+        celery_worker, file_server, owner_env, owner_files):
+    base, served = file_server
+    env = owner_env
+    home = Path(env["HOME"])
+    src = owner_files
+    _hallmark(env, "watermark", "lsb", str(src / "model.safetensors"), "--out",
+              str(home / "signed.safetensors"), "--key-out", str(home / "lsb.key"),
+              "--sign", str(src / "ec.pem"))
+    _hallmark(env, "register", str(home / "signed.safetensors"), str(home / "lsb.key"),
+              "--name", "digits-published")
+    marked = (home / "signed.safetensors").read_bytes()
+    release = {"signed.safetensors": marked,
+               "model.sig": (home / "signed.safetensors.sig").read_bytes(),
+               "model.pub.pem": (src / "ec.pub.pem").read_bytes()}
+    _release_zip(home / "release", release, served / "release.zip")
+    tampered = bytearray(marked)
+    tampered[-1] ^= 1
+    _release_zip(home / "tampered", {**release, "signed.safetensors": bytes(tampered)},
+                 served / "tampered.zip")
+    bundle = json.loads(release["model.sig"])
+    sig = bytearray(base64.b64decode(bundle["dsseEnvelope"]["signatures"][0]["sig"]))
+    sig[10] ^= 1
+    bundle["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
+    _release_zip(home / "forged", {**release, "model.sig": json.dumps(bundle).encode()},
+                 served / "forged.zip")
+
+    # (zip, model-signing status, verdict line): lsb marks a bit-exact copy, so the tampered
+    # weights lose the mark too; the forged signature on intact weights changes nothing else
+    cases = [("release", "valid", "verdict: ATTRIBUTED"),
+             ("tampered", "invalid", "verdict: not attributed"),
+             ("forged", "invalid", "verdict: ATTRIBUTED")]
+    verdicts = {}
+    for name, status, verdict in cases:
+        out = home / f"report-{name}.json"
+        printed = _hallmark(env, "submit", f"{base}/{name}.zip", "--out", str(out))
+        assert verdict in printed, (printed, celery_worker()[-3000:])
+        assert "audit OK" in printed
+        pred = _predicate(out)
+        verdicts[name] = {k: v for k, v in pred["verdict"].items()}
+        section = pred["provenance"]  # inside the signed statement, so the audit covered it
+        assert section["label"] == "declared provenance: removable by re-export"
+        assert section["affects_verdict"] is False
+        assert section["graph_signature"]["status"] == "absent"
+        signing = section["model_signing"]
+        assert signing["status"] == status, signing
+        assert f"model-signing: {status}" in printed
+        assert signing["key_sha256"] == hashlib.sha256((src / "ec.pub.pem").read_bytes()).hexdigest()
+        assert signing["signed_files"] == ["signed.safetensors"]
+        assert signing["key_source"] == "shipped with the suspect (model.pub.pem)"
+    assert "Signature mismatch" in _predicate(home / "report-tampered.json")[
+        "provenance"]["model_signing"]["detail"]
+    # a failing publisher signature never changes the watermark verdict
+    assert verdicts["forged"] == verdicts["release"]
+    assert verdicts["release"]["attributed"] is True
 
 
 def test_a_bring_your_own_key_owner_registers_with_requests_signed_on_their_machine(
