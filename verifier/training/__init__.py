@@ -5,12 +5,15 @@
 - Hugging Face `transformers` (`hf`): `HallmarkCallback`, a TrainerCallback that takes one
   extra optimizer step on the watermark losses after each of the Trainer's steps.
 
+- SEAL (`passports`): `seal_model(base, key)` wraps the base with the key's passport layers
+  (LoRA; released as a PEFT adapter with `seal.release`), `SealBits(key)` is the bit hinge to
+  add to the loss; the callback takes `seal=key` and alternates the passports itself.
+
 Both give the basic mark of each scheme in the owner's run. The schemes' own `embed` functions
 add what a bespoke loop can afford: `trigger_set.embed` trains the triggers in layer by layer
-(more robust to fine-tuning, as docs/quality.md measures) and `seal.embed` trains a SEAL LoRA
-adapter with alternating passports (SEAL needs its own layers, so it has no loss term here:
-call `seal.embed` on the base model, see docs/owners.md). Check the result with the scheme's
-`test` before registering: `verify(model, key)` below does so against the forgery floor.
+(more robust to fine-tuning, as docs/quality.md measures) and `seal.embed` runs the whole SEAL
+training loop for owners without one. Check the result with the scheme's `test` before
+registering: `verify(model, key)` below does so against the forgery floor.
 
 Example:
     >>> from verifier.training import TriggerMixer, uchida_loss  # doctest: +SKIP
@@ -20,5 +23,6 @@ Example:
     ...     loss = F.cross_entropy(model(x), y) + reg(model)
 """
 from verifier.training.loop import TriggerMixer, uchida_loss, verify
+from verifier.training.passports import SealBits, seal_model
 
-__all__ = ["TriggerMixer", "uchida_loss", "verify"]
+__all__ = ["SealBits", "TriggerMixer", "seal_model", "uchida_loss", "verify"]
