@@ -154,3 +154,34 @@ def test_graph_sign_and_graph_check_from_the_command_line(exported, tmp_path, ca
     assert "node added: spy" in printed and LABEL in printed
     assert main(["graph-check", str(exported)]) == 1
     assert "unsigned" in capsys.readouterr().out
+
+
+def _add_initializer(m: onnx.ModelProto) -> None:
+    m.graph.initializer.append(numpy_helper.from_array(np.zeros(3, np.float32), "extra"))
+
+
+def _remove_initializer(m: onnx.ModelProto) -> None:
+    m.graph.initializer.remove(next(i for i in m.graph.initializer if i.name == "fc2.bias"))
+
+
+def _set_metadata(key: str, value: str):  # type: ignore[no-untyped-def]
+    def edit(m: onnx.ModelProto) -> None:
+        entries = {p.key: p.value for p in m.metadata_props}
+        entries[key] = value
+        onnx.helper.set_model_props(m, entries)
+    return edit
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (_add_initializer, ("initializer added", "extra")),
+    (_remove_initializer, ("initializer removed", "fc2.bias")),
+    (lambda m: m.graph.input[0].type.tensor_type.shape.dim[1].__setattr__("dim_value", 65),
+     ("input changed", "input")),
+    (lambda m: m.opset_import[0].__setattr__("version", m.opset_import[0].version - 1),
+     ("opset changed", "ai.onnx")),
+    (_set_metadata("author", "someone else"), ("metadata changed", "author")),
+    (_set_metadata("licence", "MIT"), ("metadata added", "licence")),
+])
+def test_every_other_kind_of_change_is_named(signed, edit, expected):
+    edit(signed)
+    assert _kinds(signed) == [expected]
