@@ -168,7 +168,8 @@ class VerificationViewSet(mixins.CreateModelMixin, mixins.ListModelMixin,
         s.is_valid(raise_exception=True)
         target_id = s.validated_data.get("target")
         target = get_object_or_404(RegisteredModel, public_id=target_id) if target_id else None
-        v = submit(request.user.owner, s.validated_data["url"], target)
+        v = submit(request.user.owner, s.validated_data["url"], target,
+                   s.validated_data.get("publisher_keys"))
         return Response(self.get_serializer(v).data, status=status.HTTP_202_ACCEPTED)
 
 

@@ -160,6 +160,9 @@ class Verification(models.Model):
     # The suspect's declared provenance (verifier.provenance), set with the fetch and signed
     # in the report beside the verdict, never in it; {} for verifications made before it.
     provenance = models.JSONField(default=dict, blank=True)
+    # Publisher keys (EC public key PEMs) the requester named for the suspect's model-signing
+    # bundle, tried beside the key shipped in the suspect.
+    publisher_keys = models.JSONField(default=list, blank=True)
     # A worker fetching or finalizing holds a lease it keeps renewing; past it, the worker is dead.
     lease_until = models.DateTimeField(null=True)
     # When a message was last sent for the current state; null when sending it failed.

@@ -8,6 +8,10 @@ from registry import validators
 from registry.models import Commitment, RegisteredModel, Verification
 from verifier.evidence.errors import EvidenceError
 from verifier.evidence.identity import unb64_strict
+from verifier.provenance import key_sha256
+
+MAX_PUBLISHER_KEYS = 4  # publisher keys one submission may name
+MAX_PUBLISHER_KEY_CHARS = 4096  # a P-521 public key PEM is about 270 characters
 
 
 def _django_rule(rule, value, *args):  # type: ignore[no-untyped-def]
@@ -126,6 +130,20 @@ class SubmitSerializer(serializers.Serializer):
                                                 "required": "give the suspect's http(s) URL"})
     target = serializers.UUIDField(required=False, allow_null=True, help_text=(
         "the id of a model to check against; omit it to scan every commitment"))
+    publisher_keys = serializers.ListField(
+        child=serializers.CharField(max_length=MAX_PUBLISHER_KEY_CHARS, trim_whitespace=False),
+        required=False, max_length=MAX_PUBLISHER_KEYS, help_text=(
+            "elliptic-curve public keys (PEM) to check the suspect's model-signing signature "
+            "(model.sig) with, beside the key shipped in the suspect"))
+
+    def validate_publisher_keys(self, keys: list[str]) -> list[str]:
+        for n, pem in enumerate(keys):
+            if key_sha256(pem.encode()) is None:
+                raise serializers.ValidationError(
+                    f"publisher_keys[{n}] is not an elliptic-curve public key in PEM (P-256, "
+                    "P-384 or P-521, model-signing's key-based signatures); export it with "
+                    "`openssl ec -in publisher.pem -pubout -out publisher.pub.pem`")
+        return keys
 
 
 class VerificationSerializer(serializers.ModelSerializer):

@@ -40,8 +40,12 @@ def validate_url(url: str) -> str:
     return url
 
 
-def submit(owner: Owner, url: str, target: RegisteredModel | None = None) -> Verification:
+def submit(owner: Owner, url: str, target: RegisteredModel | None = None,
+           publisher_keys: list[str] | None = None) -> Verification:
     """Create the suspect and its verification, and enqueue the fetch once committed.
+
+    `publisher_keys` (EC public key PEMs, validated by the serializer) are tried on the
+    suspect's model-signing bundle beside the key shipped in it (docs/evidence.md).
 
     The row is the request: when the broker is down the send fails, the row is marked
     (driven_at = null) and the sweeper sends the fetch once the broker is back, so the client
@@ -50,7 +54,8 @@ def submit(owner: Owner, url: str, target: RegisteredModel | None = None) -> Ver
     url = validate_url(url)
     with transaction.atomic():
         suspect = Suspect.objects.create(url=url, kind=suspect_kind(url))
-        v = Verification.objects.create(suspect=suspect, requested_by=owner, target=target)
+        v = Verification.objects.create(suspect=suspect, requested_by=owner, target=target,
+                                        publisher_keys=list(publisher_keys or []))
         transaction.on_commit(lambda: _send_fetch(v))
     return v
 

@@ -91,8 +91,12 @@ class Client:
         return self._request("POST", f"/api/models/{model_id}/commitments/", body,
                              f"multipart/form-data; boundary={boundary}")
 
-    def submit(self, url: str, target: str | None = None) -> dict[str, Any]:
-        return self._json("POST", "/api/verifications/", {"url": url, "target": target})
+    def submit(self, url: str, target: str | None = None,
+               publisher_keys: list[str] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"url": url, "target": target}
+        if publisher_keys:
+            body["publisher_keys"] = publisher_keys
+        return self._json("POST", "/api/verifications/", body)
 
     def verification(self, verification_id: str) -> dict[str, Any]:
         return self._request("GET", f"/api/verifications/{verification_id}/")

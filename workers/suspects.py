@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -104,12 +105,12 @@ def _owner_key(keyid: str) -> bytes | None:
     return None if key is None else bytes(key)
 
 
-def provenance(suspect: Suspect) -> dict[str, object]:
+def provenance(suspect: Suspect, publisher_keys: Sequence[str] = ()) -> dict[str, object]:
     """The suspect's declared provenance (`verifier.provenance`), for the report.
 
     Checked on this host's pinned copy, after `prepare`; the verifying keys are the publisher
-    key shipped in the suspect (model-signing) and the registered owners' keys (graph
-    signatures). A refusal cannot happen after `prepare` accepted the same bytes, but would be
+    keys named in the request and the one shipped in the suspect (model-signing), and the
+    registered owners' keys (graph signatures). A refusal cannot happen after `prepare` accepted the same bytes, but would be
     recorded in the section rather than fail the verification: provenance never decides it.
 
     Raises FetchError or SuspectChanged (from fetching this host's copy).
@@ -117,6 +118,9 @@ def provenance(suspect: Suspect) -> dict[str, object]:
     if suspect.kind == ENDPOINT:
         return declared.absent("an inference endpoint carries no files to check")
     try:
-        return declared.check_provenance(local_file(suspect), owner_key=_owner_key)
+        named = [declared.CandidateKey(pem.encode(), "named in the request")
+                 for pem in publisher_keys]
+        return declared.check_provenance(local_file(suspect), owner_key=_owner_key,
+                                         publisher_keys=named)
     except ModelFormatError as e:
         return declared.absent(f"the suspect's files could not be opened again: {e}")

@@ -108,7 +108,7 @@ def _fetch(task, v: Verification, t0: float) -> None:  # type: ignore[no-untyped
     wait = (timezone.now() - v.submitted_at).total_seconds()
     try:
         suspects.prepare(v.suspect)
-        provenance = suspects.provenance(v.suspect)  # beside the verdict, never in it
+        provenance = suspects.provenance(v.suspect, v.publisher_keys)  # beside the verdict
     except FetchError as e:
         if not e.permanent and task.request.retries < FETCH_RETRIES:
             v.claim(FETCHING, QUEUED)

@@ -16,4 +16,9 @@ class Migration(migrations.Migration):
             name='provenance',
             field=models.JSONField(blank=True, default=dict),
         ),
+        migrations.AddField(
+            model_name='verification',
+            name='publisher_keys',
+            field=models.JSONField(blank=True, default=list),
+        ),
     ]

@@ -220,6 +220,26 @@ def test_a_model_signing_bundle_on_a_marked_model_is_verified_by_the_worker_and_
         assert signing["key_source"] == "shipped with the suspect (model.pub.pem)"
     assert "Signature mismatch" in _predicate(home / "report-tampered.json")[
         "provenance"]["model_signing"]["detail"]
+
+    # without a shipped key, the key the submitter names in the request verifies it
+    _release_zip(home / "keyless", {k: v for k, v in release.items() if k != "model.pub.pem"},
+                 served / "keyless.zip")
+    for name, extra, status, source in [
+            ("keyless", [], "unverified", None),
+            ("keyless-named", ["--publisher-key", str(src / "ec.pub.pem")], "valid",
+             "named in the request")]:
+        out = home / f"report-{name}.json"
+        printed = _hallmark(env, "submit", f"{base}/keyless.zip", "--out", str(out), *extra)
+        assert "verdict: ATTRIBUTED" in printed and f"model-signing: {status}" in printed
+        signing = _predicate(out)["provenance"]["model_signing"]
+        assert (signing["status"], signing["key_source"]) == (status, source), signing
+    refused = _hallmark(env, "submit", f"{base}/keyless.zip", "--publisher-key",
+                        str(src / "ec.pem.missing"), code=2)
+    assert "--publisher-key" in refused
+    (home / "owner.pub").write_text("not a key")
+    refused = _hallmark(env, "submit", f"{base}/keyless.zip", "--publisher-key",
+                        str(home / "owner.pub"), code=2)
+    assert "is not an elliptic-curve public key in PEM" in refused
     # a failing publisher signature never changes the watermark verdict
     assert verdicts["forged"] == verdicts["release"]
     assert verdicts["release"]["attributed"] is True

@@ -45,3 +45,39 @@ def test_a_submission_while_the_broker_is_down_is_accepted_and_kept_for_the_swee
     v = Verification.objects.get(public_id=r.json()["id"])
     assert v.driven_at is None  # the sweeper sends its fetch once the broker is back
     assert Verification.objects.count() == 1
+
+
+def _ec_public_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def test_publisher_keys_named_in_a_submission_are_kept_for_the_worker(
+        alice, django_capture_on_commit_callbacks):
+    pem = _ec_public_pem()
+    with django_capture_on_commit_callbacks(execute=False):
+        r = alice.api.post("/api/verifications/", {"url": "https://example.org/release.zip",
+                                                   "publisher_keys": [pem]}, format="json")
+    assert r.status_code == status.HTTP_202_ACCEPTED
+    assert Verification.objects.get(public_id=r.json()["id"]).publisher_keys == [pem]
+
+
+def test_a_publisher_key_that_is_not_an_ec_public_key_is_refused_with_the_fix(alice):
+    from verifier.evidence.identity import Identity, b64
+
+    for bad in ("not a key", b64(Identity.generate().public_key)):
+        r = alice.api.post("/api/verifications/", {"url": "https://example.org/m.zip",
+                                                   "publisher_keys": [_ec_public_pem(), bad]},
+                           format="json")
+        assert r.status_code == status.HTTP_400_BAD_REQUEST
+        message = str(r.json()["errors"]["publisher_keys"])
+        assert "publisher_keys[1] is not an elliptic-curve public key" in message
+        assert "openssl ec" in message
+    r = alice.api.post("/api/verifications/", {"url": "https://example.org/m.zip",
+                                               "publisher_keys": [_ec_public_pem()] * 5},
+                       format="json")
+    assert r.status_code == status.HTTP_400_BAD_REQUEST and "publisher_keys" in r.json()["errors"]
+    assert Suspect.objects.count() == 0 and Verification.objects.count() == 0

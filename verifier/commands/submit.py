@@ -29,8 +29,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="give up waiting after this long (default 1800); the "
                              "verification goes on, fetch it later with `hallmark report`")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--publisher-key", type=Path, action="append", default=[],
+                        metavar="PUBLIC.pem",
+                        help="an elliptic-curve public key the registry checks the suspect's "
+                             "model.sig with, beside the key shipped in it (repeatable)")
     add_suspect_signature_arguments(parser)
     add_registry_argument(parser)
+
+
+def _publisher_key(path: Path) -> str:
+    """A --publisher-key file's PEM text, refused early unless it is an EC public key."""
+    from verifier.provenance import key_sha256
+
+    try:
+        pem = path.read_bytes()[:8192]
+    except OSError as e:
+        raise CommandError(f"--publisher-key {path}: {e.strerror}") from None
+    if key_sha256(pem) is None:
+        raise CommandError(f"--publisher-key {path} is not an elliptic-curve public key in PEM; "
+                           "export it with `openssl ec -in publisher.pem -pubout -out "
+                           "publisher.pub.pem`")
+    return pem.decode("ascii", errors="replace")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,9 +60,10 @@ def run(args: argparse.Namespace) -> int:
             refuse_existing(args.out, "--out")
         except OwnerToolError as e:
             raise CommandError(str(e)) from None
+    keys = [_publisher_key(p) for p in args.publisher_key]
     c = client(args)
     try:
-        v = call(functools.partial(c.submit, args.url, args.target))
+        v = call(functools.partial(c.submit, args.url, args.target, keys or None))
     except APIError as e:
         raise CommandError(f"submitting {args.url}: {problem(e)}") from None
     except OSError as e:
