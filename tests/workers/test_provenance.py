@@ -7,6 +7,8 @@ import io
 import onnx
 import pytest
 import torch
+from django.test import Client
+from django.urls import reverse
 
 from registry import reporting
 from registry.identities import owner_identity
@@ -66,6 +68,10 @@ def test_a_graph_signature_by_a_registered_owner_is_pinned_and_signed_beside_the
     assert predicate["provenance"] == v.provenance
     assert predicate["provenance"]["affects_verdict"] is False
     assert predicate["verdict"]["outcome"] == "not attributed"  # the graph signature is no mark
+    page = Client().get(reverse("report_detail", args=[Report.objects.get().public_id]))
+    text = page.content.decode()
+    assert "Declared provenance" in text and "removable by re-export" in text
+    assert f"signed by registered owner <code>{alice.owner.keyid}</code>" in text
 
 
 def test_a_graph_signed_by_an_unregistered_key_shows_integrity_only(
