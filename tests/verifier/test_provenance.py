@@ -231,3 +231,20 @@ def test_the_audit_refuses_a_provenance_section_that_could_be_read_as_a_verdict(
     res = audit(_issued(section))
     assert not res.ok
     assert match in str(res.failure), res.failure
+
+
+def test_a_folder_signed_by_hallmark_ships_its_signature_and_key_inside_and_verifies(
+        tmp_path, keys):
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    torch.manual_seed(2)
+    save_file(toy.MLP(hidden=8).state_dict(), str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text('{"r": 4}')
+    sign_model(folder, keys["publisher"][0], tmp_path / "adapter.sig")  # as watermark --sign
+    shutil.copy(tmp_path / "adapter.sig", folder / SIGNATURE)
+    (folder / PUBLIC_KEY).write_bytes(keys["publisher"][1])
+    signing = check_provenance(_zip(folder, tmp_path / "adapter.zip"))["model_signing"]
+    assert signing["status"] == "valid", signing
+    assert sorted(signing["signed_files"]) == ["adapter_config.json", "adapter_model.safetensors"]
+    (folder / "adapter_config.json").write_text('{"r": 8}')
+    assert check_provenance(folder)["model_signing"]["status"] == "invalid"

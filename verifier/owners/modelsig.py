@@ -34,8 +34,15 @@ def _lib() -> ModuleType:
     return model_signing
 
 
+SHIPPED = ("model.sig", "model.pub.pem")  # verifier.provenance's names inside a model folder
+
+
 def sign_model(model: Path, private_key: Path, out: Path) -> None:
     """Write a key-based model-signing bundle for a model file or folder to `out`.
+
+    A folder is signed with `model.sig` and `model.pub.pem` ignored, so the bundle and the
+    public key can be shipped inside it under those names and the registry verifies it
+    (docs/evidence.md, "Declared provenance").
 
     Raises:
         OwnerToolError: the library is missing, the key is unusable, or `out` exists.
@@ -44,8 +51,11 @@ def sign_model(model: Path, private_key: Path, out: Path) -> None:
     if out.exists():
         raise OwnerToolError(f"{out} already exists; choose another signature path")
     try:
-        lib.signing.Config().use_elliptic_key_signer(private_key=str(private_key)).sign(
-            str(model), str(out))
+        config = lib.signing.Config().use_elliptic_key_signer(private_key=str(private_key))
+        if model.is_dir():
+            config = config.set_hashing_config(
+                lib.hashing.Config().set_ignored_paths(paths=list(SHIPPED)))
+        config.sign(str(model), str(out))
     except (ValueError, TypeError, OSError) as e:
         out.unlink(missing_ok=True)
         raise OwnerToolError(f"model-signing could not sign {model} with {private_key}: {e} "
