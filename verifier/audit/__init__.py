@@ -48,6 +48,8 @@ The envelope's payload is canonical JSON of an in-toto Statement v1:
       "commitments": [{"digest", "scheme", "log_index", "registered_at",
                        "proves_priority" (optional bool), ...}],
       "suspect": {"first_seen": RFC 3339 UTC or null, ...}                          (optional)
+      "provenance": {"label", "affects_verdict": false, "model_signing": {"status", ...},
+                     "graph_signature": {"status", ...}}     (optional; verifier.provenance)
     }
 Checks, owners, commitments, verdict and suspect may carry further fields (e.g. "model_name");
 a check whose decision is "not applicable" or "error" may hold null statistic/n/p/alpha.
@@ -67,7 +69,9 @@ Rules checked, in order (the audit stops at the first failure):
   statement       in-toto Statement v1, predicateType, one subject with a sha256 digest.
   predicate       field types; the predicate's registry key is the report's registry key;
                   owner keyids match their keys; each check names a listed commitment (same
-                  scheme) and a listed owner; times are RFC 3339 UTC and in order.
+                  scheme) and a listed owner; times are RFC 3339 UTC and in order; a
+                  provenance section (if present) has its label and parts, known statuses,
+                  and affects_verdict false (declared provenance never decides).
   decisions       tests_run and every decision and per-check alpha follow Holm's procedure at
                   the family alpha over the checks that ran ("attributed"/"not attributed");
                   verdict.attributed is false when no check attributed.
