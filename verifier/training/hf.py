@@ -18,8 +18,9 @@ Example:
     >>> trainer = Trainer(model=model, args=args, train_dataset=ds,  # doctest: +SKIP
     ...                   callbacks=[HallmarkCallback(uchida=ukey, trigger_set=tkey)])
     >>> model = seal_model(base, skey, trainable=("classifier",))  # doctest: +SKIP
-    >>> Trainer(model=model, ..., callbacks=[HallmarkCallback(seal=skey)]).train()
-    >>> seal.release(model, seal.finalize_key(model, skey), "adapter/")
+    >>> Trainer(model=model, args=args, train_dataset=ds,  # doctest: +SKIP
+    ...         callbacks=[HallmarkCallback(seal=skey)]).train()
+    >>> seal.release(model, seal.finalize_key(model, skey), "adapter/")  # doctest: +SKIP
 """
 from __future__ import annotations
 

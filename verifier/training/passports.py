@@ -41,7 +41,8 @@ def seal_model(base: nn.Module, key: seal.Key, *, trainable: Sequence[str] = ())
 
     Example:
         >>> model = seal_model(base, key, trainable=("classifier",))  # doctest: +SKIP
-        >>> trainer = Trainer(model=model, ..., callbacks=[HallmarkCallback(seal=key)])
+        >>> trainer = Trainer(model=model, args=args, train_dataset=ds,  # doctest: +SKIP
+        ...                   callbacks=[HallmarkCallback(seal=key)])
     """
     weights = target_weights(base, key.targets)
     shapes = {t: tuple(w.shape) for t, w in weights.items()}
@@ -80,7 +81,7 @@ class SealBits:
 
     Example:
         >>> bits = SealBits(key)  # doctest: +SKIP
-        >>> loss = task_loss + bits(model)
+        >>> loss = task_loss + bits(model)  # doctest: +SKIP
     """
 
     def __init__(self, key: seal.Key) -> None:
