@@ -17,8 +17,8 @@ registering: `verify(model, key)` below does so against the forgery floor.
 
 Example:
     >>> from verifier.training import TriggerMixer, uchida_loss  # doctest: +SKIP
-    >>> reg, mix = uchida_loss(ukey), TriggerMixer(tkey)
-    >>> for x, y in loader:
+    >>> reg, mix = uchida_loss(ukey), TriggerMixer(tkey)  # doctest: +SKIP
+    >>> for x, y in loader:  # doctest: +SKIP
     ...     x, y = mix(x, y)
     ...     loss = F.cross_entropy(model(x), y) + reg(model)
 """
