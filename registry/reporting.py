@@ -44,6 +44,7 @@ from verifier.evidence.report import (
     consistency_field,
     decide,
     forgery_field,
+    render_report,
 )
 from verifier.stats import holm
 
@@ -178,6 +179,8 @@ def finalize(v: Verification) -> Report:
     """Sign, log and store the report of a verification whose checks are all done (idempotent)."""
     existing = Report.objects.filter(verification=v).first()
     if existing is not None:
+        if existing.document is None and existing.log_index is not None:
+            store_document(existing)  # a finalize that died between commit and storing
         return existing
     signed_at = timezone.now()
     statement, owners = build_statement(v, signed_at)
@@ -192,6 +195,7 @@ def finalize(v: Verification) -> Report:
             report.save(update_fields=["log_index"])
     except IntegrityError:  # finalized concurrently: the first report stands
         return Report.objects.get(verification=v)
+    store_document(report)
     return report
 
 
@@ -217,6 +221,36 @@ def report_document(report: Report, since: int | None = None) -> dict[str, Any]:
                           owner_proofs=evidence_proofs.owner_proofs(report, snap),
                           countersignatures=evidence_proofs.countersignatures(report, snap))
     return doc
+
+
+def store_document(report: Report) -> bytes:
+    """Render the served document now, against the checkpoint published now, and store its
+    bytes and strong ETag on the report row; returns the bytes.
+
+    Called once at signing, again when a countersignature is logged (the only thing that
+    changes what is served), and by migration 0008 for reports signed before documents were
+    stored. The row lock orders concurrent re-renders, so the last one stored includes every
+    countersignature committed before it.
+
+    Args:
+        report: a signed and logged report (`log_index` set).
+
+    Returns:
+        The canonical JSON bytes now served at GET /api/reports/<id>.
+
+    Raises:
+        ValueError: the report has no log index yet (it was never appended to the log).
+    """
+    if report.log_index is None:
+        raise ValueError(f"report {report.public_id} has no log index: finalize() logs it "
+                         f"before its document can be stored")
+    with transaction.atomic():
+        Report.objects.select_for_update().filter(pk=report.pk).values_list("pk").first()
+        body = render_report(report_document(report))
+        etag = f'"{hashlib.sha256(body).hexdigest()}"'
+        Report.objects.filter(pk=report.pk).update(document=body, etag=etag)
+    report.document, report.etag = body, etag
+    return body
 
 
 def statement_of(report: Report) -> dict[str, Any]:
