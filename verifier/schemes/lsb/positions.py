@@ -17,6 +17,7 @@ import json
 import math
 import struct
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -123,9 +124,9 @@ def masked_digest(weights: Mapping[str, torch.Tensor], layout: Layout, positions
         by_tensor.setdefault(name, []).append(index)
     h = hashlib.sha256(b"hallmark/lsb/masked/v1")
     keep = ~((1 << k) - 1) & 0xFFFFFFFF  # the bits a marked word keeps
-    for name, shape in layout:
+    tensors = _prefetched(weights, [name for name, _ in layout])
+    for (name, shape), t in zip(layout, tensors, strict=True):
         h.update(struct.pack(">I", len(name)) + name.encode())
-        t = weights.get(name)
         if t is None or tuple(t.shape) != shape:
             h.update(b"\x00absent")
             continue
@@ -135,6 +136,22 @@ def masked_digest(weights: Mapping[str, torch.Tensor], layout: Layout, positions
         for first, words in _float32_chunks(t.detach().reshape(-1)):
             _hash_masked(h, words, first, marked, keep)
     return h.digest()
+
+
+def _prefetched(weights: Mapping[str, torch.Tensor], names: list[str]
+                ) -> Iterator[torch.Tensor | None]:
+    """weights.get(name) for each name in order, reading tensor i + 1 in
+    a helper thread while the caller hashes tensor i: a lazily loaded suspect maps and scans
+    a tensor on first read (NaN/Inf), which then overlaps with SHA-256 (which releases the GIL)
+    instead of adding to it."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lsb-prefetch") as pool:
+        ahead = pool.submit(weights.get, names[0]) if names else None
+        for i in range(len(names)):
+            assert ahead is not None
+            t = ahead.result()
+            if i + 1 < len(names):
+                ahead = pool.submit(weights.get, names[i + 1])
+            yield t
 
 
 _CHUNK = 1 << 22  # elements converted at a time for a tensor that is not contiguous float32
