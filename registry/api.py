@@ -190,7 +190,8 @@ class VerificationViewSet(mixins.CreateModelMixin, mixins.ListModelMixin,
 def report(request: Request, public_id: str) -> HttpResponse:
     """The self-contained signed report, public: anyone can fetch and audit it.
 
-    Served from the bytes stored at signing (one query), with a strong ETag; `?since=` builds
+    Served from the bytes stored at signing (one query when this process holds them, two
+    otherwise; `reporting.served_document`), with a strong ETag; `?since=` builds
     a fresh document against the newest published checkpoint with a consistency proof."""
     if "since" in request.query_params:
         since = _int_param(request, "since")
@@ -200,14 +201,11 @@ def report(request: Request, public_id: str) -> HttpResponse:
                                 content_type=JSON)
         except translog.LogRangeError as e:
             raise ValidationError({"since": str(e)}) from None
-    row = Report.objects.filter(public_id=public_id).values_list("document", "etag").first()
-    if row is None:
+    served = reporting.served_document(public_id, lambda etag: _matches(request, etag))
+    if served is None:
         raise Http404("no report with this id")
-    body, etag = row
-    if body is None:  # signed before documents were stored, and not backfilled yet
-        r = Report.objects.get(public_id=public_id)
-        body, etag = reporting.store_document(r), r.etag
-    return _conditional(request, bytes(body), etag, JSON, REPORT_CACHE)
+    etag, body = served
+    return _conditional(request, body, etag, JSON, REPORT_CACHE)
 
 
 @extend_schema(request=serializers.CountersignatureSerializer, responses={201: OpenApiTypes.OBJECT})
@@ -239,14 +237,20 @@ def _conditional(request: Request, body: bytes, etag: str, content_type: str,
                  cache_control: str) -> HttpResponse:
     """`body` with its ETag and Cache-Control, or 304 Not Modified when the client's
     If-None-Match names that ETag (or `*`)."""
-    wanted = parse_etags(request.headers.get("If-None-Match", ""))
-    if "*" in wanted or etag in wanted or f"W/{etag}" in wanted:
+    if _matches(request, etag):
         response = HttpResponseNotModified()
     else:
         response = HttpResponse(body, content_type=content_type)
     response["ETag"] = etag
     response["Cache-Control"] = cache_control
     return response
+
+
+def _matches(request: Request, etag: str) -> bool:
+    """Whether the request's If-None-Match names `etag` (weak comparison, as RFC 9110 asks for
+    If-None-Match) or is `*`."""
+    wanted = parse_etags(request.headers.get("If-None-Match", ""))
+    return "*" in wanted or etag in wanted or f"W/{etag}" in wanted
 
 
 def _int_param(request: Request, name: str) -> int:

@@ -24,6 +24,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -251,6 +254,50 @@ def store_document(report: Report) -> bytes:
         Report.objects.filter(pk=report.pk).update(document=body, etag=etag)
     report.document, report.etag = body, etag
     return body
+
+
+_SERVED: OrderedDict[str, tuple[str, bytes]] = OrderedDict()  # public_id -> (etag, bytes)
+_SERVED_MAX_BYTES = 64 << 20  # documents this process keeps, least recently served out first
+_served_lock = threading.Lock()
+
+
+def served_document(public_id: str, unneeded: Callable[[str], bool] = lambda etag: False
+                    ) -> tuple[str, bytes] | None:
+    """(strong ETag, bytes) of the document served for a report; None when there is no such
+    report.
+
+    One query reads the ETag; the bytes come from this process's memory when it served that
+    ETag before (a countersignature changes the ETag, so stale bytes are never served), from a
+    second query otherwise. When `unneeded(etag)` (the client's If-None-Match names it), the
+    bytes are not read and b"" is returned.
+    """
+    key = str(public_id)
+    found = list(Report.objects.filter(public_id=public_id).values_list("etag", flat=True)[:1])
+    if not found:
+        return None
+    etag = found[0]
+    if etag and unneeded(etag):
+        return etag, b""
+    with _served_lock:
+        hit = _SERVED.get(key)
+        if hit is not None and etag and hit[0] == etag:
+            _SERVED.move_to_end(key)
+            return hit
+    rows = list(Report.objects.filter(public_id=public_id).values_list("document", "etag")[:1])
+    if not rows:
+        return None  # deleted in between
+    body, etag = rows[0]
+    if body is None:  # signed before documents were stored, and not backfilled yet
+        report = Report.objects.get(public_id=public_id)
+        body, etag = store_document(report), report.etag
+    served = (etag, bytes(body))
+    with _served_lock:
+        _SERVED[key] = served
+        total = sum(len(b) for _, b in _SERVED.values())
+        while total > _SERVED_MAX_BYTES and len(_SERVED) > 1:
+            _, (_, dropped) = _SERVED.popitem(last=False)
+            total -= len(dropped)
+    return served
 
 
 def statement_of(report: Report) -> dict[str, Any]:
