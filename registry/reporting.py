@@ -25,6 +25,7 @@ import base64
 import hashlib
 import json
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -253,11 +254,17 @@ def store_document(report: Report) -> bytes:
         etag = f'"{hashlib.sha256(body).hexdigest()}"'
         Report.objects.filter(pk=report.pk).update(document=body, etag=etag)
     report.document, report.etag = body, etag
+    _forget(report.public_id)  # this process serves the new bytes at once
     return body
 
 
-_SERVED: OrderedDict[str, tuple[str, bytes]] = OrderedDict()  # public_id -> (etag, bytes)
+_SERVED: OrderedDict[str, tuple[str, bytes, float]] = OrderedDict()  # id -> etag, bytes, checked
 _SERVED_MAX_BYTES = 64 << 20  # documents this process keeps, least recently served out first
+# A process serves bytes whose ETag it checked this recently without asking the database. A
+# document changes only when an owner countersigns (the process that stores it forgets its
+# copy at once; other processes within this many seconds), and REPORT_CACHE lets any cache
+# keep it for 60 s anyway.
+FRESH_SECONDS = 5.0
 _served_lock = threading.Lock()
 
 
@@ -266,23 +273,26 @@ def served_document(public_id: str, unneeded: Callable[[str], bool] = lambda eta
     """(strong ETag, bytes) of the document served for a report; None when there is no such
     report.
 
-    One query reads the ETag; the bytes come from this process's memory when it served that
-    ETag before (a countersignature changes the ETag, so stale bytes are never served), from a
-    second query otherwise. When `unneeded(etag)` (the client's If-None-Match names it), the
-    bytes are not read and b"" is returned.
+    No query when this process checked the report's ETag less than FRESH_SECONDS ago; else
+    one query reads the ETag, and the bytes come from this process's memory when it holds
+    them for that ETag, from a second query otherwise. When `unneeded(etag)` (the client's
+    If-None-Match names it) the bytes are not read, and b"" is returned.
     """
     key = str(public_id)
+    now = time.monotonic()
+    with _served_lock:
+        hit = _SERVED.get(key)
+    if hit is not None and now - hit[2] < FRESH_SECONDS:
+        return hit[0], b"" if unneeded(hit[0]) else hit[1]
     found = list(Report.objects.filter(public_id=public_id).values_list("etag", flat=True)[:1])
     if not found:
         return None
     etag = found[0]
+    if hit is not None and etag and hit[0] == etag:
+        _remember(key, etag, hit[1], now)
+        return etag, b"" if unneeded(etag) else hit[1]
     if etag and unneeded(etag):
         return etag, b""
-    with _served_lock:
-        hit = _SERVED.get(key)
-        if hit is not None and etag and hit[0] == etag:
-            _SERVED.move_to_end(key)
-            return hit
     rows = list(Report.objects.filter(public_id=public_id).values_list("document", "etag")[:1])
     if not rows:
         return None  # deleted in between
@@ -290,14 +300,23 @@ def served_document(public_id: str, unneeded: Callable[[str], bool] = lambda eta
     if body is None:  # signed before documents were stored, and not backfilled yet
         report = Report.objects.get(public_id=public_id)
         body, etag = store_document(report), report.etag
-    served = (etag, bytes(body))
+    _remember(key, etag, bytes(body), now)
+    return etag, bytes(body)
+
+
+def _remember(key: str, etag: str, body: bytes, checked: float) -> None:
     with _served_lock:
-        _SERVED[key] = served
-        total = sum(len(b) for _, b in _SERVED.values())
+        _SERVED[key] = (etag, body, checked)
+        _SERVED.move_to_end(key)
+        total = sum(len(b) for _, b, _ in _SERVED.values())
         while total > _SERVED_MAX_BYTES and len(_SERVED) > 1:
-            _, (_, dropped) = _SERVED.popitem(last=False)
+            _, (_, dropped, _) = _SERVED.popitem(last=False)
             total -= len(dropped)
-    return served
+
+
+def _forget(public_id: object) -> None:
+    with _served_lock:
+        _SERVED.pop(str(public_id), None)
 
 
 def statement_of(report: Report) -> dict[str, Any]:

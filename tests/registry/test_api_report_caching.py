@@ -49,8 +49,14 @@ def _get(url: str, **headers: str) -> tuple[object, int]:
     return r, len(queries)
 
 
+@pytest.fixture
+def revalidate(monkeypatch):
+    """Every GET checks the report's ETag in the database (no freshness window)."""
+    monkeypatch.setattr(reporting, "FRESH_SECONDS", 0.0)
+
+
 @pytest.mark.django_db
-def test_a_report_is_served_from_its_stored_bytes_in_two_queries_then_one(alice):
+def test_a_report_is_served_from_its_stored_bytes_in_two_queries_then_one(alice, revalidate):
     report = _report(alice)
     report.refresh_from_db()
     r, n = _get(f"/api/reports/{report.public_id}")
@@ -66,6 +72,16 @@ def test_a_report_is_served_from_its_stored_bytes_in_two_queries_then_one(alice)
 
 
 @pytest.mark.django_db
+def test_within_the_freshness_window_a_process_serves_a_report_without_a_query(alice):
+    report = _report(alice)
+    first = APIClient().get(f"/api/reports/{report.public_id}")
+    r, n = _get(f"/api/reports/{report.public_id}")
+    assert (r.status_code, r.content, n) == (200, first.content, 0)
+    r, n = _get(f"/api/reports/{report.public_id}", HTTP_IF_NONE_MATCH=first["ETag"])
+    assert (r.status_code, n) == (304, 0)
+
+
+@pytest.mark.django_db
 def test_the_stored_document_is_the_one_built_at_signing_even_after_the_log_grows(alice):
     report = _report(alice)
     first = APIClient().get(f"/api/reports/{report.public_id}").content
@@ -76,7 +92,7 @@ def test_the_stored_document_is_the_one_built_at_signing_even_after_the_log_grow
 
 
 @pytest.mark.django_db
-def test_it_answers_304_when_if_none_match_names_the_report_etag(alice):
+def test_it_answers_304_when_if_none_match_names_the_report_etag(alice, revalidate):
     report = _report(alice)
     url = f"/api/reports/{report.public_id}"
     etag = APIClient().get(url)["ETag"]
