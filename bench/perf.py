@@ -96,7 +96,7 @@ def _child_checks(kind: str, path: str) -> dict[str, Any]:
         t0 = time.perf_counter()
         h = hashlib.sha256()
         for t in load_file(path).values():
-            h.update(memoryview(t.contiguous().view(torch.uint8).numpy()))
+            h.update(t.contiguous().view(torch.uint8).numpy().data)
         out = {"seconds": time.perf_counter() - t0}
     out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return out
