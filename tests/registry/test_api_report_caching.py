@@ -177,3 +177,19 @@ def test_the_checkpoint_is_served_in_one_query_with_an_etag_that_changes_on_appe
     _report(alice, 1)
     grown = APIClient().get("/api/log/checkpoint", HTTP_IF_NONE_MATCH=r["ETag"])
     assert grown.status_code == 200 and grown["ETag"] != r["ETag"]
+
+
+@pytest.mark.django_db
+def test_migration_0008_backfills_the_bytes_of_reports_signed_before_it(alice):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("registry.migrations.0008_report_bytes")
+    report = _report(alice)
+    Report.objects.filter(pk=report.pk).update(document=None, etag="")  # as before 0008
+    migration.backfill(apps, None)
+    report.refresh_from_db()
+    assert report.document is not None
+    assert report.etag == f'"{hashlib.sha256(bytes(report.document)).hexdigest()}"'
+    assert audit(bytes(report.document), strict_bytes=True).ok
