@@ -12,7 +12,11 @@ def backfill(apps, schema_editor):  # type: ignore[no-untyped-def]
     from registry import reporting
     from registry.models import Report
 
-    for report in Report.objects.filter(document=None).exclude(log_index=None).iterator():
+    # only the columns rendering reads, so a later migration adding a Report column does not
+    # break this one
+    todo = (Report.objects.filter(document=None).exclude(log_index=None)
+            .only("pk", "public_id", "envelope", "log_index"))
+    for report in todo.iterator():
         reporting.store_document(report)
 
 
