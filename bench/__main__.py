@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     args = parser.parse_args()
     n = 20_000 if args.quick else 1_000_000
+    perf.preflight()  # before the long runs: the perf ratios need wrk
     t0 = time.perf_counter()
     out = {
         "machine": machine(),

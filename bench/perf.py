@@ -155,9 +155,21 @@ def checks(params: float, rounds: int) -> dict[str, Any]:
 PARTS = ("checks", "api", "hashing")
 
 
+def preflight(only: tuple[str, ...] = PARTS) -> None:
+    """Fail before any measurement when a tool a part needs is missing.
+
+    Raises:
+        RuntimeError: naming the tool and how to install it.
+    """
+    if "api" in only and shutil.which("wrk") is None:
+        raise RuntimeError("the API benchmark (bench.perf_api) needs wrk, the HTTP load "
+                           "generator: apt-get install wrk (or run with --only checks,hashing)")
+
+
 def run(quick: bool = False, only: tuple[str, ...] = PARTS, params: float | None = None
         ) -> dict[str, Any]:
     """Every part asked for, as a dict of results (also what `make bench` records)."""
+    preflight(only)
     out: dict[str, Any] = {}
     if "checks" in only:
         out["checks"] = checks(params or (1e8 if quick else 1e9), 1 if quick else 3)
