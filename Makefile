@@ -41,7 +41,7 @@ lint: install ## ruff and mypy
 	$(VENV)/bin/ruff check verifier registry workers tests
 	$(VENV)/bin/mypy
 
-bench: install ## benchmarks (log, proofs, audit, extraction, 1 vs 2 workers drain); results go to bench/results/
+bench: install ## benchmarks (log, proofs, audit, extraction, 1 vs 2 workers drain, perf ratios: needs wrk); results go to bench/results/
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m bench
 
 chaos: install ## kill workers, restart Redis and PostgreSQL under a 200-verification burst (private services)

@@ -9,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-from bench import bench_evidence, drain, extraction, log_append
+from bench import bench_evidence, drain, extraction, log_append, perf
 from bench.machine import machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench.json"
@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     args = parser.parse_args()
     n = 20_000 if args.quick else 1_000_000
+    perf.preflight()  # before the long runs: the perf ratios need wrk
     t0 = time.perf_counter()
     out = {
         "machine": machine(),
@@ -30,6 +31,8 @@ def main() -> None:
         # (the burst's submission, 3-5 s per 100, must stay short against the drain: below
         # about 60 the ratio measures the client more than the workers)
         "drain_1_vs_2_workers": drain.run(verifications=60 if args.quick else 100),
+        # issue 16: checks, API and hashing as ratios against same-run references
+        "perf": perf.run(quick=args.quick),
     }
     out["seconds"] = round(time.perf_counter() - t0, 1)
     text = json.dumps(out, indent=1)
@@ -37,8 +40,11 @@ def main() -> None:
     d = out["drain_1_vs_2_workers"]
     print(f"drain of {d['verifications']} verifications: 2 worker processes are "
           f"{d['ratio_1_to_2']}x faster than 1 (goal 1.8x)")
+    print("\n".join(perf.summary(out["perf"])))
     if not args.quick:
         RESULTS.write_text(text + "\n")
+        perf.RESULTS.write_text(json.dumps({"machine": out["machine"], **out["perf"]}, indent=1)
+                                + "\n")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
 """The REST API: thin DRF views over the registration, submission and log services."""
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse, HttpResponseNotModified
 from django.shortcuts import get_object_or_404
+from django.utils.http import parse_etags
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, mixins, status, viewsets
@@ -33,6 +35,14 @@ from registry.secrets import unseal
 from registry.submission import submit
 from verifier.evidence.commitment import make_opening
 from verifier.evidence.identity import b64
+from verifier.evidence.report import render_report
+
+JSON = "application/json"
+# A report's document changes only when an owner countersigns it: caches may keep it a minute
+# and then revalidate (a 304 costs one query). A checkpoint changes on every append: always
+# revalidate.
+REPORT_CACHE = "public, max-age=60"
+CHECKPOINT_CACHE = "public, no-cache"
 
 
 class SignupView(generics.CreateAPIView):
@@ -178,14 +188,25 @@ class VerificationViewSet(mixins.CreateModelMixin, mixins.ListModelMixin,
 @api_view(["GET"])
 @permission_classes([AllowAny])
 @renderer_classes([JSONRenderer])  # always the JSON document, even for a browser
-def report(request: Request, public_id: str) -> Response:
-    """The self-contained signed report, public: anyone can fetch and audit it."""
-    r = get_object_or_404(Report, public_id=public_id)
-    since = _int_param(request, "since") if "since" in request.query_params else None
-    try:
-        return Response(reporting.report_document(r, since))
-    except translog.LogRangeError as e:
-        raise ValidationError({"since": str(e)}) from None
+def report(request: Request, public_id: str) -> HttpResponse:
+    """The self-contained signed report, public: anyone can fetch and audit it.
+
+    Served from the bytes stored at signing (one query when this process holds them, two
+    otherwise; `reporting.served_document`), with a strong ETag; `?since=` builds
+    a fresh document against the newest published checkpoint with a consistency proof."""
+    if "since" in request.query_params:
+        since = _int_param(request, "since")
+        r = get_object_or_404(Report, public_id=public_id)
+        try:
+            return HttpResponse(render_report(reporting.report_document(r, since)),
+                                content_type=JSON)
+        except translog.LogRangeError as e:
+            raise ValidationError({"since": str(e)}) from None
+    served = reporting.served_document(public_id, lambda etag: _matches(request, etag))
+    if served is None:
+        raise Http404("no report with this id")
+    etag, body = served
+    return _conditional(request, body, etag, JSON, REPORT_CACHE)
 
 
 @extend_schema(request=serializers.CountersignatureSerializer, responses={201: OpenApiTypes.OBJECT})
@@ -206,8 +227,31 @@ def report_signatures(request: Request, public_id: str) -> Response:
 @api_view(["GET"])
 @permission_classes([AllowAny])
 def checkpoint(request: Request) -> HttpResponse:
-    """The published checkpoint (C2SP signed note with the witnesses' cosignatures), text/plain."""
-    return HttpResponse(witnessing.snapshot().note, content_type="text/plain; charset=utf-8")
+    """The published checkpoint (C2SP signed note with the witnesses' cosignatures), text/plain,
+    with a strong ETag: it changes only when the log grows or a witness cosigns."""
+    body = witnessing.published_note().encode()
+    etag = f'"{hashlib.sha256(body).hexdigest()}"'
+    return _conditional(request, body, etag, "text/plain; charset=utf-8", CHECKPOINT_CACHE)
+
+
+def _conditional(request: Request, body: bytes, etag: str, content_type: str,
+                 cache_control: str) -> HttpResponse:
+    """`body` with its ETag and Cache-Control, or 304 Not Modified when the client's
+    If-None-Match names that ETag (or `*`)."""
+    if _matches(request, etag):
+        response = HttpResponseNotModified()
+    else:
+        response = HttpResponse(body, content_type=content_type)
+    response["ETag"] = etag
+    response["Cache-Control"] = cache_control
+    return response
+
+
+def _matches(request: Request, etag: str) -> bool:
+    """Whether the request's If-None-Match names `etag` (weak comparison, as RFC 9110 asks for
+    If-None-Match) or is `*`."""
+    wanted = parse_etags(request.headers.get("If-None-Match", ""))
+    return "*" in wanted or etag in wanted or f"W/{etag}" in wanted
 
 
 def _int_param(request: Request, name: str) -> int:

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from registry import errors, translog
 from registry.models import Countersignature, Owner, Report
-from registry.reporting import rfc3339, statement_of
+from registry.reporting import rfc3339, statement_of, store_document
 from verifier.evidence.errors import EvidenceError
 from verifier.evidence.owners import countersignature_entry, verify_countersignature
 
@@ -46,4 +46,5 @@ def countersign(report: Report, owner: Owner, sig: str) -> Countersignature:
             row.save(update_fields=["log_index"])
     except IntegrityError:  # the same owner, concurrently
         raise errors.AlreadyCountersigned() from None
+    store_document(report)  # the served document now carries this countersignature
     return row

@@ -272,6 +272,10 @@ class Report(models.Model):
     envelope = models.TextField()  # canonical JSON of the DSSE envelope
     log_index = models.BigIntegerField(null=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The served document (registry.reporting.store_document): rendered at signing against the
+    # checkpoint published then, re-rendered only when a countersignature is logged.
+    document = models.BinaryField(null=True)
+    etag = models.CharField(max_length=70, blank=True)  # strong ETag: '"<sha256 of document>"'
 
 
 class ReferenceModel(models.Model):

@@ -24,6 +24,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +48,7 @@ from verifier.evidence.report import (
     consistency_field,
     decide,
     forgery_field,
+    render_report,
 )
 from verifier.stats import holm
 
@@ -180,6 +185,8 @@ def finalize(v: Verification) -> Report:
     """Sign, log and store the report of a verification whose checks are all done (idempotent)."""
     existing = Report.objects.filter(verification=v).first()
     if existing is not None:
+        if existing.document is None and existing.log_index is not None:
+            store_document(existing)  # a finalize that died between commit and storing
         return existing
     signed_at = timezone.now()
     statement, owners = build_statement(v, signed_at)
@@ -194,6 +201,7 @@ def finalize(v: Verification) -> Report:
             report.save(update_fields=["log_index"])
     except IntegrityError:  # finalized concurrently: the first report stands
         return Report.objects.get(verification=v)
+    store_document(report)
     return report
 
 
@@ -219,6 +227,98 @@ def report_document(report: Report, since: int | None = None) -> dict[str, Any]:
                           owner_proofs=evidence_proofs.owner_proofs(report, snap),
                           countersignatures=evidence_proofs.countersignatures(report, snap))
     return doc
+
+
+def store_document(report: Report) -> bytes:
+    """Render the served document now, against the checkpoint published now, and store its
+    bytes and strong ETag on the report row; returns the bytes.
+
+    Called once at signing, again when a countersignature is logged (the only thing that
+    changes what is served), and by migration 0008 for reports signed before documents were
+    stored. The row lock orders concurrent re-renders, so the last one stored includes every
+    countersignature committed before it.
+
+    Args:
+        report: a signed and logged report (`log_index` set).
+
+    Returns:
+        The canonical JSON bytes now served at GET /api/reports/<id>.
+
+    Raises:
+        ValueError: the report has no log index yet (it was never appended to the log).
+    """
+    if report.log_index is None:
+        raise ValueError(f"report {report.public_id} has no log index: finalize() logs it "
+                         f"before its document can be stored")
+    with transaction.atomic():
+        Report.objects.select_for_update().filter(pk=report.pk).values_list("pk").first()
+        body = render_report(report_document(report))
+        etag = f'"{hashlib.sha256(body).hexdigest()}"'
+        Report.objects.filter(pk=report.pk).update(document=body, etag=etag)
+    report.document, report.etag = body, etag
+    _forget(report.public_id)  # this process serves the new bytes at once
+    return body
+
+
+_SERVED: OrderedDict[str, tuple[str, bytes, float]] = OrderedDict()  # id -> etag, bytes, checked
+_SERVED_MAX_BYTES = 64 << 20  # documents this process keeps, least recently served out first
+# A process serves bytes whose ETag it checked this recently without asking the database. A
+# document changes only when an owner countersigns (the process that stores it forgets its
+# copy at once; other processes within this many seconds), and REPORT_CACHE lets any cache
+# keep it for 60 s anyway.
+FRESH_SECONDS = 5.0
+_served_lock = threading.Lock()
+
+
+def served_document(public_id: str, unneeded: Callable[[str], bool] = lambda etag: False
+                    ) -> tuple[str, bytes] | None:
+    """(strong ETag, bytes) of the document served for a report; None when there is no such
+    report.
+
+    No query when this process checked the report's ETag less than FRESH_SECONDS ago; else
+    one query reads the ETag, and the bytes come from this process's memory when it holds
+    them for that ETag, from a second query otherwise. When `unneeded(etag)` (the client's
+    If-None-Match names it) the bytes are not read, and b"" is returned.
+    """
+    key = str(public_id)
+    now = time.monotonic()
+    with _served_lock:
+        hit = _SERVED.get(key)
+    if hit is not None and now - hit[2] < FRESH_SECONDS:
+        return hit[0], b"" if unneeded(hit[0]) else hit[1]
+    found = list(Report.objects.filter(public_id=public_id).values_list("etag", flat=True)[:1])
+    if not found:
+        return None
+    etag = found[0]
+    if hit is not None and etag and hit[0] == etag:
+        _remember(key, etag, hit[1], now)
+        return etag, b"" if unneeded(etag) else hit[1]
+    if etag and unneeded(etag):
+        return etag, b""
+    rows = list(Report.objects.filter(public_id=public_id).values_list("document", "etag")[:1])
+    if not rows:
+        return None  # deleted in between
+    body, etag = rows[0]
+    if body is None:  # signed before documents were stored, and not backfilled yet
+        report = Report.objects.get(public_id=public_id)
+        body, etag = store_document(report), report.etag
+    _remember(key, etag, bytes(body), now)
+    return etag, bytes(body)
+
+
+def _remember(key: str, etag: str, body: bytes, checked: float) -> None:
+    with _served_lock:
+        _SERVED[key] = (etag, body, checked)
+        _SERVED.move_to_end(key)
+        total = sum(len(b) for _, b, _ in _SERVED.values())
+        while total > _SERVED_MAX_BYTES and len(_SERVED) > 1:
+            _, (_, dropped, _) = _SERVED.popitem(last=False)
+            total -= len(dropped)
+
+
+def _forget(public_id: object) -> None:
+    with _served_lock:
+        _SERVED.pop(str(public_id), None)
 
 
 def statement_of(report: Report) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.safestring import mark_safe
 from rest_framework.exceptions import APIException
@@ -21,7 +21,6 @@ from registry.models import LogEntry, Owner, RegisteredModel, Report, Verificati
 from registry.owners import log_owner
 from registry.registration import add_commitment, register_model
 from registry.submission import submit
-from verifier.evidence.report import render_report
 from verifier.forgery import DEFAULT_MIN_FORGERY_BITS
 
 
@@ -175,9 +174,12 @@ def report_detail(request: HttpRequest, public_id: str) -> HttpResponse:
 
 
 def report_download(request: HttpRequest, public_id: str) -> HttpResponse:
-    """The signed report as a file: the JSON document `hallmark audit` checks, as an attachment."""
-    r = get_object_or_404(Report, public_id=public_id)
-    body = render_report(reporting.report_document(r))
-    response = HttpResponse(body, content_type="application/json")
-    response["Content-Disposition"] = f'attachment; filename="hallmark-report-{r.public_id}.json"'
+    """The signed report as a file: the JSON document `hallmark audit` checks, as an attachment
+    (the same stored bytes as GET /api/reports/<id>)."""
+    served = reporting.served_document(public_id)
+    if served is None:
+        raise Http404("no report with this id")
+    response = HttpResponse(served[1], content_type="application/json")
+    response["ETag"] = served[0]
+    response["Content-Disposition"] = f'attachment; filename="hallmark-report-{public_id}.json"'
     return response

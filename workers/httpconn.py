@@ -18,7 +18,7 @@ from types import TracebackType
 
 from workers.fetchpolicy import FetchError, Target
 
-CHUNK = 64 * 1024  # bytes per read
+CHUNK = 1 << 20  # bytes per read: one recv of what the socket holds, fewer Python calls
 Connector = Callable[[str, int, float], socket.socket]  # (ip, port, timeout) -> connected socket
 
 

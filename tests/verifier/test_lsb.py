@@ -319,3 +319,16 @@ def test_zero_weights_at_keyed_positions_are_marked_and_infinities_refused():
     w[:] = float("inf")
     with pytest.raises(lsb.LSBError, match="finite weights only"):
         lsb.generate_key(lsb.Params(), seed=4, model={"w": w})
+
+
+def test_it_detects_a_signed_copy_read_lazily_from_a_safetensors_file(signed, key, tmp_path):
+    from safetensors.torch import save_file
+
+    from verifier.models import load_suspect
+
+    path = tmp_path / "signed.safetensors"
+    save_file({k: v.contiguous() for k, v in signed.state_dict().items()}, path)
+    loaded = load_suspect(path)
+    r = lsb.test(loaded.suspect, key)
+    assert r.details["masked_digest_match"] is True and r.details["signature_valid"] is True
+    assert r.log10_p < -9 and loaded.warnings == []

@@ -3,6 +3,9 @@ conditional re-fetches, redirects, the exact size cap, and the address rules on 
 from __future__ import annotations
 
 import hashlib
+import resource
+import signal
+import threading
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -138,3 +141,34 @@ def test_check_address_allows_private_only_when_the_policy_does(ip: str) -> None
 def test_check_address_never_allows_link_local_metadata_or_special_addresses(ip: str) -> None:
     with pytest.raises(FetchError, match="never fetches from such addresses"):
         check_address(ip, FetchPolicy(allow_loopback=True, allow_private=True))
+
+
+def test_a_body_of_many_chunks_is_hashed_written_and_flushed_in_order(
+        server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.fetcher import _HashWriter
+
+    monkeypatch.setattr(_HashWriter, "SYNC_EVERY", 1 << 20)  # several flushes mid-body
+    monkeypatch.setattr(_HashWriter, "QUEUED", 2)  # the receiver waits on the helpers
+    body = hashlib.sha256(b"seed").digest() * (6 << 15)  # 6 MiB, no two chunks alike
+    threads = threading.active_count()
+    got = fetch(server.file("/big.safetensors", body), POLICY, tmp_path)
+    assert got.sha256 == hashlib.sha256(body).hexdigest() and got.size == len(body)
+    assert got.path.read_bytes() == body
+    assert threading.active_count() == threads  # the helpers are gone
+
+
+def test_a_failing_cache_write_fails_the_fetch_and_leaves_nothing(
+        server: LoopbackServer, tmp_path: Path) -> None:
+    body = bytes(4 << 20)
+    url = server.file("/big.safetensors", body)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the cap: EFBIG
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))
+    try:
+        with pytest.raises(FetchError, match="could not write the download to the cache after"):
+            fetch(url, POLICY, tmp_path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert files_under(tmp_path) == []  # no partial file in the cache
+    assert [t.name for t in threading.enumerate() if t.name.startswith("fetch-")] == []

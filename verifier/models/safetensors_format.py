@@ -6,7 +6,8 @@ import math
 import mmap
 import os
 import struct
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ class _Entry:
 
 
 def _read_safetensors(p: Path, limits: LoadLimits, label: str
-                      ) -> tuple[dict[str, torch.Tensor], list[str], dict[str, Any]]:
+                      ) -> tuple[Mapping[str, torch.Tensor], list[str], dict[str, Any]]:
     """Validate a safetensors file's header, then map its tensors without copying.
 
     Rules: 8-byte little-endian header length N with 8 + N <= file size and N <= the cap;
@@ -50,7 +51,8 @@ def _read_safetensors(p: Path, limits: LoadLimits, label: str
     tensors tile the data buffer exactly (no gap, no overlap, nothing after the last one).
 
     Returns:
-        (name -> tensor, warnings about NaN/Inf values, details).
+        (name -> tensor, mapped and scanned for NaN/Inf on first access; the list of NaN/Inf
+        warnings, which grows as tensors are read; details).
     """
     what = f"{label} {_show(p.name)}"
     with open(p, "rb") as f:
@@ -71,11 +73,11 @@ def _read_safetensors(p: Path, limits: LoadLimits, label: str
     header = _parse_json_object(raw, f"the safetensors header of {what}", _ST_FIX)
     buffer_len = size - 8 - n
     entries = _validate_entries(header, buffer_len, limits, what)
-    tensors = _map_tensors(p, entries, data_start=8 + n)
-    warnings = _nonfinite_warnings(tensors)
+    warnings: list[str] = []  # filled as tensors are first read (see _LazyTensors)
+    tensors = _map_tensors(p, entries, 8 + n, warnings)
     meta = header.get("__metadata__") or {}
     return tensors, warnings, {"tensors": len(tensors), "tensor_bytes": buffer_len,
-                               "parameters": sum(t.numel() for t in tensors.values()),
+                               "parameters": sum(math.prod(e.shape) for e in entries),
                                "metadata_keys": sorted(meta)[:50]}
 
 
@@ -168,53 +170,112 @@ def _entry(name: str, info: Any, what: str) -> _Entry:
     return _Entry(name, dtype, tuple(shape), offsets[0], offsets[1])
 
 
-def _map_tensors(p: Path, entries: list[_Entry], data_start: int) -> dict[str, torch.Tensor]:
-    """Zero-copy tensors over a private (copy-on-write) memory map of the file.
+class _LazyTensors(Mapping[str, torch.Tensor]):
+    """The tensors of one validated safetensors file, each mapped and scanned on first access.
 
-    A tensor whose bytes are not aligned to its element size, and every BOOL tensor, is
-    copied instead (misaligned views and bytes other than 0/1 in bool storage are unsafe).
+    Names, order and count come from the validated header, so `in`, `len` and iteration never
+    touch tensor bytes: a check that reads one layer (uchida) reads only that layer's pages.
+    `self[name]` maps the tensor zero-copy over the file's private memory map and, the first
+    time, counts its NaN/Inf values in one vectorized pass, adding a warning to `warnings`
+    (the list `load_suspect` returns in `LoadedModel.warnings`, filled as checks read).
     """
-    out: dict[str, torch.Tensor] = {}
+
+    def __init__(self, mm: mmap.mmap | None, entries: list[_Entry], data_start: int,
+                 warnings: list[str]) -> None:
+        self._mm, self._start = mm, data_start
+        self._entries = {e.name: e for e in entries}  # header order, as dict(header) had it
+        self._mapped: dict[str, torch.Tensor] = {}
+        self._lock = threading.Lock()  # one scan per tensor when threads share the suspect
+        self._flagged = 0  # tensors with NaN or infinite values seen so far
+        self.warnings = warnings
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        t = self._mapped.get(name)
+        if t is not None:
+            return t
+        entry = self._entries[name]  # KeyError for a name the file does not hold
+        with self._lock:
+            t = self._mapped.get(name)
+            if t is None:
+                t = _map_tensor(self._mm, entry, self._start)
+                self._warn(name, *_count_nonfinite(t))
+                self._mapped[name] = t
+        return t
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def _warn(self, name: str, nan: int, inf: int) -> None:
+        if not (nan or inf):
+            return
+        self._flagged += 1
+        if self._flagged > _MAX_WARNINGS:  # one summary line stands for the rest
+            more = (f"... and {self._flagged - _MAX_WARNINGS} more tensors with NaN or "
+                    "infinite values")
+            if self._flagged > _MAX_WARNINGS + 1:
+                self.warnings[-1] = more
+            else:
+                self.warnings.append(more)
+            return
+        if nan:
+            self.warnings.append(f"tensor {_show(name)} has {nan} NaN values")
+        if inf:
+            self.warnings.append(f"tensor {_show(name)} has {inf} infinite values")
+
+
+def _map_tensors(p: Path, entries: list[_Entry], data_start: int, warnings: list[str]
+                 ) -> _LazyTensors:
+    """The file's tensors over a private (copy-on-write) memory map, opened now (so a file
+    unlinked after loading, as archives and the torch.load child's output are, stays readable)
+    and mapped into tensors on first access."""
     mm = None
     if any(e.end > e.begin for e in entries):
         with open(p, "rb") as f:
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-    for e in entries:
-        dtype, itemsize = _ST_DTYPES[e.dtype]
-        numel = math.prod(e.shape)
-        if numel == 0 or mm is None:
-            out[e.name] = torch.empty(e.shape, dtype=dtype)
-            continue
-        offset = data_start + e.begin
-        if dtype == torch.bool:
-            raw = torch.frombuffer(mm, dtype=torch.uint8, count=numel, offset=offset)
-            out[e.name] = (raw != 0).reshape(e.shape)
-            continue
-        t = torch.frombuffer(mm, dtype=dtype, count=numel, offset=offset).reshape(e.shape)
-        out[e.name] = t.clone() if offset % itemsize else t
-    return out
+    return _LazyTensors(mm, entries, data_start, warnings)
 
 
-def _nonfinite_warnings(tensors: Mapping[str, torch.Tensor]) -> list[str]:
-    """One warning per floating tensor holding NaN or infinite values (they are accepted)."""
-    warnings: list[str] = []
-    for name, t in tensors.items():
-        if not t.is_floating_point() or t.numel() == 0:
+def _map_tensor(mm: mmap.mmap | None, e: _Entry, data_start: int) -> torch.Tensor:
+    """One zero-copy tensor over the map.
+
+    A tensor whose bytes are not aligned to its element size, and every BOOL tensor, is
+    copied instead (misaligned views and bytes other than 0/1 in bool storage are unsafe).
+    """
+    dtype, itemsize = _ST_DTYPES[e.dtype]
+    numel = math.prod(e.shape)
+    if numel == 0 or mm is None:
+        return torch.empty(e.shape, dtype=dtype)
+    offset = data_start + e.begin
+    if dtype == torch.bool:
+        raw = torch.frombuffer(mm, dtype=torch.uint8, count=numel, offset=offset)
+        return (raw != 0).reshape(e.shape)
+    t = torch.frombuffer(mm, dtype=dtype, count=numel, offset=offset).reshape(e.shape)
+    return t.clone() if offset % itemsize else t
+
+
+def _count_nonfinite(t: torch.Tensor) -> tuple[int, int]:
+    """(NaN count, infinity count) of a tensor; (0, 0) for integer and empty tensors.
+
+    The common all-finite case costs one sum per chunk: a NaN or an infinity among the
+    operands makes an IEEE sum NaN or infinite, so a finite sum proves the chunk finite. A
+    non-finite sum (including a finite chunk whose sum overflows) is then counted exactly.
+    """
+    if not t.is_floating_point() or t.numel() == 0:
+        return 0, 0
+    flat, nan, inf = t.reshape(-1), 0, 0
+    for i in range(0, flat.numel(), _NAN_SCAN_ELEMENTS):
+        chunk = flat[i:i + _NAN_SCAN_ELEMENTS]
+        if chunk.element_size() == 1:  # float8 types lack sum and isnan on CPU
+            chunk = chunk.float()
+        total = chunk.sum(dtype=torch.float64 if chunk.dtype == torch.float64 else torch.float32)
+        if math.isfinite(float(total)):
             continue
-        flat, nan, inf = t.reshape(-1), 0, 0
-        for i in range(0, flat.numel(), _NAN_SCAN_ELEMENTS):
-            chunk = flat[i:i + _NAN_SCAN_ELEMENTS]
-            if chunk.element_size() == 1:  # float8 types lack isnan on CPU
-                chunk = chunk.float()
-            if bool(torch.isfinite(chunk).all()):  # one pass in the common case
-                continue
-            nan += int(torch.isnan(chunk).sum())
-            inf += int(torch.isinf(chunk).sum())
-        if nan:
-            warnings.append(f"tensor {_show(name)} has {nan} NaN values")
-        if inf:
-            warnings.append(f"tensor {_show(name)} has {inf} infinite values")
-    if len(warnings) > _MAX_WARNINGS:
-        warnings = warnings[:_MAX_WARNINGS] + [f"... and {len(warnings) - _MAX_WARNINGS} more "
-                                               "tensors with NaN or infinite values"]
-    return warnings
+        nan += int(torch.isnan(chunk).sum())
+        inf += int(torch.isinf(chunk).sum())
+    return nan, inf

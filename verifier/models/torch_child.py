@@ -46,7 +46,8 @@ def _load_torch(p: Path, size: int, limits: LoadLimits, scratch: Path, use_mmap:
         tensors, warnings, info = _read_safetensors(out, limits, "the state dict of")
     raw_notes = status.get("notes")
     notes: list[Any] = raw_notes if isinstance(raw_notes, list) else []
-    warnings = [re.sub(r"[^\x20-\x7e]", "", str(n))[:200] for n in notes][:_MAX_WARNINGS] + warnings
+    # in place: the list keeps growing as tensors are read (NaN/Inf warnings)
+    warnings[:0] = [re.sub(r"[^\x20-\x7e]", "", str(n))[:200] for n in notes][:_MAX_WARNINGS]
     return LoadedModel(Suspect.from_weights(tensors), "torch-state-dict", warnings,
                        {"bytes": size, "container": "zip" if use_mmap else "legacy pickle",
                         **info})

@@ -16,7 +16,9 @@ import itertools
 import json
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import torch
 
@@ -111,21 +113,76 @@ def masked_digest(weights: Mapping[str, torch.Tensor], layout: Layout, positions
     The layout is hashed in name order as: name, shape, then the little-endian float32 bytes,
     each length-prefixed, under the domain "hallmark/lsb/masked/v1". A tensor the suspect lacks,
     or holds with another shape, is hashed as absent: the digest then cannot match.
+
+    The bytes go to SHA-256 straight from the tensor's memory (the memory map of a loaded
+    suspect): only the 4-byte words at marked positions are copied and masked, and a tensor
+    that is not contiguous float32 (an fp16 suspect, say) is converted _CHUNK elements at a
+    time, so hashing never copies a whole tensor.
     """
     by_tensor: dict[str, list[int]] = {}
     for name, index in positions:
         by_tensor.setdefault(name, []).append(index)
     h = hashlib.sha256(b"hallmark/lsb/masked/v1")
-    for name, shape in layout:
+    keep = ~((1 << k) - 1) & 0xFFFFFFFF  # the bits a marked word keeps
+    tensors = _prefetched(weights, [name for name, _ in layout])
+    for (name, shape), t in zip(layout, tensors, strict=True):
         h.update(struct.pack(">I", len(name)) + name.encode())
-        t = weights.get(name)
         if t is None or tuple(t.shape) != shape:
             h.update(b"\x00absent")
             continue
-        ints = t.detach().to(torch.float32).contiguous().view(torch.int32).flatten().clone()
-        idx = torch.tensor(by_tensor.get(name, []), dtype=torch.int64)
-        ints[idx] &= ~((1 << k) - 1)
-        data = ints.numpy().astype("<i4").tobytes()
         h.update(struct.pack(">I", len(shape)) + b"".join(struct.pack(">Q", d) for d in shape))
-        h.update(struct.pack(">Q", len(data)) + data)
+        h.update(struct.pack(">Q", 4 * t.numel()))
+        marked = sorted(by_tensor.get(name, []))
+        for first, words in _float32_chunks(t.detach().reshape(-1)):
+            _hash_masked(h, words, first, marked, keep)
     return h.digest()
+
+
+def _prefetched(weights: Mapping[str, torch.Tensor], names: list[str]
+                ) -> Iterator[torch.Tensor | None]:
+    """weights.get(name) for each name in order, reading tensor i + 1 in
+    a helper thread while the caller hashes tensor i: a lazily loaded suspect maps and scans
+    a tensor on first read (NaN/Inf), which then overlaps with SHA-256 (which releases the GIL)
+    instead of adding to it."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lsb-prefetch") as pool:
+        ahead = pool.submit(weights.get, names[0]) if names else None
+        for i in range(len(names)):
+            assert ahead is not None
+            t = ahead.result()
+            if i + 1 < len(names):
+                ahead = pool.submit(weights.get, names[i + 1])
+            yield t
+
+
+_CHUNK = 1 << 22  # elements converted at a time for a tensor that is not contiguous float32
+
+
+def _float32_chunks(flat: torch.Tensor) -> Iterator[tuple[int, memoryview]]:
+    """(first flat index, little-endian float32 bytes) covering a 1-D tensor: one zero-copy
+    view of the whole tensor when it is contiguous float32, else converted chunks."""
+    if flat.dtype == torch.float32 and flat.is_contiguous():
+        yield 0, _le_bytes(flat)
+        return
+    for i in range(0, flat.numel(), _CHUNK):
+        yield i, _le_bytes(flat[i:i + _CHUNK].to(torch.float32).contiguous())
+
+
+def _le_bytes(words: torch.Tensor) -> memoryview:
+    """The little-endian bytes of a contiguous float32 tensor (no copy on little-endian hosts)."""
+    le = words.view(torch.int32).numpy().astype("<i4", copy=False)
+    return memoryview(le.data).cast("B")
+
+
+def _hash_masked(h: Any, data: memoryview, first: int, marked: list[int], keep: int) -> None:
+    """Feed `data` (float32 words from flat index `first`) to `h`, each marked word ANDed
+    with `keep`; the unmarked runs between marked words are hashed in place."""
+    end = first + len(data) // 4
+    lo, hi = bisect.bisect_left(marked, first), bisect.bisect_left(marked, end)
+    pos = 0  # next byte of `data` not yet hashed
+    for index in marked[lo:hi]:
+        at = 4 * (index - first)
+        h.update(data[pos:at])
+        word = int.from_bytes(data[at:at + 4], "little") & keep
+        h.update(word.to_bytes(4, "little"))
+        pos = at + 4
+    h.update(data[pos:])

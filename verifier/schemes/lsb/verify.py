@@ -78,11 +78,12 @@ def test(suspect: Suspect, key: Key) -> TestResult:
         return TestResult.not_applicable(
             NAME, f"the suspect has none of the {len(key.layout)} tensors this key marks "
                   f"(e.g. `{key.layout[0][0]}`): its weights are named differently")
+    # the digest first: it reads every tensor, overlapping each first read with hashing
+    digest = masked_digest(weights, key.layout, key.positions, key.params.k)
     raw, missing = _read_bits(weights, key)
     match = (raw == key.expected_bits()).view(-1, key.params.k)
     match[missing] = False  # absent positions are mismatches: a conservative count
     matches, n = int(match.sum()), key.params.n_bits
-    digest = masked_digest(weights, key.layout, key.positions, key.params.k)
     signed = _signature_valid(key, digest, key.decode_signature(raw))
     return TestResult.from_log10_p(
         NAME, statistic=matches, n=n, log10_p=log10_binom_sf(matches, n, 0.5),
