@@ -185,7 +185,7 @@ def test_migration_0008_backfills_the_bytes_of_reports_signed_before_it(alice):
 
     from django.apps import apps
 
-    migration = importlib.import_module("registry.migrations.0008_report_bytes")
+    migration = importlib.import_module("registry.migrations.0010_report_bytes")
     report = _report(alice)
     Report.objects.filter(pk=report.pk).update(document=None, etag="")  # as before 0008
     migration.backfill(apps, None)

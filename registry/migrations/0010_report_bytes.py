@@ -23,7 +23,7 @@ def backfill(apps, schema_editor):  # type: ignore[no-untyped-def]
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('registry', '0006_witnesses_owners_countersignatures'),
+        ('registry', '0008_provenance'),
     ]
 
     operations = [
