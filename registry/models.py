@@ -22,7 +22,7 @@ PENDING, RUNNING, CHECKED, NOT_APPLICABLE, ERROR = (
 CHECK_STATUSES = [(s, s) for s in (PENDING, RUNNING, CHECKED, NOT_APPLICABLE, ERROR)]
 UNFINISHED = (PENDING, RUNNING)
 # Suspect.kind
-FILE, ENDPOINT = "file", "endpoint"
+FILE, ENDPOINT, HUB = "file", "endpoint", "hub"
 # LogEntry.kind
 LOG_KINDS = [(k, k) for k in ("owner", "model", "commitment", "report", "licence", "correction",
                               "countersignature")]
@@ -134,6 +134,11 @@ class Suspect(models.Model):
     format = models.CharField(max_length=40, blank=True)
     fetched_at = models.DateTimeField(null=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Hub suspects (kind "hub"): the repo, the commit sha its revision resolved to at the first
+    # fetch (pinned), and every file used with its size and claimed LFS digest.
+    hub_repo = models.CharField(max_length=200, blank=True)
+    hub_commit = models.CharField(max_length=64, blank=True)
+    hub_files = models.JSONField(default=list, blank=True)
 
     class Meta:
         # Priority: the first time a digest (or URL) was seen by the registry.
