@@ -6,9 +6,18 @@ from urllib.parse import urlsplit
 from django.db import transaction
 
 from registry import errors
-from registry.hubrefs import HubRefError, is_hub_url, parse_hub_ref
 from registry.celery_app import enqueue
-from registry.models import ENDPOINT, FILE, HUB, QUEUED, Owner, RegisteredModel, Suspect, Verification
+from registry.hubrefs import HubRefError, is_hub_url, parse_hub_ref
+from registry.models import (
+    ENDPOINT,
+    FILE,
+    HUB,
+    QUEUED,
+    Owner,
+    RegisteredModel,
+    Suspect,
+    Verification,
+)
 
 # An Open Inference Protocol v2 endpoint URL: .../v2/models/<name> (optionally /infer).
 _OIP_MARKER = "/v2/models/"

@@ -30,7 +30,7 @@ class Suspect:
 
     def __init__(self, weights: Mapping[str, torch.Tensor] | None = None,
                  predict: PredictFn | None = None, *, description: str = "") -> None:
-        self._weights = dict(weights) if weights is not None else None
+        self._weights = weights  # a Mapping as is: lazy weights (range reads) stay lazy
         self._predict = predict
         self.description = description  # e.g. "onnx model", "safetensors weights"
         self.queries = 0  # inputs sent through predict so far

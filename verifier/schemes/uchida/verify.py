@@ -38,7 +38,8 @@ def project(weights: Mapping[str, torch.Tensor], key: Key) -> torch.Tensor:
         >>> y.shape, y.dtype
         (torch.Size([4]), torch.float64)
     """
-    w = host_vector({n: t.detach() for n, t in weights.items()}, key, dtype=torch.float64)
+    with torch.no_grad():  # detached; a lazy Mapping (range reads) is read at the key's layers only
+        w = host_vector(weights, key, dtype=torch.float64)
     u, v = factors(key.seed, len(key.bits), key.host_size)
     return apply(w, u, v, len(key.bits))
 
