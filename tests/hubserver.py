@@ -276,3 +276,23 @@ def copy_repo(src: Path, hub: HubServer, repo: str) -> Path:
     dest = hub.repo_dir(repo)
     shutil.copytree(src, dest, dirs_exist_ok=True)
     return dest
+
+
+def write_sharded(folder: Path, tensors: dict[str, object], shards: int) -> list[str]:
+    """Save `tensors` as a sharded safetensors checkpoint (model-0000i-of-0000N.safetensors and
+    model.safetensors.index.json, as `save_pretrained` writes); returns the shard names."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = sorted(tensors)
+    groups = [names[i::shards] for i in range(shards)]
+    files = [f"model-{i + 1:05d}-of-{shards:05d}.safetensors" for i in range(shards)]
+    weight_map = {}
+    for group, file in zip(groups, files, strict=True):
+        save_file({n: tensors[n].contiguous() for n in group}, str(folder / file),  # type: ignore[attr-defined]
+                  metadata={"format": "pt"})
+        weight_map.update({n: file for n in group})
+    total = sum((folder / f).stat().st_size for f in files)
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {"total_size": total}, "weight_map": weight_map}))
+    return files
