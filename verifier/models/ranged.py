@@ -13,7 +13,8 @@ SHA-256; bytes read and bytes in the checkpoint. `subject_digest(evidence)` is t
 signed report binds (construction in docs/evidence.md, "Range-read subjects"):
 
     SHA-256( "hallmark/range-subject/v1\\n"
-             ‖ for each file, sorted by name:   "header <file> <size> <header sha256>\\n"
+             ‖ for each file read whole, sorted by name: "file <file> <size> <sha256>\\n"
+             ‖ for each header, sorted by file:   "header <file> <size> <header sha256>\\n"
              ‖ for each tensor, sorted by (file, name):
                                  "tensor <file> <name> <begin> <end> <sha256>\\n" )
 
@@ -36,7 +37,7 @@ import json
 import math
 import os
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,11 +168,15 @@ class RangedTensors(Mapping[str, torch.Tensor]):
         """What was verified: header digests, per-tensor digests, bytes read of bytes held."""
         header_bytes = sum(h.data_start for h in self._headers.values())
         read = sum(r["end"] - r["begin"] for r in self._reads.values())
-        return {"headers": {f: {"sha256": h.sha256, "size": h.size}
-                            for f, h in sorted(self._headers.items())},
+        return {"headers": {f: header_evidence(h) for f, h in sorted(self._headers.items())},
                 "tensors": {n: dict(r) for n, r in sorted(self._reads.items())},
                 "bytes_read": header_bytes + read,
                 "bytes_total": sum(h.size for h in self._headers.values())}
+
+
+def header_evidence(h: ShardHeader) -> dict[str, Any]:
+    """One header's evidence entry: its SHA-256, its length in bytes and the file's size."""
+    return {"sha256": h.sha256, "bytes": h.data_start, "size": h.size}
 
 
 def subject_digest(evidence: Mapping[str, Any]) -> str:
@@ -182,6 +187,8 @@ def subject_digest(evidence: Mapping[str, Any]) -> str:
         64
     """
     h = hashlib.sha256(SUBJECT_DOMAIN)
+    for f, info in sorted(evidence.get("files", {}).items()):
+        h.update(f"file {json.dumps(f)} {int(info['size'])} {info['sha256']}\n".encode())
     for f, info in sorted(evidence["headers"].items()):
         h.update(f"header {json.dumps(f)} {int(info['size'])} {info['sha256']}\n".encode())
     for n, r in sorted(evidence["tensors"].items(), key=lambda kv: (kv[1]["file"], kv[0])):
@@ -190,16 +197,16 @@ def subject_digest(evidence: Mapping[str, Any]) -> str:
     return h.hexdigest()
 
 
-def merge_evidence(parts: list[Mapping[str, Any]]) -> dict[str, Any]:
+def merge_evidence(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One evidence record from several checks' records of the same checkpoint.
 
     Raises:
         ModelFormatError: two records disagree on a header or a tensor's digest (the server
             served different bytes for the same pinned commit).
     """
-    out: dict[str, Any] = {"headers": {}, "tensors": {}}
+    out: dict[str, Any] = {"files": {}, "headers": {}, "tensors": {}}
     for part in parts:
-        for kind in ("headers", "tensors"):
+        for kind in ("files", "headers", "tensors"):
             for k, v in part.get(kind, {}).items():
                 if out[kind].setdefault(k, v) != v:
                     raise ModelFormatError(
@@ -237,6 +244,14 @@ def recheck(evidence: Mapping[str, Any], read: Reader) -> list[str]:
         []
     """
     problems = []
+    for f, info in evidence.get("files", {}).items():
+        try:
+            got = hashlib.sha256(read(f, 0, int(info["size"]))).hexdigest()
+        except (ModelFormatError, OSError) as e:
+            problems.append(f"file {f}: {e}")
+            continue
+        if got != info["sha256"]:
+            problems.append(f"file {f}: SHA-256 {got}, the report says {info['sha256']}")
     for f, info in evidence["headers"].items():
         try:
             h = read_header(f, int(info["size"]), read)
@@ -248,7 +263,7 @@ def recheck(evidence: Mapping[str, Any], read: Reader) -> list[str]:
     for n, r in evidence["tensors"].items():
         try:
             got = hashlib.sha256(read(r["file"], int(r["begin"]), int(r["end"]))).hexdigest()
-        except OSError as e:
+        except (ModelFormatError, OSError) as e:
             problems.append(f"tensor {n}: {e}")
             continue
         if got != r["sha256"]:
@@ -257,5 +272,6 @@ def recheck(evidence: Mapping[str, Any], read: Reader) -> list[str]:
     return problems
 
 
-__all__ = ["Reader", "RangedTensors", "ShardHeader", "local_reader", "merge_evidence",
+__all__ = ["Reader", "RangedTensors", "ShardHeader", "header_evidence", "local_reader",
+           "merge_evidence",
            "read_header", "recheck", "subject_digest"]

@@ -24,7 +24,13 @@ from registry.hubrefs import HubRef, parse_hub_ref
 from registry.models import Suspect
 from verifier import Suspect as VerifierSuspect
 from verifier.models import ModelFormatError, load_suspect
-from verifier.models.ranged import RangedTensors, ShardHeader, read_header, subject_digest
+from verifier.models.ranged import (
+    RangedTensors,
+    ShardHeader,
+    header_evidence,
+    read_header,
+    subject_digest,
+)
 from workers.hub.snapshot import INDEX, HubFile, Plan, Snapshot, plan, resolve
 from workers.hub.store import HubStore
 from workers.netguard import FetchError, FetchPolicy
@@ -100,19 +106,19 @@ def prepare(row: Suspect) -> None:
         headers = _headers(shards, store)
         RangedTensors(headers, store.reader())  # refuses a tensor held by two shards
         by_name = {h.file: h for h in headers}
-        used = [{**asdict(f), "header_sha256": by_name[f.name].sha256} for f in shards]
+        used = [{**asdict(f), "header_sha256": by_name[f.name].sha256,
+                 "header_bytes": by_name[f.name].data_start} for f in shards]
         if p.index is not None:
             used.append(asdict(p.index))
-        digest = subject_digest({"headers": {h.file: {"sha256": h.sha256, "size": h.size}
-                                             for h in headers}, "tensors": {}})
+        digest = subject_digest({"headers": {h.file: header_evidence(h) for h in headers},
+                                 "tensors": {}})
         fmt = f"safetensors, {len(shards)} shard{'s' * (len(shards) > 1)}, range reads"
         size = sum(f.size for f in shards)
     else:
         loaded = _load_folder(p, store)
         used = [{**asdict(f), "sha256": _file_sha256(store, f)} for f in p.files]
-        digest = subject_digest({"headers": {u["name"]: {"sha256": u["sha256"],
-                                                         "size": u["size"]} for u in used},
-                                 "tensors": {}})
+        digest = subject_digest({"files": {u["name"]: {"sha256": u["sha256"], "size": u["size"]}
+                                           for u in used}, "headers": {}, "tensors": {}})
         fmt = f"{loaded.format} (hub)"
         size = sum(f.size for f in p.files)
     if row.sha256 and digest != row.sha256:
@@ -162,3 +168,13 @@ def load(row: Suspect) -> VerifierSuspect:
     weights = RangedTensors(headers, store.reader())
     return VerifierSuspect(weights, None, description=f"{snap.repo}@{snap.commit[:12]} "
                            "(safetensors, range reads)")
+
+
+def with_reads(fields: dict[str, Any], suspect: VerifierSuspect) -> dict[str, Any]:
+    """A check's result fields plus, for range-read weights, what the check read ("read":
+    header and per-tensor digests, bytes read of bytes held), for the report's evidence."""
+    weights = suspect.weights if suspect.has_weights else None
+    if isinstance(weights, RangedTensors):
+        fields = {**fields, "details": {**dict(fields.get("details") or {}),
+                                        "read": weights.evidence()}}
+    return fields
