@@ -21,7 +21,7 @@ from typing import Any
 from django.conf import settings
 
 from registry.hubrefs import HubRef, parse_hub_ref
-from registry.models import Suspect
+from registry.models import NOT_APPLICABLE, Suspect
 from verifier import Suspect as VerifierSuspect
 from verifier.models import ModelFormatError, load_suspect
 from verifier.models.ranged import (
@@ -172,9 +172,17 @@ def load(row: Suspect) -> VerifierSuspect:
 
 def with_reads(fields: dict[str, Any], suspect: VerifierSuspect) -> dict[str, Any]:
     """A check's result fields plus, for range-read weights, what the check read ("read":
-    header and per-tensor digests, bytes read of bytes held), for the report's evidence."""
+    header and per-tensor digests, bytes read of bytes held), for the report's evidence.
+
+    A black-box check on range-read weights says why it could not run: the repo has no safe
+    runnable format (only ONNX models are run; safetensors hold weights, not a program).
+    """
     weights = suspect.weights if suspect.has_weights else None
-    if isinstance(weights, RangedTensors):
-        fields = {**fields, "details": {**dict(fields.get("details") or {}),
-                                        "read": weights.evidence()}}
-    return fields
+    if not isinstance(weights, RangedTensors):
+        return fields
+    details = {**dict(fields.get("details") or {}), "read": weights.evidence()}
+    if fields.get("status") == NOT_APPLICABLE and not suspect.has_predict:
+        details["reason"] = ("not applicable: no safe runnable format (the repo holds "
+                             "safetensors weights only; the registry runs ONNX models only). "
+                             + str(details.get("reason", "")))
+    return {**fields, "details": details}
