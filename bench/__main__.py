@@ -9,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-from bench import bench_evidence, drain, extraction, log_append
+from bench import bench_evidence, drain, extraction, hub, log_append
 from bench.machine import machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench.json"
@@ -30,6 +30,8 @@ def main() -> None:
         # (the burst's submission, 3-5 s per 100, must stay short against the drain: below
         # about 60 the ratio measures the client more than the workers)
         "drain_1_vs_2_workers": drain.run(verifications=60 if args.quick else 100),
+        # a >= 10 GB sharded repo (sparse, under /tmp/hubbench) on the loopback Hub + CDN
+        "hub_range_reads": hub.run(quick=args.quick),
     }
     out["seconds"] = round(time.perf_counter() - t0, 1)
     text = json.dumps(out, indent=1)
@@ -37,8 +39,11 @@ def main() -> None:
     d = out["drain_1_vs_2_workers"]
     print(f"drain of {d['verifications']} verifications: 2 worker processes are "
           f"{d['ratio_1_to_2']}x faster than 1 (goal 1.8x)")
+    print(hub.report(out["hub_range_reads"]))
     if not args.quick:
         RESULTS.write_text(text + "\n")
+        hub.RESULTS.write_text(json.dumps({"machine": out["machine"], **out["hub_range_reads"]},
+                                          indent=1) + "\n")
 
 
 if __name__ == "__main__":

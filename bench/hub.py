@@ -10,8 +10,10 @@ model's uchida key twice, each time with an empty per-host cache:
   of the tensors the key reads, each through the guarded fetcher (resolve → 302 → CDN);
 - **full download** (`HALLMARK_HUB_FULL_DOWNLOAD=1`): every shard downloaded whole through the
   same guarded code into the cache, then the same key verified on the local files.
-Prints both side by side (bytes read, seconds) with the goals (bytes <= 1 %, time <= 5 %),
-and writes bench/results/hub.json. Deletes /tmp/hubbench when done.
+Both are timed in a warm process (huggingface_hub imported, as in a running worker; the
+first lookup's cost is reported apart as `first_resolve_seconds`). Prints both side by side
+(bytes read, seconds) with the goals (bytes <= 1 %, time <= 5 %), and writes
+bench/results/hub.json. Deletes /tmp/hubbench when done.
 """
 from __future__ import annotations
 
@@ -99,6 +101,17 @@ def _verify(hub: Any, key_blob: bytes, cache: Path, full: bool) -> dict[str, Any
             "tensors_read": sorted(weights.evidence()["tensors"])}
 
 
+def _warm_up(hub: Any) -> float:
+    """Seconds of the process's first revision lookup (importing huggingface_hub, its client)."""
+    from registry.hubrefs import HubRef
+    from workers.hub.snapshot import resolve
+    from workers.netguard import FetchPolicy
+
+    t0 = time.perf_counter()
+    resolve(HubRef(REPO, "main", ""), hub.endpoint, None, FetchPolicy(allow_loopback=True))
+    return round(time.perf_counter() - t0, 3)
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "registry.settings")
     import django
@@ -113,11 +126,13 @@ def run(quick: bool = False) -> dict[str, Any]:
         folder, key = _build(total, shards)
         repo_bytes = sum(p.stat().st_size for p in folder.iterdir())
         with HubServer(ROOT / "hub", hash_files=False) as hub:
+            cold = _warm_up(hub)  # a worker imports huggingface_hub once, not per verification
             ranged = _verify(hub, key, ROOT / "cache-ranged", full=False)
             full = _verify(hub, key, ROOT / "cache-full", full=True)
     finally:
         shutil.rmtree(ROOT, ignore_errors=True)
-    out = {"repo_bytes": repo_bytes, "shards": shards, "range_reads": ranged,
+    out = {"repo_bytes": repo_bytes, "shards": shards, "first_resolve_seconds": cold,
+           "range_reads": ranged,
            "full_download": full,
            "bytes_fraction": round(ranged["bytes_read"] / repo_bytes, 6),
            "time_fraction": round(ranged["seconds"] / full["seconds"], 4),
