@@ -168,7 +168,8 @@ class _HubHandler(_Base):
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
-        self.hubs.note(f"hub {self.command} {path}")
+        auth = " with-token" if self.headers.get("Authorization") else ""
+        self.hubs.note(f"hub {self.command} {path}{auth}")
         m = re.fullmatch(r"/api/models/([^/]+)/([^/]+)(?:/revision/(.+))?", path)
         if m:
             org, name, rev = (unquote(g) if g else "main" for g in m.groups())
@@ -224,7 +225,8 @@ class _CdnHandler(_Base):
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
         rng = self.headers.get("Range", "")
-        self.hubs.note(f"cdn GET {path} {rng}")
+        auth = " with-token" if self.headers.get("Authorization") else ""
+        self.hubs.note(f"cdn GET {path}{auth} {rng}")
         m = re.fullmatch(r"/blobs/([^/]+)/([^/]+)/([0-9a-f]{40})/(.+)", path)
         if not m:
             return self._error(404, "EntryNotFound", f"no blob {path}")

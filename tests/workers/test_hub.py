@@ -80,6 +80,18 @@ def test_a_hub_that_cannot_be_reached_is_a_transient_failure(hub):
     assert not e.value.permanent
 
 
+def test_a_gated_repo_sends_the_token_to_the_hub_and_never_to_the_cdn(hub):
+    hub.token = "s3cret"
+    snap = _snap(hub)
+    url = resolve_url(hub.endpoint, "acme/mlp", snap.commit, "model-00001-of-00003.safetensors")
+    with pytest.raises(FetchError, match="HTTP 401"):
+        get_range(url, 0, 8, POLICY)
+    assert len(get_range(url, 0, 8, POLICY, token="s3cret")) == 8
+    assert any(r.startswith("hub GET /acme/mlp/resolve/") and "with-token" in r
+               for r in hub.requests)
+    assert not any(r.startswith("cdn") and "with-token" in r for r in hub.requests)
+
+
 def test_a_range_follows_the_redirect_to_the_cdn_and_returns_exactly_those_bytes(hub):
     snap = _snap(hub)
     name = "model-00002-of-00003.safetensors"
