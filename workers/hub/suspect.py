@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
@@ -116,7 +117,7 @@ def prepare(row: Suspect) -> None:
         size = sum(f.size for f in shards)
     else:
         loaded = _load_folder(p, store)
-        used = [{**asdict(f), "sha256": _file_sha256(store, f)} for f in p.files]
+        used = [{**asdict(f), "sha256": _verified_sha256(store, f)} for f in p.files]
         digest = subject_digest({"files": {u["name"]: {"sha256": u["sha256"], "size": u["size"]}
                                            for u in used}, "headers": {}, "tensors": {}})
         fmt = f"{loaded.format} (hub)"
@@ -126,14 +127,6 @@ def prepare(row: Suspect) -> None:
                              f"the {row.sha256[:16]}… pinned at the first fetch")
     row.hub_repo, row.hub_commit, row.hub_files = snap.repo, snap.commit, used
     row.sha256, row.size, row.format = digest, size, fmt[:40]
-
-
-def _file_sha256(store: HubStore, f: HubFile) -> str:
-    h = hashlib.sha256()
-    with open(store.whole(f), "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _load_folder(p: Plan, store: HubStore):  # type: ignore[no-untyped-def]
@@ -149,25 +142,67 @@ def _load_folder(p: Plan, store: HubStore):  # type: ignore[no-untyped-def]
     return load_suspect(folder)
 
 
+def _pinned(row: Suspect) -> tuple[Snapshot, Plan, HubStore]:
+    """The snapshot and plan recorded at the first fetch: a check needs no Hub API call."""
+    if not row.hub_commit or not row.hub_files:
+        raise FetchError(f"the Hub suspect {row.url} was not fetched yet; retry later",
+                         permanent=False)
+    files = tuple(HubFile(u["name"], int(u["size"]), u.get("claimed_sha256", ""))
+                  for u in row.hub_files)
+    snap = Snapshot(row.hub_repo, row.hub_commit, files)
+    ranged = tuple(f for f, u in zip(files, row.hub_files, strict=True) if "header_sha256" in u)
+    p = Plan("ranged", ranged, None) if ranged else Plan("folder", files, None)
+    return snap, p, _store(snap)
+
+
 def load(row: Suspect) -> VerifierSuspect:
     """A fresh verifier Suspect for one check (weights read lazily by range when ranged).
+
+    Reads only what the first fetch pinned (the commit, the files used); another host reads
+    them itself and must find the same header digests (ranged) or file digests (folder).
 
     Raises:
         FetchError, ModelFormatError or SuspectChanged.
     """
-    snap, p, store = _open(row)
+    snap, p, store = _pinned(row)
+    where = f"{snap.repo}@{snap.commit[:12]}"
     if p.mode != "ranged":
-        return _load_folder(p, store).suspect.fresh()
-    headers = _headers(_shards(p, store), store)
+        for f, u in zip(p.files, row.hub_files, strict=True):
+            if _verified_sha256(store, f) != u["sha256"]:
+                raise SuspectChanged(f"{f.name} in {where} no longer has the SHA-256 pinned at "
+                                     "the first fetch; submit the repo again")
+        return _load_path(str(store.whole_path(p.files[0].name).parent)).suspect.fresh()
+    headers = _headers(p.files, store)
     pinned = {u["name"]: u.get("header_sha256") for u in row.hub_files}
     for h in headers:
         if pinned.get(h.file) != h.sha256:
-            raise SuspectChanged(f"the header of {h.file} in {snap.repo}@{snap.commit[:12]} "
-                                 f"now has SHA-256 {h.sha256[:16]}…, not the one pinned at the "
-                                 "first fetch; submit the repo again")
+            raise SuspectChanged(f"the header of {h.file} in {where} now has SHA-256 "
+                                 f"{h.sha256[:16]}…, not the one pinned at the first fetch; "
+                                 "submit the repo again")
     weights = RangedTensors(headers, store.reader())
-    return VerifierSuspect(weights, None, description=f"{snap.repo}@{snap.commit[:12]} "
-                           "(safetensors, range reads)")
+    return VerifierSuspect(weights, None, description=f"{where} (safetensors, range reads)")
+
+
+def _verified_sha256(store: HubStore, f: HubFile) -> str:
+    """The file's SHA-256 (downloaded if missing), hashed once per process per cached file."""
+    path = store.whole(f)
+    st = path.stat()
+    return _sha256_of(str(path), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=2)
+def _load_path(folder: str):  # type: ignore[no-untyped-def]
+    """A downloaded folder's model, loaded once per process (an ONNX session is costly)."""
+    return load_suspect(folder)
 
 
 def with_reads(fields: dict[str, Any], suspect: VerifierSuspect) -> dict[str, Any]:
