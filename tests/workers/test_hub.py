@@ -261,3 +261,36 @@ def test_a_hub_commit_that_changed_after_the_first_fetch_fails_the_check(
     settings.HALLMARK_CACHE_DIR = tmp_path / "host-b"
     with pytest.raises(suspects.SuspectChanged, match="model-00002-of-00003.safetensors.*pinned"):
         suspects.load(s)
+
+
+def _adapter(folder: Path, value: float) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["fc1"]}))
+    save_file({"base_model.model.fc1.lora_A.weight": torch.full((2, 64), value),
+               "base_model.model.fc1.lora_B.weight": torch.zeros(96, 2)},
+              str(folder / "adapter_model.safetensors"))
+
+
+@pytest.mark.django_db
+def test_an_adapter_repo_is_downloaded_whole_pinned_and_refused_when_it_changes(
+        hub, settings, tmp_path, django_capture_on_commit_callbacks):
+    _adapter(hub.repo_dir("acme/lora"), 1.0)
+    (hub.repo_dir("acme/lora") / "README.md").write_text("# card\n")
+    settings.HALLMARK_HF_ENDPOINT = hub.endpoint
+    settings.HALLMARK_CACHE_DIR = tmp_path / "host-a"
+    with django_capture_on_commit_callbacks(execute=False):
+        v = submit(make_actor("alice").owner, "hf://acme/lora")
+        tasks.fetch.run(v.pk)
+    s = Suspect.objects.get(pk=Verification.objects.get(pk=v.pk).suspect_id)
+    assert s.format == "peft-adapter (hub)"
+    assert sorted(u["name"] for u in s.hub_files) == ["adapter_config.json",
+                                                      "adapter_model.safetensors"]
+    assert not any("README" in r for r in hub.requests)  # documentation is never fetched
+    settings.HALLMARK_CACHE_DIR = tmp_path / "host-b"
+    assert "base_model.model.fc1.lora_A.weight" in suspects.load(s).weights
+    _adapter(hub.repo_dir("acme/lora"), 2.0)  # same sizes, same commit, other bytes
+    assert hub.commit("acme/lora") == s.hub_commit
+    settings.HALLMARK_CACHE_DIR = tmp_path / "host-c"
+    with pytest.raises(FetchError, match="the server changed the file"):
+        suspects.load(s)
