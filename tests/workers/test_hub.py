@@ -169,6 +169,17 @@ def test_a_whole_download_over_the_cap_is_refused_naming_the_setting(hub, tmp_pa
     assert not list((tmp_path / "host-a").rglob("model-*"))  # nothing partial kept
 
 
+def test_one_range_over_the_cap_is_refused_before_it_is_requested(hub, tmp_path):
+    snap = _snap(hub)
+    store = HubStore(snap, tmp_path / "c", hub.endpoint, None,
+                     FetchPolicy(allow_loopback=True, max_bytes=1000))
+    hub.reset_counters()
+    with pytest.raises(FetchError, match="over the 1000-byte cap") as e:
+        store.read("model-00001-of-00003.safetensors", 0, 1001)
+    assert e.value.permanent and hub.requests == []
+    assert len(store.read("model-00001-of-00003.safetensors", 0, 1000)) == 1000
+
+
 def test_a_file_that_differs_from_the_hubs_claimed_digest_is_refused(hub, tmp_path):
     snap = _snap(hub)  # listing taken, then the file changes under the same commit
     shard = hub.repo_dir("acme/mlp") / "model-00001-of-00003.safetensors"

@@ -51,11 +51,16 @@ class HubStore:
         """Bytes [begin, end) of file `name` at the commit (b"" for an empty range).
 
         Raises:
-            FetchError: as `get_range` / `download` (a whole download over the cap, a claimed
-                digest that does not match, refused addresses).
+            FetchError: as `get_range` / `download` (one range or a whole download over the
+                cap, a claimed digest that does not match, refused addresses).
         """
         if end <= begin:
             return b""
+        if end - begin > self.policy.max_bytes:
+            raise FetchError(f"refusing to read bytes {begin}-{end - 1} of {name} in "
+                             f"{self.snap.repo}: one read of {end - begin} bytes is over the "
+                             f"{self.policy.max_bytes}-byte cap (HALLMARK_FETCH_MAX_BYTES); "
+                             "operators can raise the cap", permanent=True)
         whole = self.whole_path(name)
         if whole.is_file():
             return _slice(whole, begin, end)
