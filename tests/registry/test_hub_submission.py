@@ -62,3 +62,17 @@ def test_the_api_refuses_a_malformed_hub_url_and_stores_nothing():
     assert r.json()["type"].endswith("/bad_suspect_url")
     assert "does not name a model repo" in r.json()["detail"]
     assert not Suspect.objects.exists()
+
+
+def test_the_web_form_accepts_a_hub_repo_and_refuses_a_space(alice, django_capture_on_commit_callbacks):
+    from django.test import Client
+
+    c = Client()
+    c.force_login(alice.user)
+    page = c.post("/verifications/new/", {"url": "https://huggingface.co/spaces/a/b"})
+    assert "does not name a model repo" in page.content.decode()
+    assert not Suspect.objects.exists()
+    with django_capture_on_commit_callbacks(execute=False):
+        r = c.post("/verifications/new/", {"url": "https://huggingface.co/acme/m/tree/v2"})
+    assert r.status_code == 302
+    assert Suspect.objects.get().kind == "hub"
