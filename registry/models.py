@@ -146,6 +146,23 @@ class Suspect(models.Model):
                    models.Index(fields=["url", "created_at"], name="suspect_url_seen")]
 
 
+class PinnedRange(models.Model):
+    """A byte range of a Hub suspect's file as first read by any check on any host; every later
+    read of the same range (another check, another host) must find the same SHA-256."""
+
+    suspect = models.ForeignKey(Suspect, on_delete=models.CASCADE, related_name="pinned_ranges")
+    file = models.CharField(max_length=1000)  # path in the repo
+    begin = models.BigIntegerField()  # first byte
+    end = models.BigIntegerField()  # one past the last byte
+    sha256 = models.CharField(max_length=64)
+    pinned_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        # One pin per range; also serves the lookup (suspect, file, begin, end) of each read.
+        constraints = [models.UniqueConstraint(fields=["suspect", "file", "begin", "end"],
+                                               name="one_pin_per_range")]
+
+
 class Verification(models.Model):
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     suspect = models.ForeignKey(Suspect, on_delete=models.PROTECT, related_name="verifications")

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import io
 import json
 import re
-import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 from urllib.parse import quote, unquote, urlsplit
 
 PRIVATE_HOST = "10.255.255.1"  # where `private_redirect` points; never connected to
@@ -86,9 +88,12 @@ class HubServer:
             self._digests[k] = h.hexdigest()
         return self._digests[k]
 
-    def note(self, line: str, sent: int = 0) -> None:
+    def note(self, line: str) -> None:
         with self._lock:
             self.requests.append(line)
+
+    def count(self, sent: int) -> None:
+        with self._lock:
             self.bytes_served += sent
 
     def reset_counters(self) -> None:
@@ -251,33 +256,25 @@ class _CdnHandler(_Base):
         for k, v in headers.items():
             self.send_header(k, v)
         self.end_headers()
-        sent = 0
         try:
             with open(p, "rb") as f:
-                sent = _copy(f, self.wfile, begin, end)
+                _copy(f, self.wfile, begin, end, self.hubs.count)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client stopped reading (a cap, or a refused full body)
-        finally:
-            self.hubs.note(f"cdn sent {path}", sent)
 
 
-def _copy(f: object, out: object, begin: int, end: int) -> int:
-    f.seek(begin)  # type: ignore[attr-defined]
-    sent = 0
-    while sent < end - begin:
-        chunk = f.read(min(1 << 20, end - begin - sent))  # type: ignore[attr-defined]
+def _copy(f: BinaryIO, out: io.BufferedIOBase, begin: int, end: int, count: Callable[[int], None]) -> None:
+    """Send bytes [begin, end) of `f`, counting each chunk BEFORE it is written: once the client
+    has every byte, the counter already says so (no race with the test reading it)."""
+    f.seek(begin)
+    left = end - begin
+    while left > 0:
+        chunk = f.read(min(1 << 20, left))
         if not chunk:
             break
-        out.write(chunk)  # type: ignore[attr-defined]
-        sent += len(chunk)
-    return sent
-
-
-def copy_repo(src: Path, hub: HubServer, repo: str) -> Path:
-    """Copy a local folder into the server as `repo`; returns the repo folder."""
-    dest = hub.repo_dir(repo)
-    shutil.copytree(src, dest, dirs_exist_ok=True)
-    return dest
+        count(len(chunk))
+        out.write(chunk)
+        left -= len(chunk)
 
 
 def write_sharded(folder: Path, tensors: dict[str, object], shards: int) -> list[str]:

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from registry.hubrefs import HubRef
-from registry.models import Suspect, Verification
+from registry.models import CheckResult, Suspect, Verification
 from registry.submission import submit
 from tests.hubserver import HubServer, write_sharded
 from tests.registry.conftest import make_actor
@@ -20,6 +20,7 @@ from verifier import toy
 from verifier.models.ranged import RangedTensors, subject_digest
 from verifier.schemes import uchida
 from workers import suspects, tasks
+from workers.hub import suspect as hub_suspect
 from workers.hub.ranges import RangeIgnored, get_range
 from workers.hub.snapshot import plan, resolve, resolve_url
 from workers.hub.store import HubStore
@@ -305,3 +306,36 @@ def test_an_adapter_repo_is_downloaded_whole_pinned_and_refused_when_it_changes(
     settings.HALLMARK_CACHE_DIR = tmp_path / "host-c"
     with pytest.raises(FetchError, match="the server changed the file"):
         suspects.load(s)
+
+
+@pytest.mark.django_db
+def test_tensor_bytes_that_differ_between_hosts_make_the_check_an_error_naming_the_range(
+        hub, settings, tmp_path, django_capture_on_commit_callbacks):
+    settings.HALLMARK_HF_ENDPOINT = hub.endpoint
+    settings.HALLMARK_CACHE_DIR = tmp_path / "host-a"
+    alice = make_actor("alice")
+    model_id = alice.api.post("/api/models/", {"name": "m"}, format="json").json()["id"]
+    torch.manual_seed(0)
+    key = uchida.generate_key(uchida.Params(bits=128, layers=("fc1.weight", "fc2.weight")), 1,
+                              model=toy.MLP()).to_bytes()
+    f = io.BytesIO(key)
+    f.name = "k"
+    assert alice.api.post(f"/api/models/{model_id}/commitments/", {"key": f},
+                          format="multipart").status_code == 201
+    with django_capture_on_commit_callbacks(execute=False):
+        v = submit(alice.owner, "hf://acme/mlp")
+        tasks.fetch.run(v.pk)
+        s = Suspect.objects.get(pk=Verification.objects.get(pk=v.pk).suspect_id)
+        settings.HALLMARK_CACHE_DIR = tmp_path / "host-b"  # reads and pins fc2.weight
+        assert torch.equal(suspects.load(s).weights["fc2.weight"], _model()["fc2.weight"])
+        assert s.pinned_ranges.count() > 0
+        shard = hub.repo_dir("acme/mlp") / "model-00001-of-00003.safetensors"
+        data = bytearray(shard.read_bytes())
+        data[-1] ^= 0x40  # the last byte of fc2.weight: header, size and commit unchanged
+        shard.write_bytes(bytes(data))
+        settings.HALLMARK_CACHE_DIR = tmp_path / "host-c"
+        with pytest.raises(hub_suspect.SuspectChanged, match="the Hub served other bytes"):
+            suspects.load(s).weights["fc2.weight"]
+        tasks.check.run(v.pk, CheckResult.objects.get(verification_id=v.pk).commitment_id)
+    row = CheckResult.objects.get(verification_id=v.pk)
+    assert row.status == "error" and "the Hub served other bytes" in row.error

@@ -22,11 +22,12 @@ from typing import Any
 from django.conf import settings
 
 from registry.hubrefs import HubRef, parse_hub_ref
-from registry.models import NOT_APPLICABLE, Suspect
+from registry.models import NOT_APPLICABLE, PinnedRange, Suspect
 from verifier import Suspect as VerifierSuspect
 from verifier.models import ModelFormatError, load_suspect
 from verifier.models.ranged import (
     RangedTensors,
+    Reader,
     ShardHeader,
     header_evidence,
     read_header,
@@ -179,8 +180,30 @@ def load(row: Suspect) -> VerifierSuspect:
             raise SuspectChanged(f"the header of {h.file} in {where} now has SHA-256 "
                                  f"{h.sha256[:16]}…, not the one pinned at the first fetch; "
                                  "submit the repo again")
-    weights = RangedTensors(headers, store.reader())
+    weights = RangedTensors(headers, _pinning(row, store))
     return VerifierSuspect(weights, None, description=f"{where} (safetensors, range reads)")
+
+
+def _pinning(row: Suspect, store: HubStore) -> Reader:
+    """The store's reader, pinning each tensor range read: the first read of a range by any
+    check on any host records its SHA-256, every later read must find the same.
+
+    Raises (from a read, so inside the scheme's test; the check is recorded as an error and the
+    verdict cannot attribute): SuspectChanged naming the range.
+    """
+    def read(file: str, begin: int, end: int) -> bytes:
+        data = store.read(file, begin, end)
+        digest = hashlib.sha256(data).hexdigest()
+        pin, _ = PinnedRange.objects.get_or_create(suspect=row, file=file, begin=begin, end=end,
+                                                   defaults={"sha256": digest})
+        if pin.sha256 != digest:
+            raise SuspectChanged(f"bytes {begin}-{end - 1} of {file} in {store.snap.repo}@"
+                                 f"{store.snap.commit[:12]} read {digest[:16]}… here, not the "
+                                 f"{pin.sha256[:16]}… read first; the Hub served other bytes "
+                                 "for the same commit: submit the repo again")
+        return data
+
+    return read
 
 
 def _verified_sha256(store: HubStore, f: HubFile) -> str:
