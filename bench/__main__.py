@@ -9,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-from bench import bench_evidence, drain, extraction, log_append, perf
+from bench import bench_evidence, drain, extraction, hub, log_append, perf
 from bench.machine import machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench.json"
@@ -33,6 +33,8 @@ def main() -> None:
         "drain_1_vs_2_workers": drain.run(verifications=60 if args.quick else 100),
         # issue 16: checks, API and hashing as ratios against same-run references
         "perf": perf.run(quick=args.quick),
+        # a >= 10 GB sharded repo (sparse, under /tmp/hubbench) on the loopback Hub + CDN
+        "hub_range_reads": hub.run(quick=args.quick),
     }
     out["seconds"] = round(time.perf_counter() - t0, 1)
     text = json.dumps(out, indent=1)
@@ -41,10 +43,13 @@ def main() -> None:
     print(f"drain of {d['verifications']} verifications: 2 worker processes are "
           f"{d['ratio_1_to_2']}x faster than 1 (goal 1.8x)")
     print("\n".join(perf.summary(out["perf"])))
+    print(hub.report(out["hub_range_reads"]))
     if not args.quick:
         RESULTS.write_text(text + "\n")
         perf.RESULTS.write_text(json.dumps({"machine": out["machine"], **out["perf"]}, indent=1)
                                 + "\n")
+        hub.RESULTS.write_text(json.dumps({"machine": out["machine"], **out["hub_range_reads"]},
+                                          indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,9 @@ class CommitmentForm(forms.Form):
 
 class SuspectForm(forms.Form):
     url = forms.CharField(max_length=2000, help_text="http(s) URL of a safetensors, ONNX or "
-                          "PEFT adapter file, or of an Open Inference Protocol v2 model endpoint")
+                          "PEFT adapter file, a Hugging Face repo (hf://org/name[@revision] or "
+                          "https://huggingface.co/org/name), or an Open Inference Protocol v2 "
+                          "model endpoint")
     target = forms.ModelChoiceField(queryset=RegisteredModel.objects.none(), required=False,
                                     empty_label="every commitment in the registry",
                                     to_field_name="public_id")

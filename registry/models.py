@@ -22,7 +22,7 @@ PENDING, RUNNING, CHECKED, NOT_APPLICABLE, ERROR = (
 CHECK_STATUSES = [(s, s) for s in (PENDING, RUNNING, CHECKED, NOT_APPLICABLE, ERROR)]
 UNFINISHED = (PENDING, RUNNING)
 # Suspect.kind
-FILE, ENDPOINT = "file", "endpoint"
+FILE, ENDPOINT, HUB = "file", "endpoint", "hub"
 # LogEntry.kind
 LOG_KINDS = [(k, k) for k in ("owner", "model", "commitment", "report", "licence", "correction",
                               "countersignature")]
@@ -134,11 +134,33 @@ class Suspect(models.Model):
     format = models.CharField(max_length=40, blank=True)
     fetched_at = models.DateTimeField(null=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Hub suspects (kind "hub"): the repo, the commit sha its revision resolved to at the first
+    # fetch (pinned), and every file used with its size and claimed LFS digest.
+    hub_repo = models.CharField(max_length=200, blank=True)
+    hub_commit = models.CharField(max_length=64, blank=True)
+    hub_files = models.JSONField(default=list, blank=True)
 
     class Meta:
         # Priority: the first time a digest (or URL) was seen by the registry.
         indexes = [models.Index(fields=["sha256", "fetched_at"], name="suspect_first_seen"),
                    models.Index(fields=["url", "created_at"], name="suspect_url_seen")]
+
+
+class PinnedRange(models.Model):
+    """A byte range of a Hub suspect's file as first read by any check on any host; every later
+    read of the same range (another check, another host) must find the same SHA-256."""
+
+    suspect = models.ForeignKey(Suspect, on_delete=models.CASCADE, related_name="pinned_ranges")
+    file = models.CharField(max_length=1000)  # path in the repo
+    begin = models.BigIntegerField()  # first byte
+    end = models.BigIntegerField()  # one past the last byte
+    sha256 = models.CharField(max_length=64)
+    pinned_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        # One pin per range; also serves the lookup (suspect, file, begin, end) of each read.
+        constraints = [models.UniqueConstraint(fields=["suspect", "file", "begin", "end"],
+                                               name="one_pin_per_range")]
 
 
 class Verification(models.Model):

@@ -37,6 +37,7 @@ from django.db.models import Min
 from django.utils import timezone
 
 from registry import evidence_proofs, translog, witnessing
+from registry.hubreport import hub_evidence
 from registry.identities import owner_identity, registry_identity
 from registry.models import CHECKED, ENDPOINT, CheckResult, Owner, Report, Suspect, Verification
 from verifier.evidence import dsse, intoto, logentry
@@ -176,9 +177,13 @@ def build_statement(v: Verification, signed_at: datetime) -> tuple[dict[str, Any
         "times": {"submitted": rfc3339(v.submitted_at), "fetched": rfc3339(v.fetched_at),
                   "finished": rfc3339(v.finished_at), "signed": rfc3339(signed_at)},
     }
-    name = suspect.url
+    name, digest = suspect.url, subject_digest(suspect)
+    hub = hub_evidence(suspect, [c.details for c in v.checks.all()])
+    if hub is not None:  # the subject binds the header and per-tensor digests read
+        predicate["suspect"]["hub"] = hub
+        name, digest = f"hf://{hub['repo']}@{hub['commit']}", hub["subject_sha256"]
     signers = [o for o in owners if o.keyid in signing]
-    return intoto.statement(name, subject_digest(suspect), PREDICATE_TYPE, predicate), signers
+    return intoto.statement(name, digest, PREDICATE_TYPE, predicate), signers
 
 
 def finalize(v: Verification) -> Report:

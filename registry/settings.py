@@ -61,6 +61,12 @@ HALLMARK_FETCH = {
 if PRODUCTION and (HALLMARK_FETCH["allow_loopback"] or HALLMARK_FETCH["allow_private"]):
     raise ConfigError("HALLMARK_FETCH_ALLOW_LOOPBACK/ALLOW_PRIVATE must be off in production mode")
 HALLMARK_CACHE_DIR = DATA_DIR / "cache"
+# Hugging Face Hub suspects (docs/ingestion.md): the Hub's address, a token for gated repos,
+# and whether to download whole files instead of reading byte ranges.
+HALLMARK_HF_ENDPOINT = envstr("HALLMARK_HF_ENDPOINT",
+                              envstr("HF_ENDPOINT", "https://huggingface.co")).rstrip("/")
+HALLMARK_HF_TOKEN = envsecret("HALLMARK_HF_TOKEN")
+HALLMARK_HUB_FULL_DOWNLOAD = envbool("HALLMARK_HUB_FULL_DOWNLOAD", False)
 # Black-box endpoint queries: rate limit (queries per second) and cap per check.
 HALLMARK_ENDPOINT_RATE = envfloat("HALLMARK_ENDPOINT_RATE", 50.0)
 HALLMARK_ENDPOINT_MAX_QUERIES = envint("HALLMARK_ENDPOINT_MAX_QUERIES", 10_000)

@@ -7,20 +7,38 @@ from django.db import transaction
 
 from registry import errors
 from registry.celery_app import enqueue
-from registry.models import ENDPOINT, FILE, QUEUED, Owner, RegisteredModel, Suspect, Verification
+from registry.hubrefs import HubRefError, is_hub_url, parse_hub_ref
+from registry.models import (
+    ENDPOINT,
+    FILE,
+    HUB,
+    QUEUED,
+    Owner,
+    RegisteredModel,
+    Suspect,
+    Verification,
+)
 
 # An Open Inference Protocol v2 endpoint URL: .../v2/models/<name> (optionally /infer).
 _OIP_MARKER = "/v2/models/"
 
 
 def suspect_kind(url: str) -> str:
-    """"endpoint" for an OIP v2 model URL, "file" for anything else."""
+    """"hub" for a Hugging Face Hub repo, "endpoint" for an OIP v2 model URL, else "file"."""
+    if is_hub_url(url):
+        return HUB
     return ENDPOINT if _OIP_MARKER in urlsplit(url).path else FILE
 
 
 def validate_url(url: str) -> str:
-    """Accept only absolute http(s) URLs with a host; the fetcher re-checks every address."""
+    """Accept Hub references (registry.hubrefs) and absolute http(s) URLs with a host; the
+    fetcher re-checks every address."""
     url = url.strip()
+    try:
+        if parse_hub_ref(url) is not None:
+            return url
+    except HubRefError as e:
+        raise errors.BadSuspectURL(str(e)) from None
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
         raise errors.BadSuspectURL(
             f"refusing suspect URL {url[:200]!r}: it contains spaces or control characters; "
@@ -34,7 +52,8 @@ def validate_url(url: str) -> str:
     if parts.scheme not in ("http", "https"):
         raise errors.BadSuspectURL(
             f"refusing suspect URL {url!r}: scheme {parts.scheme or '(none)'!r} is not allowed; "
-            "publish the model over http:// or https:// and submit that URL")
+            "publish the model over http:// or https:// (or give a Hugging Face repo as "
+            "hf://org/name) and submit that URL")
     if not parts.hostname:
         raise errors.BadSuspectURL(f"refusing suspect URL {url[:200]!r}: it has no host name")
     return url

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 from django.conf import settings
 from django.utils import timezone
 
-from registry.models import ENDPOINT, Owner, Suspect
+from registry.models import ENDPOINT, HUB, Owner, Suspect
 from verifier import Suspect as VerifierSuspect
 from verifier import provenance as declared
 from verifier.models import ModelFormatError, load_suspect
+from workers import hub
 from workers.fetcher import Fetched, FetchPolicy, fetch
 from workers.oip import oip_suspect
 
@@ -45,12 +47,26 @@ def prepare(suspect: Suspect) -> None:
     """
     if suspect.kind == ENDPOINT:
         suspect.format = "oip-v2 endpoint"
+    elif suspect.kind == HUB:
+        with _hub_changes():
+            hub.prepare(suspect)
     else:
         fetched = _fetch_pinned(suspect)
         loaded = _load_file(str(fetched.path))
         suspect.sha256, suspect.size, suspect.format = fetched.sha256, fetched.size, loaded.format
     suspect.fetched_at = suspect.fetched_at or timezone.now()  # the first sighting stays first
-    suspect.save(update_fields=["sha256", "size", "format", "fetched_at"])
+    suspect.save(update_fields=["sha256", "size", "format", "fetched_at", "hub_repo",
+                                "hub_commit", "hub_files"])
+
+
+@contextmanager
+def _hub_changes() -> Iterator[None]:
+    """A Hub suspect that changed since its first fetch fails like a changed URL."""
+    try:
+        yield
+    except hub.SuspectChanged as e:
+        raise SuspectChanged(f"the suspect changed since it was first fetched: {e}; nothing "
+                             "was signed. Submit it again to verify what it serves now") from None
 
 
 def _fetch_pinned(suspect: Suspect) -> Fetched:
@@ -93,6 +109,9 @@ def _load_file(path: str):  # type: ignore[no-untyped-def]
 
 def load(suspect: Suspect) -> VerifierSuspect:
     """A fresh verifier Suspect (query counter at zero) for one check."""
+    if suspect.kind == HUB:
+        with _hub_changes():
+            return hub.load(suspect)
     if suspect.kind == ENDPOINT:
         return oip_suspect(suspect.url, policy(), rate_per_second=settings.HALLMARK_ENDPOINT_RATE,
                            max_queries=settings.HALLMARK_ENDPOINT_MAX_QUERIES)
@@ -110,13 +129,18 @@ def provenance(suspect: Suspect, publisher_keys: Sequence[str] = ()) -> dict[str
 
     Checked on this host's pinned copy, after `prepare`; the verifying keys are the publisher
     keys named in the request and the one shipped in the suspect (model-signing), and the
-    registered owners' keys (graph signatures). A refusal cannot happen after `prepare` accepted the same bytes, but would be
-    recorded in the section rather than fail the verification: provenance never decides it.
+    registered owners' keys (graph signatures). A refusal cannot happen after `prepare`
+    accepted the same bytes, but would be recorded in the section rather than fail the
+    verification: provenance never decides it. A Hub repository is read by byte ranges, so
+    its publisher signatures are not checked (reported absent, with the reason).
 
     Raises FetchError or SuspectChanged (from fetching this host's copy).
     """
     if suspect.kind == ENDPOINT:
         return declared.absent("an inference endpoint carries no files to check")
+    if suspect.kind == HUB:
+        return declared.absent("a Hugging Face Hub repository is read by byte ranges; "
+                               "publisher signatures are checked only on file suspects")
     try:
         named = [declared.CandidateKey(pem.encode(), "named in the request")
                  for pem in publisher_keys]

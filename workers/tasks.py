@@ -47,7 +47,7 @@ from registry.secrets import unseal
 from verifier import schemes
 from verifier.models import ModelFormatError
 from verifier.result import TestResult
-from workers import dispatch, lease, suspects, sweeper
+from workers import dispatch, hub, lease, suspects, sweeper
 from workers.fetcher import FetchError
 
 log = logging.getLogger("hallmark.workers")
@@ -236,7 +236,7 @@ def _check(task, v: Verification, row: CheckResult, t0: float) -> None:  # type:
         _record(row, {"status": ERROR, "error": f"{type(e).__name__}: {e}"})
         return
     seconds = time.monotonic() - t0
-    _record(row, _result_fields(result, seconds))
+    _record(row, hub.with_reads(_result_fields(result, seconds), suspect))
     log.info("check v=%s c=%s %s %s log10p=%.1f queries=%d, queued %.2fs, ran %.2fs",
              v.public_id, c.digest[:12], c.scheme, "applicable" if result.applicable else "n/a",
              result.log10_p, result.queries, wait, seconds)

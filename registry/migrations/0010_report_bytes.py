@@ -23,7 +23,7 @@ def backfill(apps, schema_editor):  # type: ignore[no-untyped-def]
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('registry', '0008_provenance'),
+        ('registry', '0009_hub_suspects'),
     ]
 
     operations = [

@@ -17,6 +17,7 @@ import redis
 from django.db import connection
 
 from registry.celery_app import app
+from tests.hubserver import HubServer
 
 REDIS_URL = os.environ.get("HALLMARK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -31,7 +32,15 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup: None, redis_url: str, tmp_path_factory) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def hub_server(tmp_path_factory) -> Iterator[HubServer]:  # type: ignore[no-untyped-def]
+    """The loopback Hugging Face Hub + CDN (tests/hubserver.py) the worker's HF endpoint names."""
+    with HubServer(tmp_path_factory.mktemp("hub")) as hub:
+        yield hub
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: None, redis_url: str, tmp_path_factory,  # type: ignore[no-untyped-def]
+                  hub_server: HubServer) -> Iterator[str]:
     """A real worker process on the test database and a private queue; stopped before teardown."""
     db = connection.settings_dict
     assert connection.vendor == "postgresql", "integration tests need DATABASE_URL=postgres://…"
@@ -41,6 +50,8 @@ def celery_worker(django_db_setup: None, redis_url: str, tmp_path_factory) -> It
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     env = {**os.environ, "CELERY_BROKER_URL": redis_url, "HALLMARK_QUEUE": queue,
            "HALLMARK_FETCH_ALLOW_LOOPBACK": "1",  # the suspects are served on 127.0.0.1
+           "HALLMARK_HF_ENDPOINT": hub_server.endpoint,  # Hub suspects: the loopback Hub
+           "HF_HUB_DISABLE_TELEMETRY": "1",
            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"}
     with open(log, "wb") as out:
         proc = subprocess.Popen(

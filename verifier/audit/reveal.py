@@ -30,6 +30,12 @@ class _RevealChecks(_AuditState):
         return f"opens commitment {o.commitment[:16]}… ({o.scheme})"
 
     def check_suspect_digest(self) -> str:
+        hub = self.pred.get("suspect", {}).get("hub")
+        if hub is not None:  # a Hub repo: the subject binds what was read (range reads)
+            from verifier.audit.hubsuspect import check_hub_digest
+
+            return check_hub_digest(hub, self.statement["subject"][0]["digest"]["sha256"],
+                                    self.suspect_path or "")
         h = hashlib.sha256()
         try:
             with open(self.suspect_path or "", "rb") as f:
@@ -49,8 +55,13 @@ class _RevealChecks(_AuditState):
         from verifier import schemes
         from verifier.models import load_suspect  # only here: loading models pulls in torch/onnx
 
-        loaded = load_suspect(self.suspect_path or "")
-        suspect = getattr(loaded, "suspect", loaded)  # a LoadedModel carries the Suspect
+        hub = self.pred.get("suspect", {}).get("hub")
+        if hub is not None:
+            from verifier.audit.hubsuspect import hub_suspect
+
+            suspect = hub_suspect(hub, self.suspect_path or "")
+        else:
+            suspect = load_suspect(self.suspect_path or "").suspect
         done = []
         for c in self.pred["checks"]:
             o = self.opened.get(c["commitment"])

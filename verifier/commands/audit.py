@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reveal", metavar="OPENING.json", nargs="+", action="extend",
                         default=[], help="openings published by owners (hallmark open)")
     parser.add_argument("--suspect", metavar="FILE",
-                        help="the suspect file: check its digest is the report's subject (and, "
+                        help="the suspect file (or, for a Hugging Face repo, a local copy of the "
+                             "repo folder): check its digest is the report's subject (and, "
                              "with --reveal, recompute the statistics)")
     parser.add_argument("--strict", action="store_true",
                         help="refuse a report whose bytes are not exactly the canonical JSON "

@@ -19,7 +19,7 @@ HELP = ("submit a suspect model by URL, wait for the verification (progress bar)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", help="where the registry can download the suspect (http/https)")
+    parser.add_argument("url", help="where the registry can download the suspect (http/https), or a Hugging Face repo: hf://org/name[@revision]")
     parser.add_argument("--target", metavar="MODEL_ID",
                         help="check against this model of yours only (default: the whole "
                              "registry)")
