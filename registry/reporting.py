@@ -5,7 +5,9 @@ Rules encoded here:
   while some check ended in error, i.e. did not run: a missing check could have attributed).
 - Only checks that ran count as tests; Holm's correction at HALLMARK_ALPHA runs over all of
   them (every commitment the verification covered), so the chance that a verification
-  attributes an independent model to anyone is at most alpha.
+  attributes an independent model to anyone is at most alpha. A scan's commitments whose
+  requirement the suspect cannot satisfy are not tests: they are counted per scheme in the
+  predicate's "scan" member, without a row each.
 - A check that passes Holm attributes only when the scheme allows it (`may_attribute`) and its
   forgery cost is at least HALLMARK_MIN_FORGERY_BITS (`verifier.evidence.report.decide`);
   otherwise it is "integrity only" or "significant, forgeable" and names nobody. Each row
@@ -140,6 +142,16 @@ def _owners(v: Verification, rows: list[dict[str, Any]]) -> tuple[list[Owner], s
     return owners, {o.keyid for o in owners if o.keyid in wanted and not o.byok}
 
 
+def _scan_field(v: Verification) -> dict[str, Any]:
+    """A scan's selection, signed: the registry up to which log index, the suspect's profile,
+    how many commitments it held, how many were candidates (one row each in "checks") and,
+    per scheme, how many could not apply to this suspect (no row, no test, not in Holm)."""
+    if not v.scan:
+        return {}
+    return {"scan": {k: v.scan[k] for k in ("log_index", "profile", "commitments", "candidates",
+                                            "not_applicable")}}
+
+
 def build_statement(v: Verification, signed_at: datetime) -> tuple[dict[str, Any], list[Owner]]:
     suspect = v.suspect
     seen = first_seen(suspect)
@@ -159,6 +171,7 @@ def build_statement(v: Verification, signed_at: datetime) -> tuple[dict[str, Any
         "min_forgery_bits": settings.HALLMARK_MIN_FORGERY_BITS,
         "correction": "holm",
         "tests_run": sum(1 for r in rows if r["alpha"] is not None),
+        **_scan_field(v),
         "queries": v.queries,
         "checks": rows,
         "commitments": [{"digest": r["commitment"], "scheme": r["scheme"],

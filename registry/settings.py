@@ -253,6 +253,10 @@ HALLMARK_SWEEP_BATCH = envint("HALLMARK_SWEEP_BATCH", 500)  # rows re-driven per
 # times per message, and the sweeper re-drives them after that.
 HALLMARK_CHECK_MAX_LOST = envint("HALLMARK_CHECK_MAX_LOST", 3)
 HALLMARK_TASK_RETRIES = envint("HALLMARK_TASK_RETRIES", 8)
+# Checks per batch task: K commitments of one scheme tested against one loaded suspect.
+HALLMARK_SCAN_BATCH = envint("HALLMARK_SCAN_BATCH", 250)
+if HALLMARK_SCAN_BATCH < 1:
+    raise ConfigError(f"HALLMARK_SCAN_BATCH must be >= 1, received {HALLMARK_SCAN_BATCH}")
 HALLMARK_RETRY_BACKOFF_MAX = envint("HALLMARK_RETRY_BACKOFF_MAX", 60)
 CELERY_BEAT_SCHEDULE = {"sweep": {"task": "workers.sweep", "schedule": HALLMARK_SWEEP_INTERVAL,
                                   "options": {"expires": HALLMARK_SWEEP_INTERVAL}}}

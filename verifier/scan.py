@@ -191,7 +191,7 @@ def test_batch(scheme: str, suspect: Suspect, keys: Sequence[Any],
 test_batch.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
-def _numel(shape: tuple[int, ...]) -> int:
+def _numel(shape: Sequence[int]) -> int:
     n = 1
     for d in shape:
         n *= d
