@@ -78,7 +78,7 @@ def _fetched(alice, server, django_capture_on_commit_callbacks):  # type: ignore
 
 def test_a_scan_tests_only_candidates_in_batches_and_counts_the_rest(
         server, cache, settings, django_capture_on_commit_callbacks):
-    settings.HALLMARK_SCAN_BATCH = 2
+    settings.HALLMARK_SCAN_BATCH, settings.HALLMARK_SCAN_SPREAD = 2, 1
     alice = _registry(n_candidates=5, n_elsewhere=3, n_black_box=2)
 
     v, messages = _fetched(alice, server, django_capture_on_commit_callbacks)
@@ -105,6 +105,15 @@ def test_a_scan_tests_only_candidates_in_batches_and_counts_the_rest(
     assert p["verdict"]["outcome"] == "not attributed"
 
 
+def test_a_small_scan_is_spread_over_several_batches_for_several_workers(
+        server, cache, settings, django_capture_on_commit_callbacks):
+    settings.HALLMARK_SCAN_BATCH, settings.HALLMARK_SCAN_SPREAD = 250, 2
+    alice = _registry(n_candidates=5)
+    v, messages = _fetched(alice, server, django_capture_on_commit_callbacks)
+    assert messages == [("workers.check_batch", [v.pk, 0]), ("workers.check_batch", [v.pk, 1])]
+    assert sorted(CheckResult.objects.values_list("batch", flat=True)) == [0, 0, 0, 1, 1]
+
+
 def test_holm_runs_over_the_tests_that_ran_not_over_the_registry(
         server, cache, django_capture_on_commit_callbacks):
     alice = _registry(n_candidates=3, n_elsewhere=4)
@@ -120,7 +129,7 @@ def test_holm_runs_over_the_tests_that_ran_not_over_the_registry(
 
 def test_a_batch_delivered_twice_or_taken_over_after_its_worker_died_records_each_row_once(
         server, cache, settings, django_capture_on_commit_callbacks):
-    settings.HALLMARK_SCAN_BATCH = 3
+    settings.HALLMARK_SCAN_BATCH, settings.HALLMARK_SCAN_SPREAD = 3, 1
     alice = _registry(n_candidates=3)
     with django_capture_on_commit_callbacks(execute=False):
         v = submit(alice.owner, _suspect_url(server))
