@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -132,6 +133,9 @@ def _scan(stack: Stack, client: Any, url: str, n: int, timeout: float) -> dict[s
             "SELECT extract(epoch FROM r.created_at - v.submitted_at) FROM registry_report r "
             "JOIN registry_verification v ON v.id = r.verification_id WHERE v.id = %s",
             [pk]).fetchone()[0])
+    log = stack.log(stack.worker_name(0))
+    fetch_s = re.search(rf"fetch v={vid} ok:.*ran ([\d.]+)s", log)
+    final_s = re.search(rf"finalize v={vid} .* in ([\d.]+)s", log)
     if n == 0:  # the warm-up: no check rows
         return {"n": 0, "end_to_end_seconds": round(end_to_end, 2)}
     check_seconds, rows, batches, not_checked = float(checks[0]), checks[1], checks[2], checks[3]
@@ -142,10 +146,14 @@ def _scan(stack: Stack, client: Any, url: str, n: int, timeout: float) -> dict[s
            "commitments_per_second": round(n / end_to_end, 1),
            "checks_per_second": round(n / check_seconds, 1),
            "commitments_per_cpu_second": round(n / cpu, 1) if cpu > 0 else None,
+           "fetch_task_seconds": float(fetch_s.group(1)) if fetch_s else None,
+           "finalize_task_seconds": float(final_s.group(1)) if final_s else None,
            "report_bytes": report[0]}
     say(f"scan of {n}: {out['end_to_end_seconds']} s end to end ({out['commitments_per_second']}"
         f"/s), checks {out['check_seconds']} s ({out['checks_per_second']}/s) in {batches} "
-        f"batches, worker CPU {out['worker_cpu_seconds']} s, report {report[0]:,} bytes")
+        f"batches, fetch task {out['fetch_task_seconds']} s, finalize task "
+        f"{out['finalize_task_seconds']} s, worker CPU {out['worker_cpu_seconds']} s, "
+        f"report {report[0]:,} bytes")
     if rows != n or not_checked:
         raise RuntimeError(f"the scan of {n} made {rows} rows, {not_checked} not checked")
     return out
