@@ -9,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-from bench import bench_evidence, drain, extraction, log_append
+from bench import bench_evidence, drain, extraction, log_append, scan
 from bench.machine import machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench.json"
@@ -30,6 +30,8 @@ def main() -> None:
         # (the burst's submission, 3-5 s per 100, must stay short against the drain: below
         # about 60 the ratio measures the client more than the workers)
         "drain_1_vs_2_workers": drain.run(verifications=60 if args.quick else 100),
+        # registry scans of N uchida commitments on a 1M-weight layer, one worker process
+        "scan": scan.run(sizes=(100, 1_000) if args.quick else (100, 1_000, 10_000)),
     }
     out["seconds"] = round(time.perf_counter() - t0, 1)
     text = json.dumps(out, indent=1)
@@ -37,8 +39,14 @@ def main() -> None:
     d = out["drain_1_vs_2_workers"]
     print(f"drain of {d['verifications']} verifications: 2 worker processes are "
           f"{d['ratio_1_to_2']}x faster than 1 (goal 1.8x)")
+    f = out["scan"]["fit_end_to_end"]
+    print("scan (1 worker process): " + ", ".join(
+        f"N = {r['n']:,}: {r['commitments_per_second']}/s" for r in out["scan"]["sizes"])
+        + f"; seconds = {f['a_seconds']} + {f['b_seconds_per_commitment']} × N")
     if not args.quick:
         RESULTS.write_text(text + "\n")
+        scan.RESULTS.write_text(json.dumps({"machine": out["machine"], **out["scan"]},
+                                           indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -113,6 +113,7 @@ def _scan(stack: Stack, client: Any, url: str, n: int, timeout: float) -> dict[s
                 "extract(epoch FROM v.finished_at - v.submitted_at), "
                 "extract(epoch FROM v.fetched_at - v.submitted_at) FROM registry_verification v "
                 "WHERE v.public_id = %s::uuid", [vid]).fetchone()
+            assert row is not None
             pk, status, expected, done = row[:4]
             report = conn.execute("SELECT length(envelope) FROM registry_report WHERE "
                                   "verification_id = %s", [pk]).fetchone()
@@ -129,15 +130,18 @@ def _scan(stack: Stack, client: Any, url: str, n: int, timeout: float) -> dict[s
             "count(DISTINCT c.batch), count(*) FILTER (WHERE c.status <> 'checked') "
             "FROM registry_checkresult c JOIN registry_verification v ON v.id = c.verification_id "
             "WHERE v.id = %s GROUP BY v.fetched_at", [pk]).fetchone()
-        end_to_end = float(conn.execute(
+        signed = conn.execute(
             "SELECT extract(epoch FROM r.created_at - v.submitted_at) FROM registry_report r "
             "JOIN registry_verification v ON v.id = r.verification_id WHERE v.id = %s",
-            [pk]).fetchone()[0])
+            [pk]).fetchone()
+        assert signed is not None
+        end_to_end = float(signed[0])
     log = stack.log(stack.worker_name(0))
     fetch_s = re.search(rf"fetch v={vid} ok:.*ran ([\d.]+)s", log)
     final_s = re.search(rf"finalize v={vid} .* in ([\d.]+)s", log)
     if n == 0:  # the warm-up: no check rows
         return {"n": 0, "end_to_end_seconds": round(end_to_end, 2)}
+    assert checks is not None
     check_seconds, rows, batches, not_checked = float(checks[0]), checks[1], checks[2], checks[3]
     cpu = _cpu(stack) - cpu0
     out = {"n": n, "rows": rows, "batches": batches, "not_checked": not_checked,
@@ -213,7 +217,7 @@ def run(sizes: tuple[int, ...] = (100, 1_000, 10_000), timeout: float = 1800,
         shutil.rmtree(root, ignore_errors=True)
     a, b = fit([r["n"] for r in results], [r["end_to_end_seconds"] for r in results])
     ca, cb = fit([r["n"] for r in results], [r["check_seconds"] for r in results])
-    out = {"layer": list(SHAPE), "bits": BITS, "worker_processes": 1, "sizes": results,
+    out: dict[str, Any] = {"layer": list(SHAPE), "bits": BITS, "worker_processes": 1, "sizes": results,
            "fit_end_to_end": {"a_seconds": round(a, 3), "b_seconds_per_commitment": round(b, 6),
                               "marginal_commitments_per_second": round(1 / b, 1) if b > 0 else None},
            "fit_checks": {"a_seconds": round(ca, 3), "b_seconds_per_commitment": round(cb, 6),
