@@ -15,13 +15,15 @@ import torch
 from django.conf import settings
 from django.utils import timezone
 
-from registry.models import CheckResult, Commitment, RegisteredModel, Verification
+from registry import reporting
+from registry.models import CheckResult, Commitment, RegisteredModel, Report, Verification
 from registry.submission import submit
 from tests.broker import use_broker
 from tests.keys import uchida_key_blob
 from tests.registry.conftest import make_actor
 from tests.workers.test_sweeper import _later, _predicate, _run, _suspect_url
 from verifier import toy
+from verifier.audit import audit
 from verifier.schemes import trigger_set, uchida
 from verifier.stats import holm
 from workers import sweeper, tasks
@@ -103,6 +105,8 @@ def test_a_scan_tests_only_candidates_in_batches_and_counts_the_rest(
     assert p["scan"] == {k: v.scan[k] for k in ("log_index", "profile", "commitments",
                                                 "candidates", "not_applicable")}
     assert p["verdict"]["outcome"] == "not attributed"
+    audited = audit(reporting.report_document(Report.objects.get(verification=v)))
+    assert audited.ok, audited.failure  # the scan's counts add up, Holm recomputes
 
 
 def test_a_small_scan_is_spread_over_several_batches_for_several_workers(
