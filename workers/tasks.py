@@ -369,7 +369,14 @@ def _check_batch(task, v: Verification, batch: int, runner: str, t0: float) -> N
         _record_batch(v, runner, {pk: {"error": f"could not fetch the suspect on this host: {e}"}
                                   for pk, _, _, _ in rows})
         return
-    outcomes = _run_batch(live, suspect)
+    try:
+        outcomes = _run_batch(live, suspect)
+    except FetchError as e:  # a black-box endpoint said "try later": retry, never a result
+        if task.request.retries < task.max_retries:
+            _released(lambda: CheckResult.release_batch(runner))
+            raise task.retry(countdown=_backoff(task.request.retries)) from None
+        outcomes = {pk: f"the suspect's server kept failing after {task.max_retries} retries: "
+                    f"{e}" for pk, _, _ in live}
     seconds = (time.monotonic() - t0) / max(len(rows), 1)  # each row's share of the batch
     fields: dict[int, dict[str, object]] = {
         **lost, **{pk: _outcome_fields(o, seconds) for pk, o in outcomes.items()}}
@@ -384,7 +391,9 @@ def _check_batch(task, v: Verification, batch: int, runner: str, t0: float) -> N
 def _run_batch(live: list[tuple[int, int, str]], suspect: Any) -> dict[int, scan.Outcome | str]:
     """Each row's outcome; a str is an error message. Keys are unsealed and parsed here (a
     key that no longer parses is that row's error); `scan.test_batch` tests each scheme's
-    keys together. A time limit mid-batch keeps the outcomes so far and fails the rest."""
+    keys together. A time limit or an endpoint's permanent refusal mid-batch keeps the
+    outcomes so far and fails the rest; an endpoint's "try later" (FetchError, transient)
+    propagates so that the batch is retried."""
     blobs = dict(Commitment.objects.filter(pk__in=[c for _, c, _ in live]).values_list(
         "pk", "sealed_key"))
     out: dict[int, scan.Outcome | str] = {}
@@ -399,13 +408,18 @@ def _run_batch(live: list[tuple[int, int, str]], suspect: Any) -> dict[int, scan
                 except Exception as e:  # noqa: BLE001 - that key's error row
                     out[pk] = e
             results = scan.test_batch(scheme, suspect, keys, reraise=(
-                SoftTimeLimitExceeded, OperationalError, InterfaceError))
+                SoftTimeLimitExceeded, OperationalError, InterfaceError, FetchError))
             out.update(zip(members, results, strict=True))
     except SoftTimeLimitExceeded:
         for pk, _, _ in live:
             out.setdefault(pk, "the check batch exceeded its time limit "
                            f"({settings.CELERY_TASK_SOFT_TIME_LIMIT} s); raise "
                            "HALLMARK_TASK_SOFT_TIME_LIMIT or lower HALLMARK_SCAN_BATCH")
+    except FetchError as e:
+        if not e.permanent:
+            raise  # the whole batch is retried
+        for pk, _, _ in live:  # the endpoint refused for good: the rest cannot run
+            out.setdefault(pk, f"{type(e).__name__}: {e}")
     return out
 
 

@@ -8,10 +8,12 @@ tests/integration/test_faults.py.
 from __future__ import annotations
 
 import io
+import json
 from datetime import timedelta
 
 import pytest
 import torch
+from celery.exceptions import Retry
 from django.conf import settings
 from django.utils import timezone
 
@@ -217,3 +219,41 @@ def test_commitments_are_indexed_at_upload_by_what_they_need() -> None:
         "access": "weights",
         "shapes": [list(t.shape) for n, t in toy.MLP().state_dict().items()
                    if n.endswith("weight")]}
+
+
+def test_an_endpoint_that_says_try_later_mid_batch_is_retried_never_recorded(
+        server, cache, settings, django_capture_on_commit_callbacks):
+    import numpy as np
+
+    from tests.hostile.loopback import send, serve_oip
+
+    busy = [True]
+
+    def infer(h, req) -> None:  # type: ignore[no-untyped-def]
+        if busy[0]:
+            send(h, 503, b"")  # overloaded: try again later
+            return
+        inp = json.loads(req.body)["inputs"][0]
+        y = np.zeros((inp["shape"][0], 10), dtype=np.float32)
+        send(h, 200, json.dumps({"outputs": [{"name": "logits", "shape": list(y.shape),
+                                              "datatype": "FP32", "data": y.ravel().tolist()}]}
+                                ).encode())
+
+    settings.HALLMARK_SCAN_SPREAD = 1
+    alice = _registry(n_candidates=1, n_black_box=2)  # the uchida key needs weights
+    with django_capture_on_commit_callbacks(execute=False):
+        v = submit(alice.owner, serve_oip(server, infer=infer))
+    with django_capture_on_commit_callbacks(execute=False):
+        tasks.fetch.run(v.pk)
+    v.refresh_from_db()
+    assert v.checks_expected == 2 and v.scan["not_applicable"] == {"uchida": 1}
+    with pytest.raises(Retry):  # a worker retries it with backoff and jitter
+        tasks.check_batch.run(v.pk, 0)
+    rows = CheckResult.objects.filter(verification=v)
+    assert list(rows.values_list("status", "attempts", "error").distinct()) == [("pending", 0, "")]
+    busy[0] = False
+    with django_capture_on_commit_callbacks(execute=False):
+        tasks.check_batch.run(v.pk, 0)  # the retry, once the endpoint answers
+    assert list(rows.values_list("status", "attempts").distinct()) == [("checked", 1)]
+    v.refresh_from_db()
+    assert v.checks_done == 2 and v.queries == 200
