@@ -1,6 +1,8 @@
-"""A check batch whose host dies (SIGKILL of its main process) mid-batch is taken over by
-another host once its lease lapses (beat's sweeper re-drives the batch); every row is stored
-and counted once, even when the orphaned child finishes its run afterwards."""
+"""A check batch whose host dies (SIGKILL of its main process; Celery's pool child follows it,
+PR_SET_PDEATHSIG) mid-batch is taken over by another host once its lease lapses (beat's
+sweeper re-drives the batch); every row is stored and counted once, the lost run counted in
+`attempts`. (A late run that finds its rows taken over records nothing:
+tests/workers/test_scan.py.)"""
 from __future__ import annotations
 
 import io
@@ -55,28 +57,22 @@ def test_a_batch_on_a_host_killed_with_sigkill_is_taken_over_and_recorded_once(
         with use_broker(redis_url, queue):
             r = alice.api.post("/api/verifications/", {"url": url}, format="json")
         wait_for(lambda: len(calls) == 1, "host-a to start the batch", victim)
-        victim.kill()  # its pool child is orphaned, stuck in the first query
+        victim.kill()  # its pool child dies with it, in the middle of the batch
         survivor = start_worker("host-b", host_env(tmp_path / "host-b", redis_url, queue, **env),
                                 tmp_path / "host-b.log")
         procs.append(survivor)
         v = _wait(r.json()["id"], alice.api, timeout=120)
-        row = Verification.objects.get(public_id=r.json()["id"])
-        before = list(CheckResult.objects.filter(verification=row).order_by("pk").values_list(
-            "status", "attempts", "runner", "finished_at"))
-        gone.set()  # the orphan's query now returns: it finishes its run, too late
-        wait_for(lambda: "check v=" in victim.text(), "the orphaned child to finish its run")
     finally:
         gone.set()
         for p in procs:
             p.stop()
         server.close()
     assert v["status"] == "done" and v["progress"] == "2/2", v
-    assert "check v=" in survivor.text()
-    row.refresh_from_db()
+    assert "check v=" in survivor.text() and "check v=" not in victim.text()
+    row = Verification.objects.get(public_id=r.json()["id"])
     assert row.checks_done == row.checks_expected == 2
-    after = list(CheckResult.objects.filter(verification=row).order_by("pk").values_list(
-        "status", "attempts", "runner", "finished_at"))
-    assert after == before  # the orphan's late outcome changed nothing
-    assert [(s, a) for s, a, _, _ in after] == [("checked", 2), ("checked", 2)]
+    rows = CheckResult.objects.filter(verification=row)
+    assert list(rows.values_list("status", "attempts", "batch")) == [("checked", 2, 0)] * 2
+    assert len(set(rows.values_list("runner", flat=True))) == 1  # one run recorded both
     assert Report.objects.filter(verification=row).count() == 1
     assert LogEntry.objects.filter(kind="report").count() == 1
