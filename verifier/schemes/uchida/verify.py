@@ -111,11 +111,12 @@ def test_many(suspect: Suspect, keys: Sequence[Key]) -> list[TestResult]:
         >>> from verifier.toy import MLP
         >>> from verifier.schemes.uchida.key import Params, generate_key
         >>> m = MLP(); ks = [generate_key(Params(bits=64), seed=s, model=m) for s in (1, 2)]
-        >>> [r.log10_p for r in test_many(Suspect.from_module(m), ks)] == \
-        ...     [test(Suspect.from_module(m), k).log10_p for k in ks]
+        >>> batched = test_many(Suspect.from_module(m), ks)
+        >>> [r.log10_p for r in batched] == [test(Suspect.from_module(m), k).log10_p for k in ks]
         True
     """
     out: list[TestResult | None] = [None] * len(keys)
+    tails: dict[tuple[int, int], float] = {}  # exact binomial tails, by (matches, T)
     if not suspect.has_weights:
         return [TestResult.not_applicable(NAME, _NO_WEIGHTS) for _ in keys]
     weights = {n: t.detach() for n, t in suspect.weights.items()}
@@ -140,20 +141,31 @@ def test_many(suspect: Suspect, keys: Sequence[Key]) -> list[TestResult]:
             for i, (u, v) in zip(chunk, uv, strict=True):
                 y = (u @ gv[:, at:at + v.shape[0]]).reshape(-1)[:len(keys[i].bits)]  # (T,)
                 at += v.shape[0]
-                out[i] = _result(keys[i], y)
+                out[i] = _result(keys[i], y, tails)
     return [r for r in out if r is not None]
 
 
-def _result(key: Key, y: torch.Tensor) -> TestResult:
-    """The exact binomial test of the bits read from projections y (T,)."""
+test_many.__test__ = False  # type: ignore[attr-defined]  # the batched `test`, not a pytest test
+
+
+def _result(key: Key, y: torch.Tensor,
+            tails: dict[tuple[int, int], float] | None = None) -> TestResult:
+    """The exact binomial test of the bits read from projections y (T,); `tails` memoizes
+    the tail per (matches, T) across a batch (the same function, computed once)."""
     got = (y > 0).to(torch.int8)
     got[y == 0] = -1
     want = torch.tensor(key.bits, dtype=torch.int8)
     matches = int((got == want).sum())
     zeros = int((got < 0).sum())
     n = len(key.bits)
+    if tails is None:
+        log10_p = log10_binom_sf(matches, n, 0.5)
+    elif (matches, n) in tails:
+        log10_p = tails[matches, n]
+    else:
+        log10_p = tails[matches, n] = log10_binom_sf(matches, n, 0.5)
     return TestResult.from_log10_p(
-        NAME, statistic=matches, n=n, log10_p=log10_binom_sf(matches, n, 0.5),
+        NAME, statistic=matches, n=n, log10_p=log10_p,
         null=NULL_EXACT if zeros == 0 else NULL_CONSERVATIVE, claim=CLAIM,
         details={"matches": matches, "bits": n, "bit_error_rate": (n - matches) / n,
                  "zero_projections": zeros, "layers": list(key.layers), "p0": 0.5})
