@@ -317,7 +317,7 @@ def _check(task, v: Verification, row: CheckResult, t0: float) -> None:  # type:
 
 
 # Every field a finished check row sets, with the value a row gets when its outcome omits it
-# (bulk_update writes the same fields to every row of a batch).
+# (CheckResult.store writes the same fields to every row of a batch).
 _FINISHED: dict[str, object] = {"status": ERROR, "statistic": None, "n": None, "log10_p": None, "null": "",
              "queries": 0, "claim": "", "details": {}, "may_attribute": True, "error": "",
              "seconds": None}
@@ -399,10 +399,16 @@ def _run_batch(live: list[tuple[int, int, str]], suspect: Any) -> dict[int, scan
     out: dict[int, scan.Outcome | str] = {}
     try:
         for scheme, group in groupby(live, key=lambda r: r[2]):
+            rows = list(group)
+            try:
+                module = schemes.get(scheme)
+            except schemes.UnknownScheme as e:  # not installed on this host: each row's error
+                out.update((pk, e) for pk, _, _ in rows)
+                continue
             members, keys = [], []
-            for pk, c, _ in group:
+            for pk, c, _ in rows:
                 try:
-                    keys.append(schemes.get(scheme).Key.from_bytes(
+                    keys.append(module.Key.from_bytes(
                         unseal(settings.HALLMARK_MASTER_KEY, bytes(blobs[c]))))
                     members.append(pk)
                 except Exception as e:  # noqa: BLE001 - that key's error row
@@ -430,18 +436,16 @@ def _outcome_fields(o: scan.Outcome | str, seconds: float) -> dict[str, object]:
 
 
 def _record_batch(v: Verification, runner: str, fields: dict[int, dict[str, object]]) -> None:
-    """Store the outcomes of the rows run `runner` still holds, once, and count them; the
-    batch that completes the count enqueues finalize."""
+    """Store the outcomes of the rows run `runner` still holds (locked), once, and count them;
+    the batch that completes the count enqueues finalize."""
     with transaction.atomic():
         mine = list(CheckResult.objects.select_for_update().filter(
             runner=runner, status=RUNNING, pk__in=list(fields)).values_list("pk", flat=True))
         if not mine:
             return  # recorded already, or taken over by another run
         now = timezone.now()
-        rows = [CheckResult(pk=pk, finished_at=now, lease_until=None,
-                            **{**_FINISHED, **fields[pk]}) for pk in mine]
-        CheckResult.objects.bulk_update(rows, [*_FINISHED, "finished_at", "lease_until"],
-                                        batch_size=500)
+        CheckResult.store({pk: {**_FINISHED, **fields[pk], "finished_at": now, "lease_until": None}
+                           for pk in mine})
         queries = sum(int(fields[pk].get("queries", 0)) for pk in mine)  # type: ignore[call-overload]
         if queries:
             Verification.objects.filter(pk=v.pk).update(queries=F("queries") + queries)
