@@ -15,7 +15,9 @@ import pytest
 import torch
 from celery.exceptions import Retry
 from django.conf import settings
+from django.test import Client
 from django.utils import timezone
+from django.utils.html import escape
 
 from registry import reporting
 from registry.models import CheckResult, Commitment, RegisteredModel, Report, Verification
@@ -107,8 +109,16 @@ def test_a_scan_tests_only_candidates_in_batches_and_counts_the_rest(
     assert p["scan"] == {k: v.scan[k] for k in ("log_index", "profile", "commitments",
                                                 "candidates", "not_applicable")}
     assert p["verdict"]["outcome"] == "not attributed"
+    # not significant: compact rows, each scheme's claim once
+    assert p["claims"] == {"uchida": uchida.CLAIM}
+    assert all("claim" not in c and "details" not in c and c["decision"] == "not attributed"
+               and {"statistic", "n", "log10_p", "p_value", "alpha", "forgery_bits"} <= set(c)
+               for c in p["checks"])
     audited = audit(reporting.report_document(Report.objects.get(verification=v)))
     assert audited.ok, audited.failure  # the scan's counts add up, Holm recomputes
+    page = Client().get(f"/reports/{Report.objects.get(verification=v).public_id}/")
+    assert page.status_code == 200  # the page states each compact row's claim from "claims"
+    assert page.content.decode().count(f"it would prove: {escape(uchida.CLAIM)[:60]}") == 5
 
 
 def test_a_small_scan_is_spread_over_several_batches_for_several_workers(
@@ -194,7 +204,8 @@ def test_a_targeted_verification_still_gives_every_commitment_of_its_model_a_row
     tasks.finalize.run(v.pk)
     v.refresh_from_db()
 
-    assert v.scan == {} and "scan" not in _predicate(v)
+    assert v.scan == {} and "scan" not in _predicate(v) and "claims" not in _predicate(v)
+    assert all("claim" in c and "details" in c for c in _predicate(v)["checks"])  # in full
     decisions = sorted(r["decision"] for r in _predicate(v)["checks"])
     assert decisions == ["not applicable", "not attributed"]
 
