@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser demo serve test lint bench chaos evaluate
+.PHONY: help install browser demo serve test lint bench chaos scan evaluate
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -41,11 +41,14 @@ lint: install ## ruff and mypy
 	$(VENV)/bin/ruff check verifier registry workers tests
 	$(VENV)/bin/mypy
 
-bench: install ## benchmarks (log, proofs, audit, extraction, 1 vs 2 workers drain, perf ratios: needs wrk); results go to bench/results/
+bench: install ## benchmarks (log, proofs, audit, extraction, 1 vs 2 workers drain, scan, perf ratios: needs wrk, Hub range reads); results go to bench/results/
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m bench
 
 chaos: install ## kill workers, restart Redis and PostgreSQL under a 200-verification burst (private services)
 	$(PY) -m bench.chaos
+
+scan: install ## registry scans of 100, 1,000, 10,000 uchida commitments through one worker (private services)
+	$(PY) -m bench.scan
 
 evaluate: install ## fidelity, power, robustness and false-positive rates -> docs/quality.md
 	$(VENV)/bin/hallmark evaluate --schemes uchida,trigger_set,seal,lsb,output_signature,advparams

@@ -9,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-from bench import bench_evidence, drain, extraction, hub, log_append, perf
+from bench import bench_evidence, drain, extraction, hub, log_append, perf, scan
 from bench.machine import machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench.json"
@@ -35,6 +35,8 @@ def main() -> None:
         "perf": perf.run(quick=args.quick),
         # a >= 10 GB sharded repo (sparse, under /tmp/hubbench) on the loopback Hub + CDN
         "hub_range_reads": hub.run(quick=args.quick),
+        # registry scans of N uchida commitments on a 1M-weight layer, one worker process
+        "scan": scan.run(sizes=(100, 1_000) if args.quick else (100, 1_000, 10_000)),
     }
     out["seconds"] = round(time.perf_counter() - t0, 1)
     text = json.dumps(out, indent=1)
@@ -42,14 +44,17 @@ def main() -> None:
     d = out["drain_1_vs_2_workers"]
     print(f"drain of {d['verifications']} verifications: 2 worker processes are "
           f"{d['ratio_1_to_2']}x faster than 1 (goal 1.8x)")
+    f = out["scan"]["fit_end_to_end"]
+    print("scan (1 worker process): " + ", ".join(
+        f"N = {r['n']:,}: {r['commitments_per_second']}/s" for r in out["scan"]["sizes"])
+        + f"; seconds = {f['a_seconds']} + {f['b_seconds_per_commitment']} × N")
     print("\n".join(perf.summary(out["perf"])))
     print(hub.report(out["hub_range_reads"]))
     if not args.quick:
         RESULTS.write_text(text + "\n")
-        perf.RESULTS.write_text(json.dumps({"machine": out["machine"], **out["perf"]}, indent=1)
-                                + "\n")
-        hub.RESULTS.write_text(json.dumps({"machine": out["machine"], **out["hub_range_reads"]},
-                                          indent=1) + "\n")
+        for module, key in ((scan, "scan"), (perf, "perf"), (hub, "hub_range_reads")):
+            module.RESULTS.write_text(json.dumps({"machine": out["machine"], **out[key]},
+                                                 indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -141,7 +141,8 @@ def add_commitment(model: RegisteredModel, blob: bytes,
         c = Commitment.objects.create(
             model=model, scheme=parsed.scheme, public_params=parsed.public_params, digest=digest,
             salt=salt, key_sha256=parsed.sha256, envelope=canonical_json(env).decode(),
-            sealed_key=seal(settings.HALLMARK_MASTER_KEY, blob), screening=screened)
+            sealed_key=seal(settings.HALLMARK_MASTER_KEY, blob), screening=screened,
+            **Commitment.index_fields(parsed.scheme, parsed.public_params))  # the scan index
         entry = translog.append("commitment", logentry.log_entry(
             "commitment", env, commitment=digest, scheme=parsed.scheme,
             model=str(model.public_id), owner_keyid=model.owner.keyid,

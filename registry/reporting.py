@@ -5,7 +5,10 @@ Rules encoded here:
   while some check ended in error, i.e. did not run: a missing check could have attributed).
 - Only checks that ran count as tests; Holm's correction at HALLMARK_ALPHA runs over all of
   them (every commitment the verification covered), so the chance that a verification
-  attributes an independent model to anyone is at most alpha.
+  attributes an independent model to anyone is at most alpha. A scan's commitments whose
+  requirement the suspect cannot satisfy are not tests: they are counted per scheme in the
+  predicate's "scan" member, without a row each. In a scan, a row that ran and was not
+  significant is compact (`_compact`); the claim of each scheme is stated once in "claims".
 - A check that passes Holm attributes only when the scheme allows it (`may_attribute`) and its
   forgery cost is at least HALLMARK_MIN_FORGERY_BITS (`verifier.evidence.report.decide`);
   otherwise it is "integrity only" or "significant, forgeable" and names nobody. Each row
@@ -146,6 +149,31 @@ def _owners(v: Verification, rows: list[dict[str, Any]]) -> tuple[list[Owner], s
     return owners, {o.keyid for o in owners if o.keyid in wanted and not o.byok}
 
 
+# What a scan's not-significant row leaves out: the scheme's claim (once per scheme in the
+# predicate's "claims"), the scheme's details, and what the "commitments" list already says.
+_FULL_ONLY = ("claim", "details", "error", "adjusted_log10_p", "commitment_log_index",
+              "registered_at", "prior_to_first_sighting")
+
+
+def _compact(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A scan's rows: every test that ran keeps what Holm and `hallmark audit` recompute from
+    (statistic, n, log10_p, p_value, null, alpha, decision, forgery_bits, may_attribute); the
+    rows that were not significant drop `_FULL_ONLY`. Significant, attributing, not
+    applicable and error rows stay in full."""
+    return [{k: x for k, x in r.items() if k not in _FULL_ONLY}
+            if r["decision"] == NOT_ATTRIBUTED else r for r in rows]
+
+
+def _scan_field(v: Verification) -> dict[str, Any]:
+    """A scan's selection, signed: the registry up to which log index, the suspect's profile,
+    how many commitments it held, how many were candidates (one row each in "checks") and,
+    per scheme, how many could not apply to this suspect (no row, no test, not in Holm)."""
+    if not v.scan:
+        return {}
+    return {"scan": {k: v.scan[k] for k in ("log_index", "profile", "commitments", "candidates",
+                                            "not_applicable")}}
+
+
 def build_statement(v: Verification, signed_at: datetime) -> tuple[dict[str, Any], list[Owner]]:
     suspect = v.suspect
     seen = first_seen(suspect)
@@ -165,8 +193,10 @@ def build_statement(v: Verification, signed_at: datetime) -> tuple[dict[str, Any
         "min_forgery_bits": settings.HALLMARK_MIN_FORGERY_BITS,
         "correction": "holm",
         "tests_run": sum(1 for r in rows if r["alpha"] is not None),
+        **_scan_field(v),
         "queries": v.queries,
-        "checks": rows,
+        "checks": _compact(rows) if v.scan else rows,
+        **({"claims": {r["scheme"]: r["claim"] for r in rows if r["claim"]}} if v.scan else {}),
         "commitments": [{"digest": r["commitment"], "scheme": r["scheme"],
                          "log_index": r["commitment_log_index"],
                          "registered_at": r["registered_at"],

@@ -164,9 +164,11 @@ def report_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     statement = reporting.statement_of(r)
     p = statement["predicate"]
     floor = p.get("min_forgery_bits", DEFAULT_MIN_FORGERY_BITS)
-    checks = [{**c, "chart": mark_safe(check_chart(  # noqa: S308 (built from numbers, escaped)
-        c.get("log10_p"), c.get("alpha"), floor, f"{c['scheme']} on {c['model_name']}"))}
-        for c in p["checks"]]
+    claims = p.get("claims", {})  # a scan states each scheme's claim once (compact rows)
+    checks = [{**c, "claim": c.get("claim") or claims.get(c["scheme"], ""),
+               "chart": mark_safe(check_chart(  # noqa: S308 (built from numbers, escaped)
+                   c.get("log10_p"), c.get("alpha"), floor, f"{c['scheme']} on {c['model_name']}"))}
+              for c in p["checks"]]
     outcome = reporting.outcome_of(p["verdict"])
     return render(request, "registry/report_detail.html", {
         "report": r, "statement": statement, "p": p, "checks": checks, "outcome": outcome,

@@ -29,3 +29,15 @@ def checks(verification_id: int, rows: list[tuple[int, int]]) -> int:
             CheckResult.objects.filter(pk__in=[pk for pk, _ in rows[n:]]).update(driven_at=None)
             return n
     return len(rows)
+
+
+def batches(verification_id: int, batches: list[tuple[int, list[int]]]) -> int:
+    """Send one check batch per (batch number, its row pks); stop at the first failed send and
+    mark the rows of the batches left unsent, which the sweeper re-drives. Returns how many
+    batches were sent."""
+    for n, (batch, _) in enumerate(batches):
+        if not enqueue("workers.check_batch", verification_id, batch):
+            CheckResult.objects.filter(pk__in=[pk for _, pks in batches[n:] for pk in pks]).update(
+                driven_at=None)
+            return n
+    return len(batches)

@@ -35,6 +35,18 @@ def held(model: type[Model], pk: int, **still: object) -> Iterator[None]:
         still: the row must still match these fields (e.g. status="running"); once it does
             not (finished, or re-driven after a stall), renewing stops having any effect.
     """
+    with rows_held(model, pk=pk, **still):
+        yield
+
+
+@contextmanager
+def rows_held(model: type[Model], **match: object) -> Iterator[None]:
+    """`held` for every row matching `match` (a check batch: runner=<its run>, status=running).
+
+    Example:
+        with rows_held(CheckResult, runner=token, status=RUNNING): ...
+    """
+    pk = match.get("pk", match.get("runner"))
     stop = threading.Event()
     period = settings.HALLMARK_LEASE_SECONDS / 3
     parent = os.getppid()
@@ -49,7 +61,7 @@ def held(model: type[Model], pk: int, **still: object) -> Iterator[None]:
                                 "lease of %s %s", model.__name__, pk)
                     return
                 try:
-                    model._default_manager.filter(pk=pk, **still).update(
+                    model._default_manager.filter(**match).update(
                         lease_until=timezone.now() + duration())
                 except DatabaseError as e:  # the task itself will meet the outage and retry
                     log.warning("could not renew the lease of %s %s: %s", model.__name__, pk, e)

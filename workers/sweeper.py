@@ -7,8 +7,9 @@ lapsed), or its last message is older than HALLMARK_REDRIVE_AFTER (lost with the
 
 Per state, what is sent again:
 - queued, fetching: the fetch (`claim_fetch` takes a queued row or a lapsed fetching one);
-- checking: each unfinished check (`claim_run` takes a pending row or a lapsed running one),
-  and finalize for a verification whose checks are all finished but that never moved on;
+- checking: the unfinished checks (`claim_run` takes a pending row or a lapsed running one):
+  the stale rows of one batch as that batch (`workers.check_batch`), a lone stale row as its
+  own check; and finalize for a verification whose checks are all finished but never moved on;
 - finalizing: finalize (`claim_finalize`; one Report per verification).
 Each re-drive first takes the row with a conditional UPDATE of driven_at, so concurrent sweeps
 send one message per row; a message that arrives twice finds the work claimed or done.
@@ -59,10 +60,22 @@ def sweep(now: datetime | None = None) -> dict[str, int]:
                 return sent
             sent["finalize"] += 1
     rows = CheckResult.objects.filter(due, status__in=UNFINISHED, verification__status=CHECKING)
-    for pk, verification_id, commitment_id in rows.values_list(
-            "pk", "verification_id", "commitment_id")[:settings.HALLMARK_SWEEP_BATCH]:
-        if _take(CheckResult, pk, due, now):
-            if not dispatch.checks(verification_id, [(pk, commitment_id)]):
+    groups: dict[tuple[int, int | None, int], list[tuple[int, int]]] = {}
+    for pk, verification_id, commitment_id, batch in rows.values_list(
+            "pk", "verification_id", "commitment_id", "batch")[:settings.HALLMARK_SWEEP_BATCH]:
+        # rows of one batch go back as that batch; a row outside any batch, alone
+        groups.setdefault((verification_id, batch, pk if batch is None else 0), []).append(
+            (pk, commitment_id))
+    for (verification_id, batch, _), members in groups.items():
+        if len(members) > 1 and batch is not None:
+            pks = [pk for pk, _ in members]
+            taken = CheckResult.objects.filter(due, pk__in=pks).update(driven_at=now)
+            if taken:
+                if not dispatch.batches(verification_id, [(batch, pks)]):
+                    return sent
+                sent["check"] += taken
+        elif _take(CheckResult, members[0][0], due, now):
+            if not dispatch.checks(verification_id, members):
                 return sent
             sent["check"] += 1
     return sent

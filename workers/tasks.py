@@ -1,4 +1,4 @@
-"""Thin Celery tasks: fetch → one check per commitment → finalize, plus the sweeper.
+"""Thin Celery tasks: fetch → check batches (K commitments each) → finalize, plus the sweeper.
 
 Each task takes ids, re-reads rows, claims its work atomically under a lease it renews while
 running (workers/lease.py), and is idempotent, so a redelivered or re-driven message does no
@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
+from itertools import groupby
+from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections, transaction
-from django.db.models import F
+from django.db.models import Count, F, Max, Q
 from django.utils import timezone
 
 from registry import reporting
@@ -32,6 +35,7 @@ from registry.models import (
     CHECKED,
     CHECKING,
     DONE,
+    ENDPOINT,
     ERROR,
     FAILED,
     FETCHING,
@@ -44,7 +48,7 @@ from registry.models import (
     Verification,
 )
 from registry.secrets import unseal
-from verifier import schemes
+from verifier import scan, schemes
 from verifier.models import ModelFormatError
 from verifier.result import TestResult
 from workers import dispatch, hub, lease, suspects, sweeper
@@ -124,28 +128,100 @@ def _fetch(task, v: Verification, t0: float) -> None:  # type: ignore[no-untyped
         _fail(v, "bad_model", str(e))
         log.info("fetch v=%s refused model (%s)", v.public_id, e)
         return
-    commitments = Commitment.objects.order_by("log_index")
-    if v.target is not None:
-        commitments = commitments.filter(model=v.target)
-    planned = list(commitments.values_list("pk", "scheme"))
+    planned, selection = _plan(v)
     now = timezone.now()
     with transaction.atomic():
         # Status, expected count and the pending check rows commit together: whatever dies
         # after this point, the sweeper finds exactly which checks are missing.
         if not Verification.objects.filter(pk=v.pk, status=FETCHING).update(
                 status=CHECKING if planned else FINALIZING, checks_expected=len(planned),
-                fetched_at=now, lease_until=None, driven_at=now, provenance=provenance):
+                fetched_at=now, lease_until=None, driven_at=now, provenance=provenance,
+                scan=selection):
             return  # another worker took the fetch over after a stall and fanned out
         rows = CheckResult.objects.bulk_create(
-            [CheckResult(verification_id=v.pk, commitment_id=c, scheme=s, driven_at=now)
-             for c, s in planned], batch_size=1000)
+            [CheckResult(verification_id=v.pk, commitment_id=c, scheme=s, driven_at=now, batch=b)
+             for b, c, s in planned], batch_size=1000)
         if rows:
-            transaction.on_commit(lambda: dispatch.checks(v.pk, [(r.pk, r.commitment_id)
-                                                                 for r in rows]))
+            batches = [(b, [r.pk for r in group]) for b, group in
+                       groupby(rows, key=lambda r: r.batch)]
+            transaction.on_commit(lambda: dispatch.batches(v.pk, batches))
         else:
             transaction.on_commit(lambda: dispatch.finalize(v.pk))
-    log.info("fetch v=%s ok: %s, %d checks, queued %.2fs, ran %.2fs", v.public_id,
-             v.suspect.format or v.suspect.kind, len(planned), wait, time.monotonic() - t0)
+    log.info("fetch v=%s ok: %s, %d checks in %d batches (%s), queued %.2fs, ran %.2fs",
+             v.public_id, v.suspect.format or v.suspect.kind, len(planned),
+             len({b for b, _, _ in planned}), _summary(selection), wait, time.monotonic() - t0)
+
+
+def _summary(selection: dict[str, Any]) -> str:
+    if not selection:
+        return "targeted"
+    return (f"scan of {selection['commitments']}: {selection['candidates']} candidates, "
+            f"{sum(selection['not_applicable'].values())} not applicable")
+
+
+def _plan(v: Verification) -> tuple[list[tuple[int, int, str]], dict[str, Any]]:
+    """The checks to run as (batch, commitment pk, scheme), and the scan's selection.
+
+    A targeted verification checks every commitment of its model (each gets a row and, if it
+    does not apply, its reason). A scan checks only candidates: commitments whose indexed
+    requirement the suspect's profile satisfies (verifier.scan); the rest are counted per
+    scheme. Both queries read the registry up to one log index, so the counts add up.
+    Batches hold up to HALLMARK_SCAN_BATCH checks of one scheme, keys with the same host
+    layers next to each other (so uchida computes each host vector once per batch).
+    """
+    commitments = Commitment.objects.exclude(log_index=None)
+    if v.target is not None:
+        picked = [(c, s, "") for c, s in commitments.filter(model=v.target).order_by(
+            "log_index").values_list("pk", "scheme")]
+        return _batched(sorted(picked, key=lambda p: p[1])), {}
+    profile = _profile(v)
+    top = commitments.aggregate(top=Max("log_index"))["top"]
+    if top is None:
+        return [], {"profile": profile.to_dict(), "log_index": None, "commitments": 0,
+                    "candidates": 0, "not_applicable": {}}
+    commitments = commitments.filter(log_index__lte=top)
+    totals = dict(commitments.order_by().values_list("scheme").annotate(n=Count("pk")))
+    wanted = Q(needs=scan.ANY)
+    if profile.predict:
+        wanted |= Q(needs=scan.PREDICT)
+    if profile.weights:
+        wanted |= Q(needs=scan.WEIGHTS, index_shape__in=[
+            "", *(scan.shape_text(s) for s in profile.shapes)])
+    rows = commitments.filter(wanted).values_list("pk", "scheme", "index_shape", "requirement",
+                                                  "log_index")
+    picked = sorted(((c, s, str(r)) for c, s, _, r, _ in sorted(rows, key=lambda r: r[4])
+                     if scan.satisfies(profile, scan.Requirement.from_dict(r))),
+                    key=lambda p: (p[1], p[2]))  # stable: log order within a host group
+    ran: dict[str, int] = {}
+    for _, s, _ in picked:
+        ran[s] = ran.get(s, 0) + 1
+    return _batched(picked), {
+        "profile": profile.to_dict(), "log_index": top, "commitments": sum(totals.values()),
+        "candidates": len(picked),
+        "not_applicable": {s: n - ran.get(s, 0) for s, n in sorted(totals.items())
+                           if n - ran.get(s, 0)}}
+
+
+def _batched(picked: list[tuple[int, str, str]]) -> list[tuple[int, int, str]]:
+    """Number the checks into batches of one scheme each: at most HALLMARK_SCAN_BATCH checks,
+    and a small scan cut into up to HALLMARK_SCAN_SPREAD batches so that it still runs on
+    several workers at once (8 checks: 8 batches of 1; 10,000: 40 of 250)."""
+    limit = min(settings.HALLMARK_SCAN_BATCH,
+                max(1, -(-len(picked) // settings.HALLMARK_SCAN_SPREAD)))
+    out, batch, size, scheme = [], -1, limit, None
+    for c, s, _ in picked:
+        if s != scheme or size >= limit:
+            batch, size, scheme = batch + 1, 0, s
+        out.append((batch, c, s))
+        size += 1
+    return out
+
+
+def _profile(v: Verification) -> scan.Profile:
+    """What the suspect offers (an endpoint: predict only, never queried for this)."""
+    if v.suspect.kind == ENDPOINT:
+        return scan.Profile(weights=False, predict=True)
+    return scan.profile(suspects.load(v.suspect))
 
 
 def _record(row: CheckResult, fields: dict[str, object]) -> None:
@@ -240,6 +316,144 @@ def _check(task, v: Verification, row: CheckResult, t0: float) -> None:  # type:
     log.info("check v=%s c=%s %s %s log10p=%.1f queries=%d, queued %.2fs, ran %.2fs",
              v.public_id, c.digest[:12], c.scheme, "applicable" if result.applicable else "n/a",
              result.log10_p, result.queries, wait, seconds)
+
+
+# Every field a finished check row sets, with the value a row gets when its outcome omits it
+# (CheckResult.store writes the same fields to every row of a batch).
+_FINISHED: dict[str, object] = {"status": ERROR, "statistic": None, "n": None, "log10_p": None, "null": "",
+             "queries": 0, "claim": "", "details": {}, "may_attribute": True, "error": "",
+             "seconds": None}
+
+
+@app.task(name="workers.check_batch", bind=True, **_RETRY)
+def check_batch(self, verification_id: int, batch: int) -> None:  # type: ignore[no-untyped-def]
+    """Test one batch of commitments (one scheme) against the suspect, loaded once.
+
+    Idempotent: the run claims only rows still pending (or running under a lapsed lease) and
+    records only rows it still holds, so a redelivered message, a sweeper's single re-drive
+    of a row, or a second run after a dead worker never stores or counts a row twice.
+    """
+    t0 = time.monotonic()
+    v = Verification.objects.select_related("suspect").get(pk=verification_id)
+    if v.status != CHECKING:
+        return  # finished, or the verification failed meanwhile
+    runner = uuid.uuid4().hex
+    if not CheckResult.claim_batch(v.pk, batch, lease.duration(), runner):
+        return  # every row is finished or held by a live worker
+    try:
+        with lease.rows_held(CheckResult, runner=runner, status=RUNNING):
+            _check_batch(self, v, batch, runner, t0)
+    except INFRASTRUCTURE:
+        _released(lambda: CheckResult.release_batch(runner))
+        raise
+
+
+def _check_batch(task, v: Verification, batch: int, runner: str, t0: float) -> None:  # type: ignore[no-untyped-def]
+    rows = list(CheckResult.objects.filter(runner=runner, status=RUNNING).values_list(
+        "pk", "commitment_id", "scheme", "attempts"))
+    wait = (timezone.now() - (v.fetched_at or v.submitted_at)).total_seconds()
+    lost: dict[int, dict[str, object]] = {pk: {"error": f"the worker was lost {attempts - 1} times running this check (out "
+                 "of memory or killed); it was not retried again"}
+            for pk, _, _, attempts in rows if attempts > settings.HALLMARK_CHECK_MAX_LOST}
+    live = [(pk, c, s) for pk, c, s, _ in rows if pk not in lost]
+    try:
+        suspect = suspects.load(v.suspect)  # this host fetches it (pinned) if it lacks it
+    except suspects.SuspectChanged as e:
+        with transaction.atomic():
+            _fail(v, "suspect_changed", str(e))
+            _record_batch(v, runner, {pk: {"error": str(e)} for pk, _, _, _ in rows})
+        log.info("check v=%s batch %d refused: %s", v.public_id, batch, e)
+        return
+    except FetchError as e:
+        if not e.permanent and task.request.retries < task.max_retries:
+            _released(lambda: CheckResult.release_batch(runner))
+            raise task.retry(countdown=_backoff(task.request.retries)) from None
+        _record_batch(v, runner, {pk: {"error": f"could not fetch the suspect on this host: {e}"}
+                                  for pk, _, _, _ in rows})
+        return
+    try:
+        outcomes = _run_batch(live, suspect)
+    except FetchError as e:  # a black-box endpoint said "try later": retry, never a result
+        if task.request.retries < task.max_retries:
+            _released(lambda: CheckResult.release_batch(runner))
+            raise task.retry(countdown=_backoff(task.request.retries)) from None
+        outcomes = {pk: f"the suspect's server kept failing after {task.max_retries} retries: "
+                    f"{e}" for pk, _, _ in live}
+    seconds = (time.monotonic() - t0) / max(len(rows), 1)  # each row's share of the batch
+    fields: dict[int, dict[str, object]] = {
+        **lost, **{pk: hub.with_reads(_outcome_fields(o, seconds), suspect)
+                   for pk, o in outcomes.items()}}
+    _record_batch(v, runner, fields)
+    ran = sum(1 for f in fields.values() if f.get("status") == CHECKED)
+    log.info("check v=%s batch %d: %d checks (%d ran, %d errors), queued %.2fs, ran %.2fs",
+             v.public_id, batch, len(rows), ran, sum(1 for f in fields.values()
+                                                      if f.get("status", ERROR) == ERROR),
+             wait, time.monotonic() - t0)
+
+
+def _run_batch(live: list[tuple[int, int, str]], suspect: Any) -> dict[int, scan.Outcome | str]:
+    """Each row's outcome; a str is an error message. Keys are unsealed and parsed here (a
+    key that no longer parses is that row's error); `scan.test_batch` tests each scheme's
+    keys together. A time limit or an endpoint's permanent refusal mid-batch keeps the
+    outcomes so far and fails the rest; an endpoint's "try later" (FetchError, transient)
+    propagates so that the batch is retried."""
+    blobs = dict(Commitment.objects.filter(pk__in=[c for _, c, _ in live]).values_list(
+        "pk", "sealed_key"))
+    out: dict[int, scan.Outcome | str] = {}
+    try:
+        for scheme, group in groupby(live, key=lambda r: r[2]):
+            rows = list(group)
+            try:
+                module = schemes.get(scheme)
+            except schemes.UnknownScheme as e:  # not installed on this host: each row's error
+                out.update((pk, e) for pk, _, _ in rows)
+                continue
+            members, keys = [], []
+            for pk, c, _ in rows:
+                try:
+                    keys.append(module.Key.from_bytes(
+                        unseal(settings.HALLMARK_MASTER_KEY, bytes(blobs[c]))))
+                    members.append(pk)
+                except Exception as e:  # noqa: BLE001 - that key's error row
+                    out[pk] = e
+            results = scan.test_batch(scheme, suspect, keys, reraise=(
+                SoftTimeLimitExceeded, OperationalError, InterfaceError, FetchError))
+            out.update(zip(members, results, strict=True))
+    except SoftTimeLimitExceeded:
+        for pk, _, _ in live:
+            out.setdefault(pk, "the check batch exceeded its time limit "
+                           f"({settings.CELERY_TASK_SOFT_TIME_LIMIT} s); raise "
+                           "HALLMARK_TASK_SOFT_TIME_LIMIT or lower HALLMARK_SCAN_BATCH")
+    except FetchError as e:
+        if not e.permanent:
+            raise  # the whole batch is retried
+        for pk, _, _ in live:  # the endpoint refused for good: the rest cannot run
+            out.setdefault(pk, f"{type(e).__name__}: {e}")
+    return out
+
+
+def _outcome_fields(o: scan.Outcome | str, seconds: float) -> dict[str, object]:
+    if isinstance(o, TestResult):
+        return _result_fields(o, seconds)
+    return {"error": o if isinstance(o, str) else f"{type(o).__name__}: {o}", "seconds": seconds}
+
+
+def _record_batch(v: Verification, runner: str, fields: dict[int, dict[str, object]]) -> None:
+    """Store the outcomes of the rows run `runner` still holds (locked), once, and count them;
+    the batch that completes the count enqueues finalize."""
+    with transaction.atomic():
+        mine = list(CheckResult.objects.select_for_update().filter(
+            runner=runner, status=RUNNING, pk__in=list(fields)).values_list("pk", flat=True))
+        if not mine:
+            return  # recorded already, or taken over by another run
+        now = timezone.now()
+        CheckResult.store({pk: {**_FINISHED, **fields[pk], "finished_at": now, "lease_until": None}
+                           for pk in mine})
+        queries = sum(int(fields[pk].get("queries", 0)) for pk in mine)  # type: ignore[call-overload]
+        if queries:
+            Verification.objects.filter(pk=v.pk).update(queries=F("queries") + queries)
+        if v.count_check_done(len(mine)) and v.claim(CHECKING, FINALIZING):
+            transaction.on_commit(lambda: dispatch.finalize(v.pk))
 
 
 @app.task(name="workers.finalize", bind=True, **_RETRY)

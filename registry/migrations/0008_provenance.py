@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('registry', '0006_witnesses_owners_countersignatures'),
+        ('registry', '0007_scan_index'),
     ]
 
     operations = [

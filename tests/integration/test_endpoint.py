@@ -36,7 +36,9 @@ def test_an_endpoint_is_verified_black_box_and_the_report_counts_the_queries(
     assert hallmark(["audit", str(path)]) == 0
     pred = json.loads(base64.b64decode(report["envelope"]["payload"]))["predicate"]
     checks = {c["scheme"]: c for c in pred["checks"]}
-    assert checks["uchida"]["decision"] == "not applicable"  # no weights behind an endpoint
+    # no weights behind an endpoint: the uchida key is no candidate, counted and not tested
+    assert "uchida" not in checks and pred["scan"]["not_applicable"] == {"uchida": 1}
+    assert pred["scan"]["profile"] == {"weights": False, "predict": True, "shapes": []}
     assert checks["trigger_set"]["decision"] == "attributed"
     assert checks["trigger_set"]["queries"] == checks["trigger_set"]["n"] > 0
     assert pred["queries"] == checks["trigger_set"]["queries"] == v["queries"]

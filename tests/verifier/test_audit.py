@@ -278,12 +278,27 @@ def test_it_fails_a_kept_checkpoint_signed_by_another_key():
     (lambda p: p["owners"][0].update(keyid=MALLORY.keyid), "signatures", "unknown key"),
     (lambda p: p.pop("verdict"), "predicate", "verdict is missing"),
     (lambda p: p["commitments"].append(dict(p["commitments"][0])), "predicate", "twice"),
+    (lambda p: p.update(scan={"commitments": 5, "candidates": 1, "not_applicable": {"lsb": 3}}),
+     "predicate", "add up to 4"),
+    (lambda p: p.update(scan={"commitments": 3, "candidates": 2, "not_applicable": {"lsb": 1}}),
+     "predicate", "2 but the report has 1 check rows"),
+    (lambda p: p.update(scan={"commitments": 1, "candidates": 1, "not_applicable": {"lsb": -1}}),
+     "predicate", "integers >= 0"),
 ])
 def test_it_fails_a_signed_report_whose_content_does_not_add_up(tamper, check, match):
     reg = MiniRegistry()
     alice = reg.commit(ALICE, b"key", "2026-01-05T09:00:00Z")
     failed = _failure(audit(reg.issue([(alice, result(-70.0))], tamper=tamper)))
     assert failed.name == check and match in failed.reason
+
+
+def test_it_accepts_a_scan_whose_counts_add_up():
+    reg = MiniRegistry()
+    alice = reg.commit(ALICE, b"key", "2026-01-05T09:00:00Z")
+    scan = {"log_index": 9, "commitments": 1001, "candidates": 1,
+            "not_applicable": {"uchida": 990, "trigger_set": 10}, "profile": {"weights": True}}
+    res = audit(reg.issue([(alice, result(-70.0))], tamper=lambda p: p.update(scan=scan)))
+    assert res.ok, res.failure
 
 
 def test_it_applies_holm_over_the_tests_that_ran_only():

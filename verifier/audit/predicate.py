@@ -115,6 +115,8 @@ class _PredicateChecks(_AuditState):
             if c["owner_keyid"] not in owners:
                 raise EvidenceError(f"checks[{n}] names owner {c['owner_keyid'][:16]}…, who is "
                                     "not among the report's owners")
+        if "scan" in p:
+            _check_scan(p["scan"], len(p["checks"]))
         t = p["times"]
         order = [_time(t[k], f"times.{k}") if t.get(k) is not None else None
                  for k in ("submitted", "fetched", "finished", "signed")]
@@ -228,3 +230,22 @@ class _PredicateChecks(_AuditState):
             raise EvidenceError(f"verdict.checks_missing is {verdict['checks_missing']!r} but "
                                 f"{missing} check(s) are in error")
         return f"{expected} ({missing} check(s) did not run)"
+
+
+def _check_scan(scan: Any, rows: int) -> None:
+    """A scan's selection must add up: one check row per candidate, and the registry's
+    commitments = candidates + those counted as not applicable (per scheme)."""
+    if not isinstance(scan, dict):
+        raise EvidenceError("scan must be an object")
+    _require(scan, "scan", {"commitments": int, "candidates": int, "not_applicable": dict})
+    counts = scan["not_applicable"]
+    if not all(isinstance(k, str) and _is_count(v) for k, v in counts.items()) or not (
+            _is_count(scan["commitments"]) and _is_count(scan["candidates"])):
+        raise EvidenceError("scan counts must be integers >= 0")
+    if scan["candidates"] != rows:
+        raise EvidenceError(f"scan.candidates is {scan['candidates']} but the report has "
+                            f"{rows} check rows (one per candidate)")
+    if scan["commitments"] != scan["candidates"] + sum(counts.values()):
+        raise EvidenceError(f"scan.commitments is {scan['commitments']} but {scan['candidates']} "
+                            f"candidates and {sum(counts.values())} not applicable add up to "
+                            f"{scan['candidates'] + sum(counts.values())}")

@@ -41,10 +41,10 @@ from verifier.schemes.uchida.key import (
     derive_bits,
     generate_key,
 )
-from verifier.schemes.uchida.verify import ACCESS, CLAIM, extract, project, test
+from verifier.schemes.uchida.verify import ACCESS, CLAIM, extract, project, test, test_many
 
 __all__ = [
     "ACCESS", "CLAIM", "HOSTS", "NAME", "CapacityError", "Key", "LayerMismatch", "Params", "UchidaError",
     "derive_bits", "embed", "extract", "generate_key", "host_vector", "project",
-    "regularizer", "test",
+    "regularizer", "test", "test_many",
 ]

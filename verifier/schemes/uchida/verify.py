@@ -8,14 +8,14 @@ can only make the p-value larger (the null is then labelled "conservative").
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 
 from verifier.result import NULL_CONSERVATIVE, NULL_EXACT, TestResult
 from verifier.schemes.uchida.host import host_vector
 from verifier.schemes.uchida.key import NAME, Key, LayerMismatch
-from verifier.schemes.uchida.projection import apply, factors
+from verifier.schemes.uchida.projection import apply, factors, layout
 from verifier.stats import log10_binom_sf
 from verifier.suspect import Suspect
 
@@ -80,21 +80,93 @@ def test(suspect: Suspect, key: Key) -> TestResult:
         True
     """
     if not suspect.has_weights:
-        return TestResult.not_applicable(NAME, "uchida is a white-box test: the suspect offers "
-                                               "no weights (black-box access only)")
+        return TestResult.not_applicable(NAME, _NO_WEIGHTS)
     try:
-        got = extract(suspect.weights, key)  # (T,)
+        return _result(key, project(suspect.weights, key))
     except LayerMismatch as e:
         return TestResult.not_applicable(NAME, str(e))
+
+
+test.__test__ = False  # type: ignore[attr-defined]  # the contract's `test`, not a pytest test
+
+_NO_WEIGHTS = "uchida is a white-box test: the suspect offers no weights (black-box access only)"
+_CHUNK = 64  # keys whose stacked V factors share one matmul: (N1, N2) @ (N2, ≤ 64·t2)
+
+
+@torch.no_grad()
+def test_many(suspect: Suspect, keys: Sequence[Key]) -> list[TestResult]:
+    """`test` for K keys against one suspect, giving the same results as K calls of `test`.
+
+    The host vector is computed once per distinct (host rule, layers, shapes), not once per
+    key; within a group the keys' V factors are stacked so one (N1, N2) @ (N2, Σt2) matmul
+    serves up to 64 keys, and each key then needs only its (t1, N1) @ (N1, t2) product.
+
+    Args:
+        suspect: the loaded suspect.
+        keys: uchida keys, in any order (results come back in the same order).
+
+    Returns:
+        One TestResult per key.
+
+    Example:
+        >>> from verifier.toy import MLP
+        >>> from verifier.schemes.uchida.key import Params, generate_key
+        >>> m = MLP(); ks = [generate_key(Params(bits=64), seed=s, model=m) for s in (1, 2)]
+        >>> batched = test_many(Suspect.from_module(m), ks)
+        >>> [r.log10_p for r in batched] == [test(Suspect.from_module(m), k).log10_p for k in ks]
+        True
+    """
+    out: list[TestResult | None] = [None] * len(keys)
+    tails: dict[tuple[int, int], float] = {}  # exact binomial tails, by (matches, T)
+    if not suspect.has_weights:
+        return [TestResult.not_applicable(NAME, _NO_WEIGHTS) for _ in keys]
+    weights = {n: t.detach() for n, t in suspect.weights.items()}
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault((k.host, k.layers, k.shapes), []).append(i)
+    for members in groups.values():
+        try:
+            w = host_vector(weights, keys[members[0]], dtype=torch.float64)  # (M,)
+        except LayerMismatch as e:
+            for i in members:
+                out[i] = TestResult.not_applicable(NAME, str(e))
+            continue
+        n1, n2, _ = layout(w.numel())
+        grid = w.reshape(n1, n2) if w.numel() == n1 * n2 else \
+            torch.nn.functional.pad(w, (0, n1 * n2 - w.numel())).view(n1, n2)  # (N1, N2)
+        for start in range(0, len(members), _CHUNK):
+            chunk = members[start:start + _CHUNK]
+            uv = [factors(keys[i].seed, len(keys[i].bits), keys[i].host_size) for i in chunk]
+            gv = grid @ torch.cat([v for _, v in uv]).T  # (N1, Σ t2)
+            at = 0
+            for i, (u, v) in zip(chunk, uv, strict=True):
+                y = (u @ gv[:, at:at + v.shape[0]]).reshape(-1)[:len(keys[i].bits)]  # (T,)
+                at += v.shape[0]
+                out[i] = _result(keys[i], y, tails)
+    return [r for r in out if r is not None]
+
+
+test_many.__test__ = False  # type: ignore[attr-defined]  # the batched `test`, not a pytest test
+
+
+def _result(key: Key, y: torch.Tensor,
+            tails: dict[tuple[int, int], float] | None = None) -> TestResult:
+    """The exact binomial test of the bits read from projections y (T,); `tails` memoizes
+    the tail per (matches, T) across a batch (the same function, computed once)."""
+    got = (y > 0).to(torch.int8)
+    got[y == 0] = -1
     want = torch.tensor(key.bits, dtype=torch.int8)
     matches = int((got == want).sum())
     zeros = int((got < 0).sum())
     n = len(key.bits)
+    if tails is None:
+        log10_p = log10_binom_sf(matches, n, 0.5)
+    elif (matches, n) in tails:
+        log10_p = tails[matches, n]
+    else:
+        log10_p = tails[matches, n] = log10_binom_sf(matches, n, 0.5)
     return TestResult.from_log10_p(
-        NAME, statistic=matches, n=n, log10_p=log10_binom_sf(matches, n, 0.5),
+        NAME, statistic=matches, n=n, log10_p=log10_p,
         null=NULL_EXACT if zeros == 0 else NULL_CONSERVATIVE, claim=CLAIM,
         details={"matches": matches, "bits": n, "bit_error_rate": (n - matches) / n,
                  "zero_projections": zeros, "layers": list(key.layers), "p0": 0.5})
-
-
-test.__test__ = False  # type: ignore[attr-defined]  # the contract's `test`, not a pytest test
