@@ -68,9 +68,10 @@ def test_a_sharded_repo_of_a_marked_model_is_attributed_by_range_reads_and_audit
     pred = statement["predicate"]
     checks = {c["scheme"]: c for c in pred["checks"]}
     assert checks["uchida"]["decision"] == "attributed"
-    assert checks["trigger_set"]["decision"] == "not applicable"
-    assert checks["trigger_set"]["details"]["reason"].startswith(
-        "not applicable: no safe runnable format")
+    # a scan counts the black-box key as not applicable: safetensors weights are not runnable
+    assert "trigger_set" not in checks
+    assert pred["scan"]["not_applicable"] == {"trigger_set": 1}, pred["scan"]
+    assert pred["scan"]["profile"]["predict"] is False
     h = pred["suspect"]["hub"]
     assert (h["repo"], h["commit"]) == (repo, hub.commit(repo))
     assert statement["subject"][0] == {"name": f"hf://{repo}@{h['commit']}",
