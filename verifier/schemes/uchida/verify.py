@@ -8,6 +8,7 @@ can only make the p-value larger (the null is then labelled "conservative").
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -15,6 +16,7 @@ import torch
 from verifier.result import NULL_CONSERVATIVE, NULL_EXACT, TestResult
 from verifier.schemes.uchida.host import host_vector
 from verifier.schemes.uchida.key import NAME, Key, LayerMismatch
+from verifier.schemes.uchida.locate import Placement, placements
 from verifier.schemes.uchida.projection import apply, factors
 from verifier.stats import log10_binom_sf
 from verifier.suspect import Suspect
@@ -22,7 +24,8 @@ from verifier.suspect import Suspect
 ACCESS = "white-box"
 CLAIM = ("The suspect's weights carry this key's secret projection bits far beyond chance: its "
          "weights descend from the owner's marked model. It says nothing about a model that was "
-         "only queried (distilled), and needs the weights under the committed layer names.")
+         "only queried (distilled). Its host layers are read under the committed names, or, when "
+         "renamed or re-laid out, found by shape with the p-value corrected for every reading tried.")
 
 
 def project(weights: Mapping[str, torch.Tensor], key: Key) -> torch.Tensor:
@@ -68,8 +71,11 @@ def extract(weights: Mapping[str, torch.Tensor], key: Key) -> torch.Tensor:
 def test(suspect: Suspect, key: Key) -> TestResult:
     """Count the key's bits that the suspect's weights carry; exact binomial tail at p = 1/2.
 
-    Not applicable when the suspect offers no weights, lacks a key layer or holds it with
-    another shape (the reason is in `details["reason"]`).
+    When a key layer is missing or has another shape under its name, the layers are sought by
+    shape (renamed, transposed or fused tensors, `locate.placements`): the best count over the
+    C placements is reported with p × C (`details["host_search"]`, null "conservative"). Not
+    applicable when the suspect offers no weights or no placement exists (the reason is in
+    `details["reason"]`).
 
     Example:
         >>> from verifier.toy import MLP
@@ -84,16 +90,51 @@ def test(suspect: Suspect, key: Key) -> TestResult:
     try:
         got = extract(suspect.weights, key)  # (T,)
     except LayerMismatch as e:
-        return TestResult.not_applicable(NAME, str(e))
+        return _test_by_shape(suspect.weights, key, str(e))
+    matches, zeros = _count(got, key)
+    return _result(key, matches, zeros, log10_binom_sf(matches, len(key.bits), 0.5), exact=zeros == 0)
+
+
+def _count(got: torch.Tensor, key: Key) -> tuple[int, int]:
+    """(matches, zero projections) of extracted bits against the key's."""
     want = torch.tensor(key.bits, dtype=torch.int8)
-    matches = int((got == want).sum())
-    zeros = int((got < 0).sum())
+    return int((got == want).sum()), int((got < 0).sum())
+
+
+def _result(key: Key, matches: int, zeros: int, log10_p: float, exact: bool,
+            **details: object) -> TestResult:
     n = len(key.bits)
     return TestResult.from_log10_p(
-        NAME, statistic=matches, n=n, log10_p=log10_binom_sf(matches, n, 0.5),
-        null=NULL_EXACT if zeros == 0 else NULL_CONSERVATIVE, claim=CLAIM,
+        NAME, statistic=matches, n=n, log10_p=log10_p,
+        null=NULL_EXACT if exact else NULL_CONSERVATIVE, claim=CLAIM,
         details={"matches": matches, "bits": n, "bit_error_rate": (n - matches) / n,
-                 "zero_projections": zeros, "layers": list(key.layers), "p0": 0.5})
+                 "zero_projections": zeros, "layers": list(key.layers), "p0": 0.5, **details})
+
+
+def _test_by_shape(weights: Mapping[str, torch.Tensor], key: Key, why: str) -> TestResult:
+    """The key's layers are not under their names: try every placement by shape, Bonferroni.
+
+    Each placement's count is Binomial(T, 1/2) under H0 (the placements depend on shapes only),
+    so min over C placements of p, times C, is a valid p-value (`locate`); null "conservative".
+    """
+    try:
+        found = placements(weights, key)
+    except LayerMismatch as e:
+        return TestResult.not_applicable(NAME, f"{why}; {e}")
+    if not found:
+        return TestResult.not_applicable(NAME, f"{why}; no tensor has a compatible shape either "
+                                               "(renamed, transposed or fused)")
+    best: tuple[int, int, Placement] | None = None
+    for placement in found:
+        matches, zeros = _count(extract(placement.weights, key), key)
+        if best is None or matches > best[0]:
+            best = (matches, zeros, placement)
+    assert best is not None
+    matches, zeros, chosen = best
+    tries = len(found)
+    log10_p = log10_binom_sf(matches, len(key.bits), 0.5) + math.log10(tries)
+    return _result(key, matches, zeros, log10_p, exact=False,
+                   host_search={"reason": why, "placements": tries, "chosen": list(chosen.sources)})
 
 
 test.__test__ = False  # type: ignore[attr-defined]  # the contract's `test`, not a pytest test
