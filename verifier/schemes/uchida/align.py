@@ -48,16 +48,12 @@ from collections.abc import Mapping
 
 import torch
 
+from verifier.schemes._layout import bias_name
 from verifier.schemes.uchida.key import Key, host_layers
 
 _FEATURE_SEED = 0x68616C6C6D61726B  # public: the random features are the same for everyone
 _FEATURE_SCALE = 2.0  # σ of G on unit-norm descriptors: ~2 radians of spread per feature
 _EPS = 1e-12
-
-
-def bias_name(weight_name: str) -> str:
-    """The bias that goes with a weight: `fc1.weight` -> `fc1.bias`."""
-    return weight_name[: -len("weight")] + "bias" if weight_name.endswith("weight") else weight_name + ".bias"
 
 
 def _features(d: torch.Tensor, k: int) -> torch.Tensor:
