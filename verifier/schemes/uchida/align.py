@@ -43,6 +43,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 
@@ -56,11 +57,18 @@ _FEATURE_SCALE = 2.0  # σ of G on unit-norm descriptors: ~2 radians of spread p
 _EPS = 1e-12
 
 
+@functools.lru_cache(maxsize=16)
+def _feature_map(dim: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """G (dim, k) and β (k,) in float64: public, a function of (dim, k) alone, so cached."""
+    g = torch.Generator().manual_seed(_FEATURE_SEED + 1000 * dim + k)
+    proj = torch.randn(dim, k, generator=g, dtype=torch.float64)  # (dim, k)
+    phase = 2 * math.pi * torch.rand(k, generator=g, dtype=torch.float64)  # (k,)
+    return proj, phase
+
+
 def _features(d: torch.Tensor, k: int) -> torch.Tensor:
     """φ(D): (n, dim) unit descriptors -> (n, k) fixed random cosine features of their directions."""
-    g = torch.Generator().manual_seed(_FEATURE_SEED + 1000 * d.shape[1] + k)
-    proj = torch.randn(d.shape[1], k, generator=g, dtype=torch.float64).to(d.dtype)  # (dim, k)
-    phase = (2 * math.pi * torch.rand(k, generator=g, dtype=torch.float64)).to(d.dtype)  # (k,)
+    proj, phase = (t.to(d.dtype) for t in _feature_map(d.shape[1], k))
     unit = d / (d.norm(dim=1, keepdim=True) + _EPS)
     return torch.cos(_FEATURE_SCALE * unit @ proj + phase) * math.sqrt(2.0 / k)  # (n, k)
 
