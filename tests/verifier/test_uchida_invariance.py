@@ -294,3 +294,26 @@ def test_the_search_manufactures_no_match_on_independent_models(split) -> None:
             assert r.details["host_search"]["placements"] == 2
             worst = min(worst, r.log10_p)
     assert worst > -6  # 0 false positives at α = 1e-6 over 100 pairs
+
+
+def test_it_finds_the_host_in_an_onnx_file_whose_initializers_were_renamed(marked_mlp, tmp_path) -> None:
+    import onnx
+
+    from verifier.models import load_suspect
+
+    marked, key = marked_mlp
+    path = tmp_path / "model.onnx"
+    torch.onnx.export(marked, (torch.zeros(2, 64),), str(path), dynamo=False,
+                      input_names=["input"], output_names=["logits"])
+    graph = onnx.load(str(path))
+    rename = {i.name: "w_" + i.name.replace(".", "_") for i in graph.graph.initializer}
+    for init in graph.graph.initializer:
+        init.name = rename[init.name]
+    for node in graph.graph.node:
+        node.input[:] = [rename.get(i, i) for i in node.input]
+    onnx.save(graph, str(tmp_path / "renamed.onnx"))
+    suspect = load_suspect(tmp_path / "renamed.onnx").suspect
+    assert "fc1.weight" not in suspect.weights and "w_fc1_weight" in suspect.weights
+    result = uchida.test(suspect, key)
+    assert result.details["host_search"]["chosen"] == ["w_fc1_weight", "w_fc2_weight", "w_fc3_weight"]
+    assert result.log10_p <= -24
