@@ -43,8 +43,11 @@ Example:
 """
 from __future__ import annotations
 
+import collections
 import functools
+import hashlib
 import math
+import threading
 from collections.abc import Mapping
 
 import torch
@@ -66,11 +69,34 @@ def _feature_map(dim: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return proj, phase
 
 
+_RECENT: collections.OrderedDict[tuple[object, ...], torch.Tensor] = collections.OrderedDict()
+_RECENT_SIZE = 4  # φ of the last few descriptors: the host search reuses a layer across placements
+_RECENT_LOCK = threading.Lock()
+
+
 def _features(d: torch.Tensor, k: int) -> torch.Tensor:
-    """φ(D): (n, dim) unit descriptors -> (n, k) fixed random cosine features of their directions."""
+    """φ(D): (n, dim) unit descriptors -> (n, k) fixed random cosine features of their directions.
+
+    Without gradients, φ is remembered by the descriptors' bytes for the last few calls: the host
+    search (`locate`) reads the same earlier layer under many placements of the later ones.
+    """
+    memo = None
+    if not d.requires_grad:
+        digest = hashlib.blake2b(d.detach().contiguous().cpu().numpy().tobytes(), digest_size=16)
+        memo = (tuple(d.shape), str(d.dtype), k, digest.hexdigest())
+        with _RECENT_LOCK:
+            hit = _RECENT.get(memo)
+        if hit is not None:
+            return hit
     proj, phase = (t.to(d.dtype) for t in _feature_map(d.shape[1], k))
     unit = d / (d.norm(dim=1, keepdim=True) + _EPS)
-    return torch.cos(_FEATURE_SCALE * unit @ proj + phase) * math.sqrt(2.0 / k)  # (n, k)
+    phi = torch.cos(_FEATURE_SCALE * unit @ proj + phase) * math.sqrt(2.0 / k)  # (n, k)
+    if memo is not None:
+        with _RECENT_LOCK:
+            _RECENT[memo] = phi
+            while len(_RECENT) > _RECENT_SIZE:
+                _RECENT.popitem(last=False)
+    return phi
 
 
 def invariant_host(weights: Mapping[str, torch.Tensor], key: Key,
@@ -97,7 +123,9 @@ def invariant_host(weights: Mapping[str, torch.Tensor], key: Key,
     out = []
     scale: torch.Tensor | None = None  # n_{l-1}: the previous layer's unit norms
     descr: torch.Tensor | None = None  # D_{l-1}: the previous layer's unit descriptors
-    for name, shape, w in host_layers(weights, key):
+    layers = host_layers(weights, key)
+    for index, (name, shape, w) in enumerate(layers):
+        last = index == len(layers) - 1  # its descriptors feed no further layer: not computed
         w = w.to(dtype or w.dtype)
         b = weights.get(bias_name(name))
         b = torch.zeros(shape[0], dtype=w.dtype) if b is None else b.to(w.dtype).reshape(-1)
@@ -114,10 +142,14 @@ def invariant_host(weights: Mapping[str, torch.Tensor], key: Key,
         elif w.shape[2] == 1:  # a Linear layer after a Linear layer: the original rule, as is
             phi = _features(descr, channels)  # (C, K = C)
             out.append(mean[:, 0] @ phi)  # (K,)
+            if last:
+                break
             inputs = w_hat[:, :, 0] @ phi  # (out, K)
         else:
             phi = _features(descr, channels)  # (C, K = C)
             out.append(torch.einsum("cs,ck->ks", mean, phi).reshape(-1))  # (K·s,)
+            if last:
+                break
             inputs = torch.einsum("ocs,ck->oks", w_hat, phi).reshape(shape[0], -1)  # (out, K·s)
         descr = torch.cat([inputs, b_hat[:, None]], dim=1)  # (out, dim + 1)
         scale = norm
