@@ -79,6 +79,18 @@ def test_the_invariant_host_of_a_cnn_does_not_move_under_channel_permutation_and
         assert torch.allclose(after, before, rtol=0, atol=1e-6)
 
 
+def test_the_invariant_host_is_the_same_with_and_without_gradients_and_when_recomputed() -> None:
+    torch.manual_seed(1)
+    model = toy.CNN()
+    key = uchida.generate_key(Params(host="invariant"), seed=6, model=model)
+    with torch.no_grad():
+        first = uchida.host_vector(model.state_dict(), key, dtype=torch.float64)
+        again = uchida.host_vector(model.state_dict(), key, dtype=torch.float64)  # remembered φ
+    differentiable = uchida.host_vector(dict(model.named_parameters()), key, dtype=torch.float64)
+    assert differentiable.requires_grad
+    assert torch.equal(first, again) and torch.equal(first, differentiable.detach())
+
+
 def test_a_permuted_and_rescaled_cnn_keeps_its_invariant_mark_on_three_seeds(marked_cnns, split) -> None:
     for seed, (marked, key) in enumerate(marked_cnns):
         assert toy.accuracy(marked, split.x_test, split.y_test) > 0.93
