@@ -7,7 +7,7 @@ import torch
 from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertLayer
 
-from verifier import Suspect, toy
+from verifier import Suspect, keyfile, toy
 from verifier.schemes import uchida
 from verifier.schemes.uchida import LayerMismatch, Params
 from verifier.schemes.uchida.locate import MAX_PLACEMENTS, placements
@@ -89,6 +89,15 @@ def test_the_invariant_host_is_the_same_with_and_without_gradients_and_when_reco
     differentiable = uchida.host_vector(dict(model.named_parameters()), key, dtype=torch.float64)
     assert differentiable.requires_grad
     assert torch.equal(first, again) and torch.equal(first, differentiable.detach())
+
+
+def test_an_invariant_cnn_key_round_trips_and_a_blob_whose_layers_do_not_chain_is_refused() -> None:
+    key = uchida.generate_key(Params(host="invariant"), seed=8, model=toy.CNN())
+    assert uchida.Key.from_bytes(key.to_bytes()) == key
+    _, tensors, meta = keyfile.load(key.to_bytes(), "uchida")
+    meta["layers"], meta["shapes"] = meta["layers"][::-1], meta["shapes"][::-1]  # fc2 ... conv1
+    with pytest.raises(keyfile.KeyFormatError, match="malformed uchida key.*do not chain"):
+        uchida.Key.from_bytes(keyfile.dump("uchida", tensors, meta))
 
 
 def test_a_permuted_and_rescaled_cnn_keeps_its_invariant_mark_on_three_seeds(marked_cnns, split) -> None:
