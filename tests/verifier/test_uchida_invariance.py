@@ -338,3 +338,26 @@ def test_it_finds_the_host_in_an_onnx_file_whose_initializers_were_renamed(marke
     result = uchida.test(suspect, key)
     assert result.details["host_search"]["chosen"] == ["w_fc1_weight", "w_fc2_weight", "w_fc3_weight"]
     assert result.log10_p <= -24
+
+
+def test_it_stacks_split_q_k_v_back_into_the_fused_layer_a_key_was_made_on() -> None:
+    owner = torch.nn.Module()
+    owner.attn = torch.nn.Module()
+    owner.attn.qkv = torch.nn.Linear(128, 384)  # a fused qkv, as timm's ViT stores it
+    key = uchida.generate_key(Params(bits=120), seed=9, model=owner)
+    reg = uchida.regularizer(key)
+    opt = torch.optim.Adam(owner.parameters(), lr=1e-2)
+    for _ in range(200):
+        opt.zero_grad()
+        reg(owner).backward()
+        opt.step()
+    w = owner.attn.qkv.weight.detach()
+    g = torch.Generator().manual_seed(3)
+    split = {f"layer.attention.self.{n}.weight": w[i * 128:(i + 1) * 128]
+             for i, n in enumerate(("query", "key", "value"))}  # as BERT stores it
+    split["layer.attention.output.dense.weight"] = torch.randn(128, 128, generator=g)
+    result = uchida.test(Suspect.from_weights(split), key)
+    assert result.details["host_search"]["chosen"] == [
+        "layer.attention.self.query.weight+layer.attention.self.key.weight+layer.attention.self.value.weight"]
+    assert result.details["host_search"]["placements"] == 2  # both orientations of the square parts
+    assert result.log10_p <= -24

@@ -9,7 +9,10 @@ every reading of a tensor of `shape` that such a rewrite can leave, by shape alo
 - for a 2-D shape (out, in), a tensor of shape (in, out), transposed (a square tensor gives
   both orientations);
 - for a 2-D shape, each of the k equal row blocks of a fused (k·out, in) tensor, or of a fused
-  (in, k·out) tensor transposed, k = 2, 3, 4, with the matching block of its bias.
+  (in, k·out) tensor transposed, k = 2, 3, 4, with the matching block of its bias;
+- for a 2-D shape (k·r, in), k = 2, 3, 4, the split form of a fused layer: the k tensors of
+  shape (r, in) (or (in, r), transposed) that share one parent module (`...attention.self` for
+  `query`, `key`, `value`), when it has exactly k of them, stacked in the order of `weights`.
 
 The list depends only on the names and shapes of the suspect's tensors, never on their values:
 the schemes that search it (`uchida.locate`, `seal.verify`) rely on that for their nulls.
@@ -76,7 +79,41 @@ def views(weights: Mapping[str, torch.Tensor], shape: tuple[int, ...]) -> list[V
                 out.extend(_blocks(name, t, bias, k, rows))
             if tuple(t.shape) == (cols, k * rows):
                 out.extend(_blocks(f"{name}.T", t.T, bias, k, rows))
+    if len(shape) == 2:
+        out.extend(_stacked(weights, shape))
     return out
+
+
+def _stacked(weights: Mapping[str, torch.Tensor], shape: tuple[int, ...]) -> list[View]:
+    """Split projections stacked back into the fused (k·r, in) layer of `shape` (see above)."""
+    rows, cols = shape
+    out: list[View] = []
+    for k in FUSED:
+        if rows % k:
+            continue
+        part = rows // k
+        groups: dict[str, list[View]] = {}  # parent module (and orientation) -> its tensors
+        for name, t in weights.items():
+            if not isinstance(t, torch.Tensor) or t.dim() != 2:
+                continue
+            b = weights.get(bias_name(name))
+            bias = _fit(b.reshape(-1), part) if isinstance(b, torch.Tensor) and b.dim() == 1 else None
+            for suffix, w in (("", t), (".T", t.T)):
+                if tuple(w.shape) == (part, cols):
+                    groups.setdefault(_parent(name) + suffix, []).append(View(name + suffix, w, bias))
+        for group in groups.values():
+            if len(group) != k:
+                continue
+            parts = [v.bias for v in group if v.bias is not None]
+            out.append(View("+".join(v.source for v in group), torch.cat([v.weight for v in group]),
+                            torch.cat(parts) if len(parts) == k else None))
+    return out
+
+
+def _parent(name: str) -> str:
+    """The module that holds a weight: `a.self.query.weight` -> `a.self`."""
+    parts = name.split(".")
+    return ".".join(parts[:-2]) if len(parts) > 2 else ""
 
 
 def _blocks(source: str, t: torch.Tensor, bias: torch.Tensor | None, k: int, rows: int) -> list[View]:
