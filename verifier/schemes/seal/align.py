@@ -162,11 +162,13 @@ def align_rows(w: torch.Tensor, base: torch.Tensor, rank: int,
 
 def unit_match(w: torch.Tensor, base: torch.Tensor, col_perm: torch.Tensor | None = None,
                col_scale: torch.Tensor | None = None) -> float:
-    """How well a suspect tensor's units match the base's: mean |cosine| of matched rows.
+    """How well a suspect tensor's units match the base's: mean over base rows of the best |cosine|.
 
     Used to pick, among the suspect's tensors of a target's shape, the one that holds the
     target when it is not under its name (`verify`). Like `align_rows` it reads the suspect,
     the base and the previous target's recovered permutation and scales, nothing of the key.
+    It is the matching score without the one-to-one constraint (an upper bound of `Aligned.match`,
+    equal to it for a permuted copy), so it costs one (d, d) product, no greedy pass.
 
     Args:
         w: (d, k) a suspect tensor.
@@ -183,4 +185,6 @@ def unit_match(w: torch.Tensor, base: torch.Tensor, col_perm: torch.Tensor | Non
         w = w[:, col_perm]
     if col_scale is not None:
         w = w / col_scale[None, :]
-    return _match_rows(w, base)[1]
+    a = w / (w.norm(dim=1, keepdim=True) + _EPS)
+    b = base / (base.norm(dim=1, keepdim=True) + _EPS)
+    return float((b @ a.T).abs().max(dim=1).values.mean())
