@@ -129,14 +129,25 @@ def requirement(scheme: str, public_params: Mapping[str, Any]) -> Requirement:
 def profile(suspect: Suspect) -> Profile:
     """The suspect's profile: which access it offers and the shapes of its tensors.
 
+    Lazy weights (a memory-mapped or range-read safetensors file) give their shapes from the
+    header, so profiling reads no tensor bytes. A 2-D shape counts in both orientations:
+    white-box checks find layers stored transposed (GPT-2's Conv1D, ONNX MatMul), so such a
+    suspect stays a candidate. (Fused projections, e.g. one qkv tensor, are found only by a
+    verification targeted at the model: a scan matches whole shapes.)
+
     Example:
         >>> import torch
         >>> profile(Suspect.from_weights({"w": torch.zeros(2, 3)})).to_dict()
-        {'weights': True, 'predict': False, 'shapes': ['2x3']}
+        {'weights': True, 'predict': False, 'shapes': ['2x3', '3x2']}
     """
-    shapes = frozenset(tuple(t.shape) for t in suspect.weights.values()) if suspect.has_weights \
-        else frozenset()
-    return Profile(suspect.has_weights, suspect.has_predict, shapes)
+    if not suspect.has_weights:
+        return Profile(False, suspect.has_predict, frozenset())
+    weights = suspect.weights
+    header = getattr(weights, "shapes", None)
+    stored = header().values() if callable(header) else (t.shape for t in weights.values())
+    shapes = {tuple(s) for s in stored}
+    shapes |= {s[::-1] for s in shapes if len(s) == 2}
+    return Profile(True, suspect.has_predict, frozenset(shapes))
 
 
 def satisfies(p: Profile, r: Requirement) -> bool:

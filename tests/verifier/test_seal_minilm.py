@@ -103,3 +103,30 @@ def test_an_independent_key_does_not_accuse_the_minilm_adapter(
     for seed in range(5):
         other = seal.generate_key(params, seed, model=base)
         assert seal.test(Suspect.from_weights(tensors), other).log10_p > -4
+
+
+def test_a_merged_minilm_with_permuted_and_rescaled_heads_is_aligned_and_attributed(
+        trained: tuple[torch.nn.Module, seal.Key], task: toy.Split) -> None:
+    model, key = trained
+    merged = seal.merge(model, key).eval()
+    plain = seal.test(Suspect.from_module(merged), key)
+    g = torch.Generator().manual_seed(1)
+    w = {k: v.clone() for k, v in merged.state_dict().items()}
+    for i in range(6):  # whole heads permuted; q × c with k × 1/c, v × c with the output's columns / c
+        p = f"bert.encoder.layer.{i}."
+        heads = torch.randperm(12, generator=g)
+        perm = (heads[:, None] * 32 + torch.arange(32)).reshape(-1)
+        cv, cq = torch.exp(torch.randn(384, generator=g)), torch.exp(torch.randn(384, generator=g))
+        for name, c in (("query", cq), ("key", 1 / cq), ("value", cv)):
+            for part in ("weight", "bias"):
+                t = w[f"{p}attention.self.{name}.{part}"][perm]
+                w[f"{p}attention.self.{name}.{part}"] = t * (c[:, None] if part == "weight" else c)
+        w[f"{p}attention.output.dense.weight"] = w[f"{p}attention.output.dense.weight"][:, perm] / cv[None, :]
+    with torch.no_grad():
+        before = merged(task.x_test[:8])
+        merged.load_state_dict(w)
+        assert torch.allclose(merged(task.x_test[:8]), before, atol=1e-4)  # the same function
+    result = seal.test(Suspect.from_weights(w), key)
+    assert sum("units aligned to the base" in n for n in result.details["notes"]) == 12
+    assert result.statistic >= plain.statistic - 2 and result.null == "exact"
+    assert result.log10_p < -15

@@ -470,11 +470,18 @@ def test_an_invariant_key_round_trips_and_names_its_host(invariant_key) -> None:
     assert "fingerprint" not in json.dumps(invariant_key.public_params())  # nothing to steer
 
 
-def test_an_invariant_key_needs_a_chain_of_linear_layers() -> None:
-    with pytest.raises(UchidaError, match="chains of Linear weights"):
-        uchida.generate_key(Params(host="invariant"), seed=1, model=toy.CNN())
+def test_an_invariant_key_needs_a_chain_of_layers() -> None:
+    with pytest.raises(UchidaError, match="a conv layer cannot follow a Linear layer"):
+        uchida.generate_key(Params(host="invariant", layers=("fc1.weight", "conv2.weight"),
+                                   shapes=((16, 32), (32, 16, 3, 3)), bits=64), seed=1)
     with pytest.raises(UchidaError, match="do not chain"):
         uchida.generate_key(Params(host="invariant", layers=("fc2.weight", "fc1.weight"), bits=64),
                             seed=1, model=toy.MLP())
+    with pytest.raises(UchidaError, match="do not chain"):
+        uchida.generate_key(Params(host="invariant", layers=("conv2.weight", "conv1.weight"), bits=64),
+                            seed=1, model=toy.CNN())
+    with pytest.raises(UchidaError, match="do not chain"):  # 100 flattened inputs from 32 channels
+        uchida.generate_key(Params(host="invariant", layers=("c.weight", "fc.weight"),
+                                   shapes=((32, 16, 3, 3), (10, 100)), bits=64), seed=1)
     with pytest.raises(UchidaError, match="host must be one of mean, invariant"):
         uchida.generate_key(Params(host="sorted"), seed=1, model=toy.MLP())

@@ -151,6 +151,10 @@ class RangedTensors(Mapping[str, torch.Tensor]):
     def __contains__(self, name: object) -> bool:
         return name in self._where
 
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor's shape, from the headers (no tensor bytes are read)."""
+        return {name: e.shape for name, (_, e) in self._where.items()}
+
     def _load(self, h: ShardHeader, e: _Entry) -> torch.Tensor:
         dtype, _ = _ST_DTYPES[e.dtype]
         data = _exactly(self._read, h.file, h.data_start + e.begin, h.data_start + e.end)

@@ -211,6 +211,10 @@ class _LazyTensors(Mapping[str, torch.Tensor]):
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor's shape, from the validated header (no tensor bytes are touched)."""
+        return {name: e.shape for name, e in self._entries.items()}
+
     def _warn(self, name: str, nan: int, inf: int) -> None:
         if not (nan or inf):
             return

@@ -39,7 +39,7 @@ import torch
 
 _ITERATIONS = 10  # alternations of subspace and scales (relative error ~1e-6 on a clean fit)
 _KEEP_ORDER = 0.98  # keep the suspect's order when it matches within 2 % of the best matching
-_MIN_MATCH = 0.5  # mean |cosine| of matched rows below this: not a copy of the base's units
+MIN_MATCH = 0.5  # mean |cosine| of matched rows below this: not a copy of the base's units
 _PLAIN = 0.05  # unpermuted and every row/column norm within 5 % of the base's: not rescaled
 MOVED = 1e-3  # |log scale| above this: the unit was rescaled (a fine-tuned copy stays below)
 _EPS = 1e-12
@@ -146,7 +146,7 @@ def align_rows(w: torch.Tensor, base: torch.Tensor, rank: int,
     perm, match = _match_rows(w, base)
     plain = float(_cosines(w, base).mean())  # the suspect's own order
     identity, ones = torch.arange(w.shape[0]), torch.ones(w.shape[0], dtype=w.dtype)
-    if match < _MIN_MATCH:  # units unlike the base's are no copy of them: nothing to align
+    if match < MIN_MATCH:  # units unlike the base's are no copy of them: nothing to align
         return Aligned(weight=w, perm=identity, scale=ones, match=plain)
     if plain >= _KEEP_ORDER * match:  # not permuted: near-ties must not reorder a clean copy
         perm, match = identity, plain
@@ -158,3 +158,33 @@ def align_rows(w: torch.Tensor, base: torch.Tensor, rank: int,
     keep = ~((w == 0) & (base != 0))  # pruned entries carry no information about the scale
     a = _scales(w, base, rank, keep)
     return Aligned(weight=a[:, None] * w, perm=perm, scale=a, match=match)
+
+
+def unit_match(w: torch.Tensor, base: torch.Tensor, col_perm: torch.Tensor | None = None,
+               col_scale: torch.Tensor | None = None) -> float:
+    """How well a suspect tensor's units match the base's: mean over base rows of the best |cosine|.
+
+    Used to pick, among the suspect's tensors of a target's shape, the one that holds the
+    target when it is not under its name (`verify`). Like `align_rows` it reads the suspect,
+    the base and the previous target's recovered permutation and scales, nothing of the key.
+    It is the matching score without the one-to-one constraint (an upper bound of `Aligned.match`,
+    equal to it for a permuted copy), so it costs one (d, d) product, no greedy pass.
+
+    Args:
+        w: (d, k) a suspect tensor.
+        base: (d, k) the base weight of the target.
+        col_perm: (k,) the previous target's `perm`, when this target reads its outputs.
+        col_scale: (k,) the previous target's `scale`.
+
+    Returns:
+        In [0, 1]: 1 for the base itself or a permuted, rescaled copy of it; below `MIN_MATCH`
+        for tensors that are no copy of it.
+    """
+    w, base = w.double(), base.double()
+    if col_perm is not None:
+        w = w[:, col_perm]
+    if col_scale is not None:
+        w = w / col_scale[None, :]
+    a = w / (w.norm(dim=1, keepdim=True) + _EPS)
+    b = base / (base.norm(dim=1, keepdim=True) + _EPS)
+    return float((b @ a.T).abs().max(dim=1).values.mean())

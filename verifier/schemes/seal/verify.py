@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from verifier.result import NULL_CONSERVATIVE, NULL_EXACT, TestResult
-from verifier.schemes.seal.align import Aligned, align_rows
+from verifier.schemes._layout import View, views
+from verifier.schemes.seal.align import MIN_MATCH, Aligned, align_rows, unit_match
 from verifier.schemes.seal.base import base_for
 from verifier.schemes.seal.key import NAME, Key, check_shapes
 from verifier.schemes.seal.material import projections, secret_bits
@@ -102,8 +103,11 @@ def suspect_updates(weights: Mapping[str, torch.Tensor], key: Key
     base: dict[str, torch.Tensor] | None = None
     base_reason = ""
     prev: tuple[torch.Tensor, torch.Tensor] | None = None  # previous target's moved units
+    used: set[str] = set()  # suspect tensors already read as a target
     for t in key.targets:
         d, k = key.shapes[t]
+        w: torch.Tensor | None = None
+        why = ""
         for form, idx in (("seal module", seal_idx), ("lora adapter", lora_idx)):
             p = _match(idx, t)
             if p and {"A", "B"} <= set(idx[p]):
@@ -120,19 +124,30 @@ def suspect_updates(weights: Mapping[str, torch.Tensor], key: Key
                 break
         else:
             p = _match(dense_idx, t)
-            if p is None:
-                notes.append(f"`{t}`: not found in the suspect")
-                continue
-            w = weights[dense_idx[p]["W"]].float()
-            if tuple(w.shape) != (d, k):
-                notes.append(f"`{t}`: weight shape {tuple(w.shape)}, expected ({d}, {k}); skipped")
-                continue
+            name = dense_idx[p]["W"] if p is not None else None
+            named = weights[name].float() if name is not None else None
+            if name is not None and named is not None and tuple(named.shape) == (d, k):
+                w = named
+                used.add(name)
+            else:
+                why = ("not found in the suspect" if named is None
+                       else f"weight shape {tuple(named.shape)}, expected ({d}, {k})")
             if base is None and not base_reason:
                 base, base_reason = base_for(key.base_digest, key.base_name, key.targets)
             if base is None:
-                notes.append(f"`{t}`: merged weights, but {base_reason}")
+                notes.append(f"`{t}`: {why}" if w is None else f"`{t}`: merged weights, but {base_reason}")
                 continue
             w_base = base[t]
+            if w is None:  # renamed, transposed or fused: find it by content against the base
+                found_view = _by_content(weights, w_base, used, prev)
+                if found_view is None:
+                    notes.append(f"`{t}`: {why}, and no tensor of a compatible shape matches the "
+                                 "base's units; skipped")
+                    continue
+                w = found_view.weight.float()
+                used.add(found_view.tensor)
+                notes.append(f"`{t}`: {why}; read from `{found_view.source}`, the tensor of its "
+                             "shape whose units match the base's best")
             al = _aligned(w, w_base, key.r, prev)
             prev = (al.perm, al.scale) if al.moved else None
             if al.moved:
@@ -145,6 +160,28 @@ def suspect_updates(weights: Mapping[str, torch.Tensor], key: Key
                              erased=int(erased.sum()))
             forms.add("merged weights")
     return out, " + ".join(sorted(forms)), notes
+
+
+def _by_content(weights: Mapping[str, torch.Tensor], w_base: torch.Tensor, used: set[str],
+                prev: tuple[torch.Tensor, torch.Tensor] | None) -> View | None:
+    """The suspect tensor (renamed, transposed or a fused block) whose units match the base best.
+
+    Candidates are `_layout.views` of the target's shape not already read as another target;
+    the score is `unit_match` against the base (with the previous target's permutation and
+    scales on the columns when that matches better). Nothing here reads the key's bits,
+    projections or passports, so the choice is independent of them and the null stays exact.
+    None when no candidate reaches the alignment's minimum match (no copy of the base's units).
+    """
+    best: tuple[float, View] | None = None
+    for view in views(weights, tuple(w_base.shape)):
+        if view.tensor in used:
+            continue
+        score = unit_match(view.weight, w_base)
+        if prev is not None and prev[0].numel() == w_base.shape[1]:
+            score = max(score, unit_match(view.weight, w_base, prev[0], prev[1]))
+        if best is None or score > best[0]:
+            best = (score, view)
+    return best[1] if best is not None and best[0] >= MIN_MATCH else None
 
 
 def _aligned(w: torch.Tensor, w_base: torch.Tensor, rank: int,

@@ -52,7 +52,7 @@ class Params:
     layers: tuple[str, ...] = ()  # host parameter names; () = every weight of dim >= 2 (Linear, Conv)
     lam: float = 1.0  # λ: weight of the mean-over-bits BCE added to the task loss while embedding
     shapes: tuple[tuple[int, ...], ...] | None = None  # layer shapes, when no model is given
-    host: str = "mean"  # "mean": rows averaged; "invariant": canonical form (align.py), Linear chains
+    host: str = "mean"  # "mean": rows averaged; "invariant": canonical form (align.py), layer chains
 
 
 def host_layers(weights: Mapping[str, torch.Tensor],
@@ -247,19 +247,27 @@ def _check_shapes(layers: tuple[str, ...], shapes: tuple[tuple[int, ...], ...], 
 
 
 def _check_host(host: str, layers: tuple[str, ...], shapes: tuple[tuple[int, ...], ...]) -> None:
+    """Raise UchidaError unless `host` is known and, for "invariant", the layers form a chain.
+
+    A chain: each layer's inputs are the previous layer's outputs. Conv or Linear after a
+    layer of `out` units takes `out` input channels (shape[1] == out); a Linear layer after a
+    conv layer takes its flattened output, a whole number of values per channel
+    (shape[1] % out == 0). A conv layer after a Linear layer is not a chain.
+    """
     if host not in HOSTS:
         raise UchidaError(f"host must be one of {', '.join(HOSTS)}, received {host!r}")
-    if host == "invariant":
-        for name, shape in zip(layers, shapes, strict=True):
-            if len(shape) != 2:
-                raise UchidaError(f"layer `{name}` has shape {shape}: the invariant host supports "
-                                  "chains of Linear weights (out, in) only; use host=\"mean\" "
-                                  "for conv layers")
-        for i in range(len(layers) - 1):
-            (a, sa), (b, sb) = (layers[i], shapes[i]), (layers[i + 1], shapes[i + 1])
-            if sa[0] != sb[1]:
-                raise UchidaError(f"layers `{a}` {sa} and `{b}` {sb} do not chain (out {sa[0]} != "
-                                  f"in {sb[1]}): list consecutive Linear layers in Params(layers=...)")
+    if host != "invariant":
+        return
+    for i in range(len(layers) - 1):
+        (a, sa), (b, sb) = (layers[i], shapes[i]), (layers[i + 1], shapes[i + 1])
+        flatten = len(sa) > 2 and len(sb) == 2  # conv -> Linear: the conv output flattened
+        if len(sa) == 2 and len(sb) > 2:
+            raise UchidaError(f"layers `{a}` {sa} and `{b}` {sb} do not chain: a conv layer "
+                              "cannot follow a Linear layer; list the conv layers first")
+        if sb[1] != sa[0] and not (flatten and sb[1] % sa[0] == 0):
+            raise UchidaError(f"layers `{a}` {sa} and `{b}` {sb} do not chain (out {sa[0]} != "
+                              f"in {sb[1]}): list consecutive Linear or conv layers in "
+                              "Params(layers=...)")
 
 
 def _check_key_fields(seed: int, bits: tuple[int, ...], layers: tuple[str, ...],

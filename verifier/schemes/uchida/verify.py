@@ -8,6 +8,7 @@ can only make the p-value larger (the null is then labelled "conservative").
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -15,6 +16,7 @@ import torch
 from verifier.result import NULL_CONSERVATIVE, NULL_EXACT, TestResult
 from verifier.schemes.uchida.host import host_vector
 from verifier.schemes.uchida.key import NAME, Key, LayerMismatch
+from verifier.schemes.uchida.locate import Placement, placements
 from verifier.schemes.uchida.projection import apply, factors, layout
 from verifier.stats import log10_binom_sf
 from verifier.suspect import Suspect
@@ -22,7 +24,8 @@ from verifier.suspect import Suspect
 ACCESS = "white-box"
 CLAIM = ("The suspect's weights carry this key's secret projection bits far beyond chance: its "
          "weights descend from the owner's marked model. It says nothing about a model that was "
-         "only queried (distilled), and needs the weights under the committed layer names.")
+         "only queried (distilled). Its host layers are read under the committed names, or, when "
+         "renamed or re-laid out, found by shape with the p-value corrected for every reading tried.")
 
 
 def project(weights: Mapping[str, torch.Tensor], key: Key) -> torch.Tensor:
@@ -59,18 +62,18 @@ def extract(weights: Mapping[str, torch.Tensor], key: Key) -> torch.Tensor:
         >>> extract(m.state_dict(), k).shape
         torch.Size([32])
     """
-    y = project(weights, key)  # (T,)
-    bits = (y > 0).to(torch.int8)
-    bits[y == 0] = -1
-    return bits
+    return _bits(project(weights, key))  # (T,)
 
 
 @torch.no_grad()
 def test(suspect: Suspect, key: Key) -> TestResult:
     """Count the key's bits that the suspect's weights carry; exact binomial tail at p = 1/2.
 
-    Not applicable when the suspect offers no weights, lacks a key layer or holds it with
-    another shape (the reason is in `details["reason"]`).
+    When a key layer is missing or has another shape under its name, the layers are sought by
+    shape (renamed, transposed or fused tensors, `locate.placements`): the best count over the
+    C placements is reported with p × C (`details["host_search"]`, null "conservative"). Not
+    applicable when the suspect offers no weights or no placement exists (the reason is in
+    `details["reason"]`).
 
     Example:
         >>> from verifier.toy import MLP
@@ -82,12 +85,10 @@ def test(suspect: Suspect, key: Key) -> TestResult:
     if not suspect.has_weights:
         return TestResult.not_applicable(NAME, _NO_WEIGHTS)
     try:
-        return _result(key, project(suspect.weights, key))
+        return _exact(key, _bits(project(suspect.weights, key)))
     except LayerMismatch as e:
-        return TestResult.not_applicable(NAME, str(e))
+        return _test_by_shape(suspect.weights, key, str(e))
 
-
-test.__test__ = False  # type: ignore[attr-defined]  # the contract's `test`, not a pytest test
 
 _NO_WEIGHTS = "uchida is a white-box test: the suspect offers no weights (black-box access only)"
 _CHUNK = 64  # keys whose stacked V factors share one matmul: (N1, N2) @ (N2, ≤ 64·t2)
@@ -99,7 +100,9 @@ def test_many(suspect: Suspect, keys: Sequence[Key]) -> list[TestResult]:
 
     The host vector is computed once per distinct (host rule, layers, shapes), not once per
     key; within a group the keys' V factors are stacked so one (N1, N2) @ (N2, Σt2) matmul
-    serves up to 64 keys, and each key then needs only its (t1, N1) @ (N1, t2) product.
+    serves up to 64 keys, and each key then needs only its (t1, N1) @ (N1, t2) product. A
+    group whose layers are not under their names is searched by shape, key by key, as `test`
+    does. The weights are read lazily: only the keys' layers are touched.
 
     Args:
         suspect: the loaded suspect.
@@ -120,7 +123,7 @@ def test_many(suspect: Suspect, keys: Sequence[Key]) -> list[TestResult]:
     tails: dict[tuple[int, int], float] = {}  # exact binomial tails, by (matches, T)
     if not suspect.has_weights:
         return [TestResult.not_applicable(NAME, _NO_WEIGHTS) for _ in keys]
-    weights = {n: t.detach() for n, t in suspect.weights.items()}
+    weights = suspect.weights
     groups: dict[tuple[object, ...], list[int]] = {}
     for i, k in enumerate(keys):
         groups.setdefault((k.host, k.layers, k.shapes), []).append(i)
@@ -129,7 +132,7 @@ def test_many(suspect: Suspect, keys: Sequence[Key]) -> list[TestResult]:
             w = host_vector(weights, keys[members[0]], dtype=torch.float64)  # (M,)
         except LayerMismatch as e:
             for i in members:
-                out[i] = TestResult.not_applicable(NAME, str(e))
+                out[i] = _test_by_shape(weights, keys[i], str(e))
             continue
         n1, n2, _ = layout(w.numel())
         grid = w.reshape(n1, n2) if w.numel() == n1 * n2 else \
@@ -142,22 +145,25 @@ def test_many(suspect: Suspect, keys: Sequence[Key]) -> list[TestResult]:
             for i, (u, v) in zip(chunk, uv, strict=True):
                 y = (u @ gv[:, at:at + v.shape[0]]).reshape(-1)[:len(keys[i].bits)]  # (T,)
                 at += v.shape[0]
-                out[i] = _result(keys[i], y, tails)
+                out[i] = _exact(keys[i], _bits(y), tails)
     return [r for r in out if r is not None]
 
 
 test_many.__test__ = False  # type: ignore[attr-defined]  # the batched `test`, not a pytest test
 
 
-def _result(key: Key, y: torch.Tensor,
-            tails: dict[tuple[int, int], float] | None = None) -> TestResult:
-    """The exact binomial test of the bits read from projections y (T,); `tails` memoizes
-    the tail per (matches, T) across a batch (the same function, computed once)."""
+def _bits(y: torch.Tensor) -> torch.Tensor:
+    """Extracted bits from projections y (T,): 1, 0, or -1 where a projection is exactly 0."""
     got = (y > 0).to(torch.int8)
     got[y == 0] = -1
-    want = torch.tensor(key.bits, dtype=torch.int8)
-    matches = int((got == want).sum())
-    zeros = int((got < 0).sum())
+    return got
+
+
+def _exact(key: Key, got: torch.Tensor,
+           tails: dict[tuple[int, int], float] | None = None) -> TestResult:
+    """The exact binomial test of extracted bits; `tails` memoizes the tail per
+    (matches, T) across a batch (the same function, computed once)."""
+    matches, zeros = _count(got, key)
     n = len(key.bits)
     if tails is None:
         log10_p = log10_binom_sf(matches, n, 0.5)
@@ -165,8 +171,49 @@ def _result(key: Key, y: torch.Tensor,
         log10_p = tails[matches, n]
     else:
         log10_p = tails[matches, n] = log10_binom_sf(matches, n, 0.5)
+    return _result(key, matches, zeros, log10_p, exact=zeros == 0)
+
+
+def _count(got: torch.Tensor, key: Key) -> tuple[int, int]:
+    """(matches, zero projections) of extracted bits against the key's."""
+    want = torch.tensor(key.bits, dtype=torch.int8)
+    return int((got == want).sum()), int((got < 0).sum())
+
+
+def _result(key: Key, matches: int, zeros: int, log10_p: float, exact: bool,
+            **details: object) -> TestResult:
+    n = len(key.bits)
     return TestResult.from_log10_p(
         NAME, statistic=matches, n=n, log10_p=log10_p,
-        null=NULL_EXACT if zeros == 0 else NULL_CONSERVATIVE, claim=CLAIM,
+        null=NULL_EXACT if exact else NULL_CONSERVATIVE, claim=CLAIM,
         details={"matches": matches, "bits": n, "bit_error_rate": (n - matches) / n,
-                 "zero_projections": zeros, "layers": list(key.layers), "p0": 0.5})
+                 "zero_projections": zeros, "layers": list(key.layers), "p0": 0.5, **details})
+
+
+def _test_by_shape(weights: Mapping[str, torch.Tensor], key: Key, why: str) -> TestResult:
+    """The key's layers are not under their names: try every placement by shape, Bonferroni.
+
+    Each placement's count is Binomial(T, 1/2) under H0 (the placements depend on shapes only),
+    so min over C placements of p, times C, is a valid p-value (`locate`); null "conservative".
+    """
+    try:
+        found = placements(weights, key)
+    except LayerMismatch as e:
+        return TestResult.not_applicable(NAME, f"{why}; {e}")
+    if not found:
+        return TestResult.not_applicable(NAME, f"{why}; no tensor has a compatible shape either "
+                                               "(renamed, transposed or fused)")
+    best: tuple[int, int, Placement] | None = None
+    for placement in found:
+        matches, zeros = _count(extract(placement.weights, key), key)
+        if best is None or matches > best[0]:
+            best = (matches, zeros, placement)
+    assert best is not None
+    matches, zeros, chosen = best
+    tries = len(found)
+    log10_p = min(0.0, log10_binom_sf(matches, len(key.bits), 0.5) + math.log10(tries))
+    return _result(key, matches, zeros, log10_p, exact=False,
+                   host_search={"reason": why, "placements": tries, "chosen": list(chosen.sources)})
+
+
+test.__test__ = False  # type: ignore[attr-defined]  # the contract's `test`, not a pytest test
