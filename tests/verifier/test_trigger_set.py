@@ -385,15 +385,23 @@ def test_it_is_not_applicable_to_a_suspect_of_another_class_count(key) -> None:
     assert not r.applicable and "scores 12 classes and this key labels 10" in r.details["reason"]
 
 
-def test_a_keyed_noise_mark_with_the_weight_noise_phase_survives_a_small_data_high_lr_fine_tune(
+def test_a_keyed_noise_mark_with_the_fine_tune_aware_phase_survives_a_small_data_high_lr_fine_tune(
         trained, split) -> None:
-    k = trigger_set.generate_key(Params(variant="keyed_noise", classes=10), seed=100)
-    marked = trigger_set.embed(copy.deepcopy(trained), k,
-                               toy.batches(split.x_train, split.y_train, seed=0), robust_epochs=10)
+    # issue 11 item 3 at p <= 1e-24 and <= 1 pp fidelity cost; one thread, so the run (and its
+    # margin: 52 of 100 triggers, log10 p = -25.2; 48 without the aware phase) is reproducible
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        k = trigger_set.generate_key(Params(variant="keyed_noise", classes=10), seed=100)
+        marked = trigger_set.embed(copy.deepcopy(trained), k,
+                                   toy.batches(split.x_train, split.y_train, seed=0),
+                                   robust_epochs=10, aware_epochs=20)
+        attacked = attacks.finetune(marked, split, epochs=10, lr=1e-2, fraction=0.1)
+    finally:
+        torch.set_num_threads(threads)
     assert toy.accuracy(marked, split.x_test, split.y_test) >= \
         toy.accuracy(trained, split.x_test, split.y_test) - 0.01
-    attacked = attacks.finetune(marked, split, epochs=10, lr=1e-2, fraction=0.1)
-    assert trigger_set.test(_predict_only(attacked), k).log10_p <= -15
+    assert trigger_set.test(_predict_only(attacked), k).log10_p <= -24
 
 
 def test_its_null_labels_fit_a_report_row() -> None:
