@@ -194,7 +194,31 @@ def _sweep(t: _Target, split: toy.Split, quick: bool) -> dict[str, Any]:
                      "reason": "black-box test: it never reads tensor names", "points": []})
     step(f"{t.scheme}: rename")
     return {"model": t.title, "acc_marked": acc(m), "marked_log10_p": t.test(m).log10_p,
-            "notes": t.notes, "attacks": rows}
+            "notes": t.notes + _findings(rows), "attacks": rows}
+
+
+def _findings(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Notes computed from the measured points: overwriting and priority, distillation."""
+    by = {r["name"]: r for r in rows}
+    out = []
+    for p in by["overwrite"]["points"]:
+        mine = p["log10_p"] <= DETECT_LOG10
+        theirs = p["attacker_log10_p"] <= DETECT_LOG10
+        who = ("both marks are detected, so the registry's priority rule (earliest log index, "
+               "registry/reporting.py) names the owner, whose commitment precedes the thief's"
+               if mine and theirs else
+               "only the owner's mark is detected" if mine else
+               "the owner's mark is missed: only the thief's mark attributes the copy, and "
+               "priority cannot help" if theirs else "neither mark is detected")
+        out.append(f"overwrite at {p['label']}: owner's log10 p {p['log10_p']:.1f}, thief's "
+                   f"{p['attacker_log10_p']:.1f}, attacker accuracy "
+                   f"{100 * p['attacker_acc']:.2f} %: {who}")
+    best = min(by["distill"]["points"], key=lambda p: p["log10_p"])
+    out.append(f"distillation (issue 11 item 5): the strongest owner's evidence in a student is "
+               f"log10 p {best['log10_p']:.1f} (student accuracy "
+               f"{100 * best['attacker_acc']:.2f} %): "
+               + ("detected" if best["detected"] else "the mark does not survive distillation"))
+    return out
 
 
 def _acc_of(split: toy.Split) -> Callable[[nn.Module], float]:
