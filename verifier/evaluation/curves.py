@@ -74,6 +74,7 @@ def _panel(ax: Any, attack: Mapping[str, Any], axis: str) -> None:
     acc = [100 * float(p["attacker_acc"]) for p in pts]
     ax.plot(xs, log_p, "o-", color="tab:blue", markersize=3)
     ax.axhline(DETECT_LOG10, color="tab:blue", linestyle="--", linewidth=0.8)
+    ax.set_ylim(1.05 * min(min(log_p), DETECT_LOG10 - 1.0), 1.0)  # always show 0 and 1e-6
     ax.set_ylabel("log10 p", color="tab:blue")
     ax.set_title(attack["name"])
     ax.set_xlabel(attack.get("axis", axis))
