@@ -29,27 +29,35 @@ def section() -> dict[str, Any]:
     return removal.evaluate(quick=True)
 
 
-def test_permuting_hidden_units_keeps_the_outputs_and_moves_the_weights(trained: toy.MLP,
-                                                                        split: toy.Split) -> None:
-    permuted = attacks.permute_hidden(trained, fraction=1.0, seed=3)
+@pytest.mark.parametrize("arch", [toy.MLP, toy.CNN, toy.DeepCNN])
+def test_permuting_hidden_units_keeps_the_outputs_and_moves_the_weights(arch, split) -> None:
+    torch.manual_seed(0)
+    model = arch()
+    permuted = attacks.permute_hidden(model, fraction=1.0, seed=3)
     with torch.no_grad():
-        assert torch.allclose(trained(split.x_test), permuted(split.x_test), atol=1e-5)
-    assert not torch.equal(trained.fc1.weight, permuted.fc1.weight)
-    assert torch.equal(trained.fc3.bias, permuted.fc3.bias)
+        assert torch.allclose(model(split.x_test), permuted(split.x_test), atol=1e-5)
+    first, last = list(model.state_dict())[0], list(model.state_dict())[-1]
+    assert not torch.equal(model.state_dict()[first], permuted.state_dict()[first])
+    assert torch.equal(model.state_dict()[last], permuted.state_dict()[last])  # output bias
 
 
-def test_rescaling_units_keeps_the_outputs_and_moves_the_weights(trained: toy.MLP,
-                                                                 split: toy.Split) -> None:
-    scaled = attacks.rescale_units(trained, spread=16.0, seed=3)
+@pytest.mark.parametrize("arch", [toy.MLP, toy.CNN, toy.DeepCNN])
+def test_rescaling_units_keeps_the_outputs_and_moves_the_weights(arch, split) -> None:
+    torch.manual_seed(0)
+    model = arch()
+    scaled = attacks.rescale_units(model, spread=16.0, seed=3)
     with torch.no_grad():
-        assert torch.allclose(trained(split.x_test), scaled(split.x_test), atol=1e-4)
-    ratio = scaled.fc1.weight.norm(dim=1) / trained.fc1.weight.norm(dim=1)
+        assert torch.allclose(model(split.x_test), scaled(split.x_test), atol=1e-4)
+    first = list(model.state_dict())[0]
+    ratio = (scaled.state_dict()[first].flatten(1).norm(dim=1)
+             / model.state_dict()[first].flatten(1).norm(dim=1))
     assert ratio.max() / ratio.min() > 2.0
 
 
-def test_unit_rewrites_refuse_a_cnn_and_name_the_fix() -> None:
-    with pytest.raises(attacks.AttackError, match="pass an MLP"):
-        attacks.permute_hidden(toy.CNN())
+def test_unit_rewrites_refuse_a_model_that_is_not_a_plain_chain_and_name_the_fix() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    with pytest.raises(attacks.AttackError, match="pass an MLP or a plain CNN"):
+        attacks.permute_hidden(model)
 
 
 def test_post_processing_keeps_every_top_1_prediction(trained: toy.MLP, split: toy.Split) -> None:
@@ -73,7 +81,7 @@ def test_renamed_weights_keep_values_under_new_names(trained: toy.MLP) -> None:
 
 
 def test_the_quick_suite_runs_at_least_twelve_attacks_on_every_scheme(section: dict[str, Any]) -> None:
-    assert set(section["schemes"]) == set(removal.SCHEMES)
+    assert set(section["schemes"]) == set(removal.TARGETS)
     for scheme, data in section["schemes"].items():
         names = [a["name"] for a in data["attacks"]]
         assert names == list(removal.ATTACKS), scheme
@@ -95,7 +103,7 @@ def test_overwriting_records_both_the_owners_and_the_attackers_mark(section: dic
 
 
 def test_function_preserving_rewrites_leave_a_black_box_mark_untouched(section: dict[str, Any]) -> None:
-    marks = section["schemes"]["trigger_set"]
+    marks = section["schemes"]["trigger_set-cnn"]
     for a in marks["attacks"]:
         if a["name"] in ("permute_hidden", "rescale_units"):
             assert all(p["log10_p"] == pytest.approx(marks["marked_log10_p"]) for p in a["points"])
@@ -106,10 +114,10 @@ def test_the_report_embeds_one_deterministic_curve_per_scheme(section: dict[str,
     md = tmp_path / "quality.md"
     report.write(md, [], {"removal": section})
     first = {p.name: p.read_bytes() for p in (tmp_path / "curves").iterdir()}
-    assert sorted(first) == sorted(f"{s}.svg" for s in removal.SCHEMES)
+    assert sorted(first) == sorted(f"{s}.svg" for s in removal.TARGETS)
     text = md.read_text()
     assert "## Removal suite" in text
-    for scheme in removal.SCHEMES:
+    for scheme in removal.TARGETS:
         assert f"](curves/{scheme}.svg)" in text
         assert first[f"{scheme}.svg"].startswith(b"<?xml")
     report.write(md, [], {"removal": section})

@@ -70,60 +70,79 @@ class AttackError(ValueError):
     """An attack asked of a model it cannot be applied to (the message names the fix)."""
 
 
-def _dense_chain(model: nn.Module) -> list[nn.Linear]:
-    """The nn.Linear layers of an MLP in order, each feeding the next through a ReLU.
+Layer = nn.Linear | nn.Conv2d
+
+
+def _chain(model: nn.Module) -> list[tuple[Layer, Layer, int]]:
+    """(producer, consumer, group) for each hidden layer of a chain of Linear / Conv2d layers.
+
+    The model must compute layer after layer in registration order with only ReLU, max- or
+    mean-pooling and channel-major flattening in between (toy.MLP, toy.CNN, toy.DeepCNN):
+    then unit i of a producer feeds inputs i·group … (i+1)·group − 1 of its consumer (group > 1
+    where a conv's channels are flattened into a dense layer).
 
     Raises:
-        AttackError: if the model has parametrized modules other than nn.Linear (a CNN) or
-            consecutive layers do not chain (out_features of one != in_features of the next).
+        AttackError: naming the module that breaks the chain.
     """
-    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    other = [type(m).__name__ for m in model.modules()
-             if not isinstance(m, nn.Linear) and any(True for _ in m.parameters(recurse=False))]
+    layers = [m for m in model.modules() if any(True for _ in m.parameters(recurse=False))]
+    other = sorted({type(m).__name__ for m in layers if not isinstance(m, (nn.Linear, nn.Conv2d))})
     if other or len(layers) < 2:
-        raise AttackError(f"unit-level rewrites need an MLP of >= 2 nn.Linear layers; this model "
-                          f"has {len(layers)} and also {sorted(set(other))}: pass an MLP")
+        raise AttackError(f"unit-level rewrites need a chain of >= 2 nn.Linear / nn.Conv2d "
+                          f"layers; this model has {len(layers)} and also {other}: pass an MLP "
+                          "or a plain CNN")
+    out = []
     for a, b in zip(layers, layers[1:], strict=False):
-        if a.out_features != b.in_features:
-            raise AttackError(f"nn.Linear layers do not chain ({a.out_features} outputs feed "
-                              f"{b.in_features} inputs): pass a plain MLP")
-    return layers
+        assert isinstance(a, (nn.Linear, nn.Conv2d)) and isinstance(b, (nn.Linear, nn.Conv2d))
+        units = int(a.weight.shape[0])  # out_features / out_channels
+        fan = int(b.weight.shape[1])  # in_features / in_channels
+        if isinstance(a, nn.Linear) and isinstance(b, nn.Conv2d) or fan % units:
+            raise AttackError(f"{type(a).__name__} with {units} units does not feed "
+                              f"{type(b).__name__} with {fan} inputs: pass an MLP or a plain CNN")
+        out.append((a, b, fan // units))
+    return out
+
+
+def _consumer_view(b: Layer, units: int) -> torch.Tensor:
+    """The consumer's weight viewed as (out, units, rest): unit i's inputs along dim 1."""
+    return b.weight.view(b.weight.shape[0], units, -1)
 
 
 @torch.no_grad()
 def permute_hidden(model: nn.Module, fraction: float = 1.0, seed: int = 1) -> nn.Module:
-    """Shuffle a `fraction` of the hidden units of every hidden layer of an MLP (outputs unchanged).
+    """Shuffle a `fraction` of the hidden units (channels) of every hidden layer (outputs unchanged).
 
     The units chosen in each layer are permuted among themselves (a random permutation of
-    them), the rows of the layer and the columns of the next moved together: the network
-    computes exactly the same function (LayerShuffle, Yan et al. KDD 2022).
+    them), the producer's rows and the consumer's inputs moved together: the network
+    computes exactly the same function (LayerShuffle, Yan et al. KDD 2022). Works on MLPs and
+    plain CNNs (see `_chain`).
 
     Example:
-        >>> m = toy.MLP(); x = torch.rand(3, 64)
+        >>> m = toy.CNN(); x = torch.rand(3, 64)
         >>> bool(torch.allclose(m(x), permute_hidden(m)(x), atol=1e-5))
         True
     """
     m = copy.deepcopy(model)
     g = torch.Generator().manual_seed(seed)
-    layers = _dense_chain(m)
-    for layer, nxt in zip(layers, layers[1:], strict=False):
-        h = layer.out_features
+    for a, b, _group in _chain(m):
+        h = a.weight.shape[0]
         chosen = torch.randperm(h, generator=g)[:int(round(fraction * h))]
         perm = torch.arange(h)
         perm[chosen] = chosen[torch.randperm(len(chosen), generator=g)]
-        layer.weight.copy_(layer.weight[perm])
-        if layer.bias is not None:
-            layer.bias.copy_(layer.bias[perm])
-        nxt.weight.copy_(nxt.weight[:, perm])
+        a.weight.copy_(a.weight[perm])
+        if a.bias is not None:
+            a.bias.copy_(a.bias[perm])
+        w = _consumer_view(b, h)  # (out, h, rest)
+        w.copy_(w[:, perm].clone())
     return m
 
 
 @torch.no_grad()
 def rescale_units(model: nn.Module, spread: float = 4.0, seed: int = 1) -> nn.Module:
-    """Scale each ReLU hidden unit by c ~ log-uniform in [1/spread, spread] (outputs unchanged).
+    """Scale each ReLU hidden unit (channel) by c ~ log-uniform in [1/spread, spread] (outputs unchanged).
 
-    Row i of a layer and its bias are multiplied by c_i and column i of the next layer divided
-    by it; relu(c·z) = c·relu(z) for c > 0, so the function is the same (NeuronScale).
+    The producer's row i and bias are multiplied by c_i and the consumer's inputs from unit i
+    divided by it; relu, max- and mean-pooling commute with c > 0, so the function is the same
+    (NeuronScale). Works on MLPs and plain CNNs (see `_chain`).
 
     Example:
         >>> m = toy.MLP(); x = torch.rand(3, 64)
@@ -134,14 +153,13 @@ def rescale_units(model: nn.Module, spread: float = 4.0, seed: int = 1) -> nn.Mo
         raise AttackError(f"spread must be >= 1, received {spread}")
     m = copy.deepcopy(model)
     g = torch.Generator().manual_seed(seed)
-    layers = _dense_chain(m)
-    for layer, nxt in zip(layers, layers[1:], strict=False):
-        u = torch.rand(layer.out_features, generator=g) * 2 - 1  # (H,) in [-1, 1)
-        c = torch.exp(u * math.log(spread))  # (H,)
-        layer.weight.mul_(c[:, None])
-        if layer.bias is not None:
-            layer.bias.mul_(c)
-        nxt.weight.div_(c[None, :])
+    for a, b, _group in _chain(m):
+        h = a.weight.shape[0]
+        c = torch.exp((torch.rand(h, generator=g) * 2 - 1) * math.log(spread))  # (h,)
+        a.weight.mul_(c.view(h, *([1] * (a.weight.dim() - 1))))
+        if a.bias is not None:
+            a.bias.mul_(c)
+        _consumer_view(b, h).div_(c[None, :, None])
     return m
 
 

@@ -1,4 +1,4 @@
-"""Robustness curves of the removal suite: one SVG per scheme, drawn with matplotlib.
+"""Robustness curves of the removal suite: one SVG per target (scheme × model), by matplotlib.
 
 Each measured attack gets a panel: log10 p of the owner's test (left axis, with the detection
 line at p = 1e-6) and the attacker's test accuracy (right axis) against the attack's strength.
@@ -18,9 +18,9 @@ from verifier.evaluation import DETECT_LOG10
 FOLDER = "curves"  # beside quality.md: docs/curves/<scheme>.svg
 
 
-def path_for(scheme: str) -> str:
-    """The SVG's path relative to the Markdown report ("curves/<scheme>.svg")."""
-    return f"{FOLDER}/{scheme}.svg"
+def path_for(target: str) -> str:
+    """The SVG's path relative to the Markdown report ("curves/<target id>.svg")."""
+    return f"{FOLDER}/{target}.svg"
 
 
 def write(section: Mapping[str, Any], md_dir: Path) -> list[Path]:
@@ -55,7 +55,7 @@ def write(section: Mapping[str, Any], md_dir: Path) -> list[Path]:
             ax.set_visible(False)
         for ax, attack in zip(grid.flat, measured, strict=False):
             _panel(ax, attack, (axes_of.get(attack["name"]) or {}).get("axis", "strength"))
-        fig.suptitle(f"{scheme}: {data['model']} (blue: log10 p, left; orange: attacker "
+        fig.suptitle(f"{data.get('scheme', scheme)}: {data['model']} (blue: log10 p, left; orange: attacker "
                      f"accuracy, right; dashed: p = 1e-6)", fontsize=8)
         fig.tight_layout()
         out = md_dir / path_for(scheme)

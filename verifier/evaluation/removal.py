@@ -1,6 +1,6 @@
 """The removal suite: `hallmark evaluate --schemes removal` (issue 11, item 6).
 
-Every scheme's mark on the digits MLP is attacked the way a thief would, each attack swept over
+Every scheme's mark on the digits MLP (uchida and trigger_set also on the CNN) is attacked the way a thief would, each attack swept over
 its strength, and each point records the test's log10 p on the attacked copy and the
 attacker's test accuracy. The result is the "removal" section of docs/quality.json; the report
 renders it as a table per scheme and as robustness curves (`verifier.evaluation.curves`,
@@ -41,7 +41,10 @@ from verifier.evaluation import DETECT_LOG10, attacks, step
 from verifier.result import TestResult
 from verifier.suspect import Suspect
 
-SCHEMES = ("uchida", "trigger_set", "seal", "lsb", "output_signature")
+# What the suite attacks, by target id: the scheme's mark on the digits MLP, and for uchida and
+# trigger_set (keyed-noise triggers with the fine-tune-aware phase) also on the CNN.
+TARGETS = ("uchida", "uchida-cnn", "trigger_set", "trigger_set-cnn", "seal", "lsb",
+           "output_signature")
 
 # name -> (what it does, the strength's axis label)
 ATTACKS: dict[str, tuple[str, str]] = {
@@ -80,38 +83,39 @@ class _Target:
     test_weights: Callable[[dict[str, torch.Tensor]], TestResult] | None = None
     test_predict: Callable[[Callable[[torch.Tensor], torch.Tensor]], TestResult] | None = None
     notes: list[str] = field(default_factory=list)
+    student: Callable[[], nn.Module] = toy.MLP  # the architecture a distilling thief trains
 
 
-def evaluate(quick: bool = False, schemes: Sequence[str] = SCHEMES) -> dict[str, Any]:
+def evaluate(quick: bool = False, targets: Sequence[str] = TARGETS) -> dict[str, Any]:
     """The "removal" section: every attack swept over its strengths on each scheme's mark.
 
     Args:
         quick: 5 training epochs and two strengths per attack (a smoke run for tests);
             otherwise 30 epochs and 3 to 5 strengths.
-        schemes: which schemes to attack (default: all in SCHEMES).
+        targets: which targets to attack (ids from TARGETS; default all).
 
     Returns:
         {"quick", "seconds", "attacks": {name: {"description", "axis"}},
-         "schemes": {scheme: {"model", "acc_marked", "marked_log10_p", "notes",
+         "schemes": {target id: {"scheme", "model", "acc_marked", "marked_log10_p", "notes",
                               "attacks": [{"name", "applies", "reason"?, "points": [
                                   {"strength", "label", "attacker_acc", "log10_p",
                                    "detected", "attacker_log10_p"?}]}]}}}
 
     Example:
-        >>> section = evaluate(quick=True, schemes=("lsb",))  # doctest: +SKIP
+        >>> section = evaluate(quick=True, targets=("lsb",))  # doctest: +SKIP
         >>> len(section["schemes"]["lsb"]["attacks"]) >= 12  # doctest: +SKIP
         True
     """
     torch.set_num_threads(1)
     start = time.perf_counter()
-    unknown = [s for s in schemes if s not in SCHEMES]
+    unknown = [s for s in targets if s not in TARGETS]
     if unknown:
         raise ValueError(f"the removal suite has no target for {', '.join(unknown)}; "
-                         f"expected names from {', '.join(SCHEMES)}")
+                         f"expected names from {', '.join(TARGETS)}")
     split = toy.digits()
     epochs = 5 if quick else 30
     out: dict[str, Any] = {}
-    for name in schemes:
+    for name in targets:
         target = _TARGETS[name](split, epochs, quick)
         out[name] = _sweep(target, split, quick)
     return {"quick": quick, "seconds": time.perf_counter() - start,
@@ -153,7 +157,7 @@ def _sweep(t: _Target, split: toy.Split, quick: bool) -> dict[str, Any]:
         "gaussian_noise": lambda s: attacks.gaussian_noise(m, s),
         "permute_hidden": lambda s: attacks.permute_hidden(m, s),
         "rescale_units": lambda s: attacks.rescale_units(m, s),
-        "distill": lambda s: attacks.distill(attacks.served(m), _fresh_student(), split.x_train,
+        "distill": lambda s: attacks.distill(attacks.served(m), _fresh(t.student), split.x_train,
                                              epochs=int(s)),
     }
     rows: list[dict[str, Any]] = []
@@ -193,7 +197,7 @@ def _sweep(t: _Target, split: toy.Split, quick: bool) -> dict[str, Any]:
         rows.append({"name": "rename", "applies": False,
                      "reason": "black-box test: it never reads tensor names", "points": []})
     step(f"{t.scheme}: rename")
-    return {"model": t.title, "acc_marked": acc(m), "marked_log10_p": t.test(m).log10_p,
+    return {"scheme": t.scheme, "model": t.title, "acc_marked": acc(m), "marked_log10_p": t.test(m).log10_p,
             "notes": t.notes + _findings(rows), "attacks": rows}
 
 
@@ -230,9 +234,9 @@ def _last_name(model: nn.Module) -> str:
     return [n for n, mod in model.named_modules() if isinstance(mod, nn.Linear)][-1]
 
 
-def _fresh_student(seed: int = 7) -> nn.Module:
+def _fresh(make: Callable[[], nn.Module], seed: int = 7) -> nn.Module:
     torch.manual_seed(seed)
-    return toy.MLP()
+    return make()
 
 
 def _data(split: toy.Split, seed: int, epochs: int) -> list[toy.Batch]:
@@ -242,11 +246,12 @@ def _data(split: toy.Split, seed: int, epochs: int) -> list[toy.Batch]:
 # ---------------------------------------------------------------------------------------------
 # One target per scheme: the marked MLP, the owner's test, the attacker's overwrite.
 
-def _uchida(split: toy.Split, epochs: int, quick: bool) -> _Target:
+def _uchida(split: toy.Split, epochs: int, quick: bool,
+            make: Callable[[], nn.Module] = toy.MLP) -> _Target:
     from verifier.schemes import uchida
 
     torch.manual_seed(0)
-    init = toy.MLP()
+    init = make()
     key = uchida.generate_key(uchida.Params(), seed=100, model=init)
     marked = uchida.embed(init, key, _data(split, 0, epochs), epochs=1, lr=3e-3)
 
@@ -258,10 +263,11 @@ def _uchida(split: toy.Split, epochs: int, quick: bool) -> _Target:
                          lr=1e-3)
         return m, uchida.test(Suspect.from_module(m), theirs)
 
-    return _Target("uchida", "MLP 64-96-96-10 on digits", marked,
+    title = "MLP 64-96-96-10 on digits" if make is toy.MLP else "CNN (2 conv + 2 dense) on digits"
+    return _Target("uchida", title, marked,
                    lambda m: uchida.test(Suspect.from_module(m), key), True, overwrite,
                    [1.0, 10.0] if quick else [1.0, 3.0, 10.0], "attacker's epochs",
-                   test_weights=lambda w: uchida.test(Suspect.from_weights(w), key))
+                   test_weights=lambda w: uchida.test(Suspect.from_weights(w), key), student=make)
 
 
 def _trigger_set(split: toy.Split, epochs: int, quick: bool) -> _Target:
@@ -287,6 +293,34 @@ def _trigger_set(split: toy.Split, epochs: int, quick: bool) -> _Target:
     return _Target("trigger_set", "MLP 64-96-96-10 on digits, adversarial triggers", model, test,
                    False, overwrite, [1.0, 5.0], "attacker's epochs per layer",
                    test_predict=lambda f: ts.test(Suspect.from_predict(f), key))
+
+
+def _trigger_set_cnn(split: toy.Split, epochs: int, quick: bool) -> _Target:
+    """Keyed-noise triggers on the CNN with the fine-tune-aware phase (issue 11 item 3)."""
+    import copy
+
+    from verifier.schemes import trigger_set as ts
+
+    model = toy.trained(split, 0, epochs, arch=toy.CNN)
+    params = ts.Params(variant=ts.KEYED_NOISE)
+    key = ts.generate_key(params, seed=100, model=model)
+    ts.embed(model, key, toy.batches(split.x_train, split.y_train, seed=0),
+             aware_epochs=2 if quick else 20)
+
+    def test(m: nn.Module) -> TestResult:
+        return ts.test(Suspect.from_predict(attacks.served(m)), key)
+
+    def overwrite(effort: float) -> tuple[nn.Module, TestResult]:
+        m = copy.deepcopy(model)
+        theirs = ts.generate_key(params, seed=900, model=m)
+        ts.embed(m, theirs, toy.batches(split.x_train, split.y_train, seed=9),
+                 epochs_per_layer=int(effort))
+        return m, ts.test(Suspect.from_predict(attacks.served(m)), theirs)
+
+    return _Target("trigger_set", "CNN (2 conv + 2 dense) on digits, keyed-noise triggers, "
+                   "fine-tune-aware phase (20 epochs)", model, test, False, overwrite, [1.0, 5.0],
+                   "attacker's epochs per layer",
+                   test_predict=lambda f: ts.test(Suspect.from_predict(f), key), student=toy.CNN)
 
 
 def _seal(split: toy.Split, epochs: int, quick: bool) -> _Target:
@@ -356,6 +390,8 @@ def _output_signature(split: toy.Split, epochs: int, quick: bool) -> _Target:
 
 
 _TARGETS: dict[str, Callable[[toy.Split, int, bool], _Target]] = {
-    "uchida": _uchida, "trigger_set": _trigger_set, "seal": _seal, "lsb": _lsb,
-    "output_signature": _output_signature,
+    "uchida": _uchida,
+    "uchida-cnn": lambda split, epochs, quick: _uchida(split, epochs, quick, toy.CNN),
+    "trigger_set": _trigger_set, "trigger_set-cnn": _trigger_set_cnn, "seal": _seal,
+    "lsb": _lsb, "output_signature": _output_signature,
 }

@@ -262,9 +262,11 @@ def render_forgery(section: Mapping[str, Any] | None) -> list[str]:
 
 
 def ordered_schemes(section: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """A removal section's (scheme, data) pairs in KNOWN order (the JSON stores them sorted)."""
+    """A removal section's (target id, data) pairs in KNOWN order of their scheme, then by id
+    (the JSON stores them sorted by id)."""
     def rank(name: str) -> tuple[int, str]:
-        return (KNOWN.index(name) if name in KNOWN else len(KNOWN), name)
+        scheme = section["schemes"][name].get("scheme", name)
+        return (KNOWN.index(scheme) if scheme in KNOWN else len(KNOWN), name)
 
     return [(n, section["schemes"][n]) for n in sorted(section["schemes"], key=rank)]
 
@@ -287,7 +289,7 @@ def render_removal(section: Mapping[str, Any] | None) -> list[str]:
            f"{_num(section.get('seconds'), '.0f')} s. Each cell is \"strength: log10 p "
            "(attacker accuracy)\"; bold when the mark is missed (p > 1e-6).", ""]
     for scheme, data in ordered_schemes(section):
-        out += [f"### {scheme}: {data['model']}", "",
+        out += [f"### {data.get('scheme', scheme)}: {data['model']}", "",
                 f"Marked model: accuracy {_pct(data['acc_marked'])}, log10 p "
                 f"{_lp(data['marked_log10_p'])}.", "",
                 f"![robustness curves of {scheme}](curves/{scheme}.svg)", "",
