@@ -407,3 +407,10 @@ def test_a_keyed_noise_mark_with_the_fine_tune_aware_phase_survives_a_small_data
 def test_its_null_labels_fit_a_report_row() -> None:
     # The registry stores `null` in a 40-character column (CheckResult.null).
     assert len(trigger_set.NULL_SCREENED) <= 40 and "indep" in trigger_set.NULL_SCREENED
+
+
+def test_its_evaluation_refuses_a_row_it_does_not_have() -> None:
+    from verifier.evaluation import trigger_set as evaluation
+
+    with pytest.raises(ValueError, match=r"no trigger_set row for \[\('mlp', 'nonsense'\)\]"):
+        evaluation.evaluate(quick=True, only=[("mlp", "nonsense")])

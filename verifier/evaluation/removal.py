@@ -41,10 +41,10 @@ from verifier.evaluation import DETECT_LOG10, attacks, step
 from verifier.result import TestResult
 from verifier.suspect import Suspect
 
-# What the suite attacks, by target id: the scheme's mark on the digits MLP, and for uchida and
-# trigger_set (keyed-noise triggers with the fine-tune-aware phase) also on the CNN.
-TARGETS = ("uchida", "uchida-cnn", "trigger_set", "trigger_set-cnn", "seal", "lsb",
-           "output_signature")
+# What the suite attacks, by target id: each scheme's mark on the digits MLP; uchida also on the
+# CNN; trigger_set also with keyed-noise triggers and the fine-tune-aware phase on MLP and CNN.
+TARGETS = ("uchida", "uchida-cnn", "trigger_set", "trigger_set-noise", "trigger_set-cnn", "seal",
+           "lsb", "output_signature")
 
 # name -> (what it does, the strength's axis label)
 ATTACKS: dict[str, tuple[str, str]] = {
@@ -295,17 +295,18 @@ def _trigger_set(split: toy.Split, epochs: int, quick: bool) -> _Target:
                    test_predict=lambda f: ts.test(Suspect.from_predict(f), key))
 
 
-def _trigger_set_cnn(split: toy.Split, epochs: int, quick: bool) -> _Target:
-    """Keyed-noise triggers on the CNN with the fine-tune-aware phase (issue 11 item 3)."""
+def _keyed_noise(split: toy.Split, epochs: int, quick: bool, make: Callable[[], nn.Module],
+                 title: str, **embed_kwargs: Any) -> _Target:
+    """Keyed-noise triggers with the fine-tune-aware phase (issue 11 item 3)."""
     import copy
 
     from verifier.schemes import trigger_set as ts
 
-    model = toy.trained(split, 0, epochs, arch=toy.CNN)
+    model = toy.trained(split, 0, epochs, arch=make)
     params = ts.Params(variant=ts.KEYED_NOISE)
     key = ts.generate_key(params, seed=100, model=model)
     ts.embed(model, key, toy.batches(split.x_train, split.y_train, seed=0),
-             aware_epochs=2 if quick else 20)
+             aware_epochs=2 if quick else 20, **embed_kwargs)
 
     def test(m: nn.Module) -> TestResult:
         return ts.test(Suspect.from_predict(attacks.served(m)), key)
@@ -317,10 +318,9 @@ def _trigger_set_cnn(split: toy.Split, epochs: int, quick: bool) -> _Target:
                  epochs_per_layer=int(effort))
         return m, ts.test(Suspect.from_predict(attacks.served(m)), theirs)
 
-    return _Target("trigger_set", "CNN (2 conv + 2 dense) on digits, keyed-noise triggers, "
-                   "fine-tune-aware phase (20 epochs)", model, test, False, overwrite, [1.0, 5.0],
+    return _Target("trigger_set", title, model, test, False, overwrite, [1.0, 5.0],
                    "attacker's epochs per layer",
-                   test_predict=lambda f: ts.test(Suspect.from_predict(f), key), student=toy.CNN)
+                   test_predict=lambda f: ts.test(Suspect.from_predict(f), key), student=make)
 
 
 def _seal(split: toy.Split, epochs: int, quick: bool) -> _Target:
@@ -392,6 +392,13 @@ def _output_signature(split: toy.Split, epochs: int, quick: bool) -> _Target:
 _TARGETS: dict[str, Callable[[toy.Split, int, bool], _Target]] = {
     "uchida": _uchida,
     "uchida-cnn": lambda split, epochs, quick: _uchida(split, epochs, quick, toy.CNN),
-    "trigger_set": _trigger_set, "trigger_set-cnn": _trigger_set_cnn, "seal": _seal,
+    "trigger_set": _trigger_set,
+    "trigger_set-noise": lambda split, epochs, quick: _keyed_noise(
+        split, epochs, quick, toy.MLP, "MLP 64-96-96-10 on digits, keyed-noise triggers, "
+        "weight-noise (10 epochs) and fine-tune-aware (20 epochs) phases", robust_epochs=10),
+    "trigger_set-cnn": lambda split, epochs, quick: _keyed_noise(
+        split, epochs, quick, toy.CNN, "CNN (2 conv + 2 dense) on digits, keyed-noise triggers, "
+        "fine-tune-aware phase (20 epochs)"),
+    "seal": _seal,
     "lsb": _lsb, "output_signature": _output_signature,
 }
