@@ -75,7 +75,6 @@ class _Target:
     title: str
     marked: nn.Module
     test: Callable[[nn.Module], TestResult]  # the owner's test on a (possibly attacked) model
-    white_box: bool
     # effort -> (attacked model, the attacker's own test result on it)
     overwrite: Callable[[float], tuple[nn.Module, TestResult]]
     overwrite_levels: Sequence[float]
@@ -265,7 +264,7 @@ def _uchida(split: toy.Split, epochs: int, quick: bool,
 
     title = "MLP 64-96-96-10 on digits" if make is toy.MLP else "CNN (2 conv + 2 dense) on digits"
     return _Target("uchida", title, marked,
-                   lambda m: uchida.test(Suspect.from_module(m), key), True, overwrite,
+                   lambda m: uchida.test(Suspect.from_module(m), key), overwrite,
                    [1.0, 10.0] if quick else [1.0, 3.0, 10.0], "attacker's epochs",
                    test_weights=lambda w: uchida.test(Suspect.from_weights(w), key), student=make)
 
@@ -291,7 +290,7 @@ def _trigger_set(split: toy.Split, epochs: int, quick: bool) -> _Target:
         return m, ts.test(Suspect.from_predict(attacks.served(m)), theirs)
 
     return _Target("trigger_set", "MLP 64-96-96-10 on digits, adversarial triggers", model, test,
-                   False, overwrite, [1.0, 5.0], "attacker's epochs per layer",
+                   overwrite, [1.0, 5.0], "attacker's epochs per layer",
                    test_predict=lambda f: ts.test(Suspect.from_predict(f), key))
 
 
@@ -318,7 +317,7 @@ def _keyed_noise(split: toy.Split, epochs: int, quick: bool, make: Callable[[], 
                  epochs_per_layer=int(effort))
         return m, ts.test(Suspect.from_predict(attacks.served(m)), theirs)
 
-    return _Target("trigger_set", title, model, test, False, overwrite, [1.0, 5.0],
+    return _Target("trigger_set", title, model, test, overwrite, [1.0, 5.0],
                    "attacker's epochs per layer",
                    test_predict=lambda f: ts.test(Suspect.from_predict(f), key), student=make)
 
@@ -346,7 +345,7 @@ def _seal(split: toy.Split, epochs: int, quick: bool) -> _Target:
         return out, seal.test(Suspect.from_module(out), theirs)
 
     return _Target("seal", "MLP 64-96-96-10 on digits, SEAL adapter merged (r = 16, 128 bits)",
-                   merged, lambda m: seal.test(Suspect.from_module(m), key), True, overwrite,
+                   merged, lambda m: seal.test(Suspect.from_module(m), key), overwrite,
                    [10.0] if quick else [10.0, 60.0], "attacker's adapter epochs",
                    test_weights=lambda w: seal.test(Suspect.from_weights(w), key))
 
@@ -364,7 +363,7 @@ def _lsb(split: toy.Split, epochs: int, quick: bool) -> _Target:
         return m, lsb.test(Suspect.from_module(m), theirs)
 
     return _Target("lsb", "MLP 64-96-96-10 on digits", signed,
-                   lambda m: lsb.test(Suspect.from_module(m), key), True, overwrite, [1.0],
+                   lambda m: lsb.test(Suspect.from_module(m), key), overwrite, [1.0],
                    "attacker signs (1 = once)",
                    test_weights=lambda w: lsb.test(Suspect.from_weights(w), key))
 
@@ -385,7 +384,7 @@ def _output_signature(split: toy.Split, epochs: int, quick: bool) -> _Target:
         return m, osig.test(Suspect.from_predict(attacks.served(m)), theirs)
 
     return _Target("output_signature", "MLP 64-96-96-10 on digits, signed-output wrapper",
-                   wrapped, test, False, overwrite, [1.0], "attacker wraps (1 = once)",
+                   wrapped, test, overwrite, [1.0], "attacker wraps (1 = once)",
                    test_predict=lambda f: osig.test(Suspect.from_predict(f), key))
 
 
