@@ -394,7 +394,8 @@ _TARGETS: dict[str, Callable[[toy.Split, int, bool], _Target]] = {
     "trigger_set": _trigger_set,
     "trigger_set-noise": lambda split, epochs, quick: _keyed_noise(
         split, epochs, quick, toy.MLP, "MLP 64-96-96-10 on digits, keyed-noise triggers, "
-        "weight-noise (10 epochs) and fine-tune-aware (20 epochs) phases", robust_epochs=10),
+        "weight-noise (10 epochs) and fine-tune-aware (20 epochs, 15 steps, 32 decoys) phases",
+        robust_epochs=10, aware_steps=15, aware_decoys=32),
     "trigger_set-cnn": lambda split, epochs, quick: _keyed_noise(
         split, epochs, quick, toy.CNN, "CNN (2 conv + 2 dense) on digits, keyed-noise triggers, "
         "fine-tune-aware phase (20 epochs)"),

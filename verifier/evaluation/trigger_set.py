@@ -10,7 +10,9 @@ Protocol (per model):
   fine-tune-aware phase (`aware_epochs=20`: the triggers' loss also taken after 5 simulated
   fresh-Adam steps at lr 1e-2), which is what carries them through the 10 %-data lr 1e-2
   fine-tune (issue 11 item 3), and the MLP also 10 epochs of the weight-noise phase
-  (`robust_epochs=10`, σ = 0.5 × each tensor's std).
+  (`robust_epochs=10`, σ = 0.5 × each tensor's std) and a longer simulated thief (15 steps)
+  who also trains 32 random noise "decoy" triggers of their own (`aware_decoys=32`), which
+  carries the owner's mark through an overwriting thief (issue 11 item 4).
   Means over seeds; notes give each Δ.
 - Power: the seed-0 marked model, tested through its predict function only; queries_for_1e-6
   is the smallest number of triggers, queried one by one in key order, after which the exact
@@ -54,7 +56,8 @@ _ARCHS: dict[tuple[str, str], tuple[str, Callable[[], nn.Module], str, dict[str,
     ("deepcnn", _ADV): ("DeepCNN (4 conv + global pool + 1 dense) on digits", toy.DeepCNN, "fc",
                         {"triggers_per_batch": 8}),
     ("mlp", _NOISE): ("MLP 64-96-96-10 on digits, keyed-noise triggers", toy.MLP, "fc3",
-                      {"robust_epochs": 10, "aware_epochs": 20}),
+                      {"robust_epochs": 10, "aware_epochs": 20, "aware_steps": 15,
+                       "aware_decoys": 32}),
     ("cnn", _NOISE): ("CNN (2 conv + 2 dense) on digits, keyed-noise triggers", toy.CNN, "fc2",
                       {"aware_epochs": 20}),
 }

@@ -15,7 +15,8 @@ def embed(model: nn.Module, key: Key, data: Iterable[tuple[torch.Tensor, torch.T
           triggers_per_batch: int = 16, seed: int = 0,
           extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
           robust_epochs: int = 0, weight_noise: float = 0.5, robust_lr: float = 1e-3,
-          aware_epochs: int = 0, aware_steps: int = 5, aware_lr: float = 1e-2) -> nn.Module:
+          aware_epochs: int = 0, aware_steps: int = 5, aware_lr: float = 1e-2,
+          aware_decoys: int = 0) -> nn.Module:
     """Mark every layer: fine-tune one layer at a time on clean batches mixed with triggers.
 
     Phases: for each module that owns parameters (in registration order), train only that
@@ -48,6 +49,8 @@ def embed(model: nn.Module, key: Key, data: Iterable[tuple[torch.Tensor, torch.T
         aware_epochs: passes of the fine-tune-aware phase (0: none).
         aware_steps: the simulated thief's steps per training step in that phase.
         aware_lr: the simulated thief's step size (its Adam learning rate).
+        aware_decoys: uniform-noise inputs with random labels added to each of the simulated
+            thief's batches (a thief embedding their own keyed-noise triggers); 0: none.
 
     Returns:
         The same model, marked, in eval mode. Raises TriggerSetError without data.
@@ -81,7 +84,7 @@ def embed(model: nn.Module, key: Key, data: Iterable[tuple[torch.Tensor, torch.T
                        weight_noise, g, extra_loss)
     if aware_epochs > 0:
         _aware_passes(model, list(batches), key, aware_epochs, robust_lr, triggers_per_batch,
-                      aware_steps, aware_lr, g, extra_loss)
+                      aware_steps, aware_lr, g, extra_loss, aware_decoys)
     model.eval()
     return model
 
@@ -143,7 +146,8 @@ def _robust_passes(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch
 def _aware_passes(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], key: Key,
                   epochs: int, lr: float, per_batch: int, steps: int, thief_lr: float,
                   g: torch.Generator,
-                  extra_loss: Callable[[nn.Module], torch.Tensor] | None) -> None:
+                  extra_loss: Callable[[nn.Module], torch.Tensor] | None,
+                  decoys: int = 0) -> None:
     """Mixed loss at the weights plus the triggers' loss after a simulated fine-tune.
 
     The thief is simulated per step on a detached copy of the weights: `steps` signed
@@ -169,6 +173,10 @@ def _aware_passes(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tens
             fast = {k: v.detach().clone().requires_grad_(True) for k, v in named.items()}
             for j in range(steps):
                 xa, ya = batches[(i + 1 + 7 * j) % len(batches)]  # spread over the data
+                if decoys:  # an overwriting thief's own noise triggers, random labels
+                    fake = torch.rand((decoys, *key.triggers.shape[1:]), generator=g)
+                    xa = torch.cat([xa, fake.reshape(decoys, *xa.shape[1:])])
+                    ya = torch.cat([ya, torch.randint(0, key.classes, (decoys,), generator=g)])
                 grads = torch.autograd.grad(
                     nn.functional.cross_entropy(functional_call(model, fast, (xa,)), ya),
                     list(fast.values()))
