@@ -385,17 +385,56 @@ def test_it_is_not_applicable_to_a_suspect_of_another_class_count(key) -> None:
     assert not r.applicable and "scores 12 classes and this key labels 10" in r.details["reason"]
 
 
-def test_a_keyed_noise_mark_with_the_weight_noise_phase_survives_a_small_data_high_lr_fine_tune(
+def test_a_keyed_noise_mark_with_the_fine_tune_aware_phase_survives_a_small_data_high_lr_fine_tune(
         trained, split) -> None:
-    k = trigger_set.generate_key(Params(variant="keyed_noise", classes=10), seed=100)
-    marked = trigger_set.embed(copy.deepcopy(trained), k,
-                               toy.batches(split.x_train, split.y_train, seed=0), robust_epochs=10)
+    # issue 11 item 3 at p <= 1e-24 and <= 1 pp fidelity cost; one thread, so the run (and its
+    # margin: 52 of 100 triggers, log10 p = -25.2; 48 without the aware phase) is reproducible
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        k = trigger_set.generate_key(Params(variant="keyed_noise", classes=10), seed=100)
+        marked = trigger_set.embed(copy.deepcopy(trained), k,
+                                   toy.batches(split.x_train, split.y_train, seed=0),
+                                   robust_epochs=10, aware_epochs=20)
+        attacked = attacks.finetune(marked, split, epochs=10, lr=1e-2, fraction=0.1)
+    finally:
+        torch.set_num_threads(threads)
     assert toy.accuracy(marked, split.x_test, split.y_test) >= \
         toy.accuracy(trained, split.x_test, split.y_test) - 0.01
-    attacked = attacks.finetune(marked, split, epochs=10, lr=1e-2, fraction=0.1)
-    assert trigger_set.test(_predict_only(attacked), k).log10_p <= -15
+    assert trigger_set.test(_predict_only(attacked), k).log10_p <= -24
 
 
 def test_its_null_labels_fit_a_report_row() -> None:
     # The registry stores `null` in a 40-character column (CheckResult.null).
     assert len(trigger_set.NULL_SCREENED) <= 40 and "indep" in trigger_set.NULL_SCREENED
+
+
+def test_a_keyed_noise_mark_trained_against_decoys_survives_a_thief_who_embeds_their_own(
+        trained, split) -> None:
+    # issue 11 item 4 at p <= 1e-24 (seed 0 of the evaluation: log10 p -30.3; -16.1 without decoys)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        params = Params(variant="keyed_noise", classes=10)
+        k = trigger_set.generate_key(params, seed=100)
+        marked = trigger_set.embed(copy.deepcopy(trained), k,
+                                   toy.batches(split.x_train, split.y_train, seed=0),
+                                   robust_epochs=10, aware_epochs=20, aware_steps=15,
+                                   aware_decoys=32)
+        theirs = trigger_set.generate_key(params, seed=900)
+        stolen = trigger_set.embed(copy.deepcopy(marked), theirs,
+                                   toy.batches(split.x_train, split.y_train, seed=9),
+                                   epochs_per_layer=5)
+    finally:
+        torch.set_num_threads(threads)
+    assert toy.accuracy(marked, split.x_test, split.y_test) >= \
+        toy.accuracy(trained, split.x_test, split.y_test) - 0.01
+    assert trigger_set.test(_predict_only(stolen), theirs).log10_p <= -24  # the thief's mark is in
+    assert trigger_set.test(_predict_only(stolen), k).log10_p <= -24  # and so is the owner's
+
+
+def test_its_evaluation_refuses_a_row_it_does_not_have() -> None:
+    from verifier.evaluation import trigger_set as evaluation
+
+    with pytest.raises(ValueError, match=r"no trigger_set row for \[\('mlp', 'nonsense'\)\]"):
+        evaluation.evaluate(quick=True, only=[("mlp", "nonsense")])

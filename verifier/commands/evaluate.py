@@ -1,8 +1,8 @@
-"""`hallmark evaluate --schemes uchida,trigger_set,forgery [--quick] [--out docs/quality.md]`.
+"""`hallmark evaluate --schemes uchida,trigger_set,forgery,removal [--quick] [--out docs/quality.md]`.
 
 Runs `verifier.evaluation.<scheme>.evaluate(quick)` for each scheme named, merges the rows into
 the JSON file beside `--out` (rows of other schemes are kept) and renders `--out` from it.
-Names in `report.SECTIONS` ("forgery") are evaluations with a section of their own: their
+Names in `report.SECTIONS` ("forgery", "removal": docs/removal.md) are evaluations with a section of their own: their
 result replaces that section of the JSON.
 """
 from __future__ import annotations

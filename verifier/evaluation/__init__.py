@@ -74,7 +74,8 @@ def progress_to(callback: Callable[[str], None]) -> Iterator[None]:
         _progress.reset(token)
 
 
-def _step(label: str) -> None:
+def step(label: str) -> None:
+    """Report one finished step of an evaluation to the installed callback (if any)."""
     callback = _progress.get()
     if callback is not None:
         callback(label)
@@ -87,14 +88,14 @@ def alpha_label(alpha: float) -> str:
 
 def marked_summary(result: TestResult) -> dict[str, Any]:
     """The row's "marked" entry from a test result."""
-    _step(f"marked model ({result.scheme})")
+    step(f"marked model ({result.scheme})")
     return {"log10_p": result.log10_p, "null": result.null, "statistic": result.statistic,
             "n": result.n}
 
 
 def attack_entry(name: str, attacker_acc: float, result: TestResult, **extra: Any) -> dict[str, Any]:
     """One entry of a row's "attacks" list."""
-    _step(f"attack {name}")
+    step(f"attack {name}")
     return {"name": name, "attacker_acc": attacker_acc, "log10_p": result.log10_p,
             "detected": result.log10_p <= DETECT_LOG10, **extra}
 
@@ -132,7 +133,7 @@ def fpr_summary(null_log10_p: Sequence[float],
         >>> fpr_summary([-0.1, -0.5, -1.2])["alpha"]["1e-3"]["false_positives"]
         0
     """
-    _step(f"null set ({len(null_log10_p)} pairs)")
+    step(f"null set ({len(null_log10_p)} pairs)")
     from scipy import stats as sps
 
     n = len(null_log10_p)

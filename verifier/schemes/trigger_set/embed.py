@@ -14,7 +14,9 @@ def embed(model: nn.Module, key: Key, data: Iterable[tuple[torch.Tensor, torch.T
           *, epochs_per_layer: int = 5, final_epochs: int = 20, lr: float = 3e-3,
           triggers_per_batch: int = 16, seed: int = 0,
           extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
-          robust_epochs: int = 0, weight_noise: float = 0.5, robust_lr: float = 1e-3) -> nn.Module:
+          robust_epochs: int = 0, weight_noise: float = 0.5, robust_lr: float = 1e-3,
+          aware_epochs: int = 0, aware_steps: int = 5, aware_lr: float = 1e-2,
+          aware_decoys: int = 0) -> nn.Module:
     """Mark every layer: fine-tune one layer at a time on clean batches mixed with triggers.
 
     Phases: for each module that owns parameters (in registration order), train only that
@@ -24,7 +26,12 @@ def embed(model: nn.Module, key: Key, data: Iterable[tuple[torch.Tensor, torch.T
     taken at weights perturbed by Gaussian noise (σ = `weight_noise` × each tensor's standard
     deviation, fresh per batch) and the clean loss at the true weights: the triggers then keep
     their labels in a neighbourhood of the weights, which is what a fine-tuning thief moves
-    through (after randomized smoothing in parameter space, Bansal et al., ICML 2022).
+    through (after randomized smoothing in parameter space, Bansal et al., ICML 2022); then,
+    if `aware_epochs` > 0, that many fine-tune-aware passes: each step adds to the usual mixed
+    loss's gradient the triggers' gradient taken at the weights a simulated thief reaches
+    after `aware_steps` fresh-Adam steps (signed steps of size `aware_lr`, the size of Adam's
+    first steps) on other clean batches (first-order, as in first-order MAML), so the labels
+    stay where a small-data, high-learning-rate fine-tune moves the weights (issue 11).
 
     Args:
         data: clean (inputs, labels) batches; replayed for every phase (a one-shot iterator is
@@ -39,6 +46,11 @@ def embed(model: nn.Module, key: Key, data: Iterable[tuple[torch.Tensor, torch.T
         robust_epochs: passes of the weight-noise phase (0: none).
         weight_noise: relative standard deviation of the weight noise in that phase.
         robust_lr: Adam learning rate of that phase.
+        aware_epochs: passes of the fine-tune-aware phase (0: none).
+        aware_steps: the simulated thief's steps per training step in that phase.
+        aware_lr: the simulated thief's step size (its Adam learning rate).
+        aware_decoys: uniform-noise inputs with random labels added to each of the simulated
+            thief's batches (a thief embedding their own keyed-noise triggers); 0: none.
 
     Returns:
         The same model, marked, in eval mode. Raises TriggerSetError without data.
@@ -70,6 +82,9 @@ def embed(model: nn.Module, key: Key, data: Iterable[tuple[torch.Tensor, torch.T
     if robust_epochs > 0:
         _robust_passes(model, batches, key, robust_epochs, robust_lr, triggers_per_batch,
                        weight_noise, g, extra_loss)
+    if aware_epochs > 0:
+        _aware_passes(model, list(batches), key, aware_epochs, robust_lr, triggers_per_batch,
+                      aware_steps, aware_lr, g, extra_loss, aware_decoys)
     model.eval()
     return model
 
@@ -124,5 +139,58 @@ def _robust_passes(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch
             with torch.no_grad():
                 for p, e in zip(params, noise, strict=True):
                     p.sub_(e)
+            opt.step()
+    model.eval()
+
+
+def _aware_passes(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], key: Key,
+                  epochs: int, lr: float, per_batch: int, steps: int, thief_lr: float,
+                  g: torch.Generator,
+                  extra_loss: Callable[[nn.Module], torch.Tensor] | None,
+                  decoys: int = 0) -> None:
+    """Mixed loss at the weights plus the triggers' loss after a simulated fine-tune.
+
+    The thief is simulated per step on a detached copy of the weights: `steps` signed
+    gradient steps of size `thief_lr` on clean batches spread over the data. The
+    triggers' gradient at the weights it reaches is added (first-order) to the gradient at
+    the true weights; one Adam step on both.
+    """
+    from torch.func import functional_call
+
+    named = dict(model.named_parameters())
+    opt = torch.optim.Adam(named.values(), lr=lr)
+    for _ in range(epochs):
+        model.train()
+        for i, (xb, yb) in enumerate(batches):
+            pick = torch.randint(0, key.n, (min(per_batch, key.n),), generator=g)
+            triggers = key.triggers[pick].reshape(-1, *xb.shape[1:])
+            model.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(model(torch.cat([xb, triggers])),
+                                               torch.cat([yb, key.labels[pick]]))
+            if extra_loss is not None:
+                loss = loss + extra_loss(model)
+            loss.backward()
+            fast = {k: v.detach().clone().requires_grad_(True) for k, v in named.items()}
+            for j in range(steps):
+                xa, ya = batches[(i + 1 + 7 * j) % len(batches)]  # spread over the data
+                if decoys:  # an overwriting thief's own noise triggers, random labels
+                    fake = torch.rand((decoys, *key.triggers.shape[1:]), generator=g)
+                    xa = torch.cat([xa, fake.reshape(decoys, *xa.shape[1:])])
+                    ya = torch.cat([ya, torch.randint(0, key.classes, (decoys,), generator=g)])
+                grads = torch.autograd.grad(
+                    nn.functional.cross_entropy(functional_call(model, fast, (xa,)), ya),
+                    list(fast.values()))
+                with torch.no_grad():
+                    fast = {k: (v - thief_lr * gk.sign()).requires_grad_(True)
+                            for (k, v), gk in zip(fast.items(), grads, strict=True)}
+            # half the triggers' loss (measured on the digits MLP and CNN, issue 11)
+            grads = torch.autograd.grad(
+                0.5 * nn.functional.cross_entropy(functional_call(model, fast, (triggers,)),
+                                                     key.labels[pick]),
+                list(fast.values()))
+            with torch.no_grad():
+                for p, gk in zip(named.values(), grads, strict=True):
+                    if p.grad is not None:
+                        p.grad.add_(gk)
             opt.step()
     model.eval()
