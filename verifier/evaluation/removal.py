@@ -251,13 +251,15 @@ def _uchida(split: toy.Split, epochs: int, quick: bool,
 
     torch.manual_seed(0)
     init = make()
-    key = uchida.generate_key(uchida.Params(), seed=100, model=init)
+    # the invariant host: the mark read after undoing unit permutation and positive rescaling
+    params = uchida.Params(host="invariant")
+    key = uchida.generate_key(params, seed=100, model=init)
     marked = uchida.embed(init, key, _data(split, 0, epochs), epochs=1, lr=3e-3)
 
     def overwrite(effort: float) -> tuple[nn.Module, TestResult]:
         import copy
 
-        theirs = uchida.generate_key(uchida.Params(), seed=900, model=marked)
+        theirs = uchida.generate_key(params, seed=900, model=marked)
         m = uchida.embed(copy.deepcopy(marked), theirs, _data(split, 9, 1), epochs=int(effort),
                          lr=1e-3)
         return m, uchida.test(Suspect.from_module(m), theirs)
