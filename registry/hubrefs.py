@@ -49,8 +49,12 @@ class HubRef:
 
 
 def is_hub_url(url: str) -> bool:
-    """True for `hf://…` and for http(s) URLs on a Hub host (they must then parse)."""
-    parts = urlsplit(url.strip())
+    """True for `hf://…` and for http(s) URLs on a Hub host (they must then parse); False for
+    a URL that does not split at all (a broken IPv6 host): the URL check refuses those."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return False
     return parts.scheme == "hf" or (parts.scheme in ("http", "https")
                                     and (parts.hostname or "") in HUB_HOSTS)
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,6 @@ from verifier.evaluation import seal as seal_eval
 from verifier.schemes import seal
 from verifier.suspect import Suspect
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(1)
 
 SEED = 31337

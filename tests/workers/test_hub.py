@@ -65,6 +65,15 @@ def test_unknown_repos_and_revisions_are_refused_for_good(hub, repo, revision, m
     assert e.value.permanent
 
 
+def test_a_worker_in_hub_offline_mode_is_refused_for_good_naming_the_variable(hub, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # as HF_HUB_OFFLINE=1 at import
+    with pytest.raises(FetchError, match="unset it on workers that verify Hub suspects") as e:
+        _snap(hub)
+    assert e.value.permanent
+
+
 def test_a_gated_repo_needs_the_token_setting(hub):
     hub.token = "s3cret"
     with pytest.raises(FetchError, match="HALLMARK_HF_TOKEN") as e:

@@ -97,7 +97,9 @@ def test_a_scan_tests_only_candidates_in_batches_and_counts_the_rest(
     assert v.scan["commitments"] == 10 and v.scan["candidates"] == 5
     assert v.scan["not_applicable"] == {"trigger_set": 2, "uchida": 3}
     assert v.scan["profile"] == {"weights": True, "predict": False,
-                                 "shapes": ["10", "10x96", "96", "96x64", "96x96"]}
+                                 # stored shapes, and 2-D ones transposed (Conv1D layout)
+                                 "shapes": ["10", "10x96", "64x96", "96", "96x10", "96x64",
+                                            "96x96"]}
     with use_broker() as next_step:
         _run(messages, django_capture_on_commit_callbacks)
         assert next_step.take() == [("workers.finalize", [v.pk])]  # sent once, by the last batch

