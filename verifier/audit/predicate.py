@@ -184,7 +184,8 @@ class PredicateChecks(AuditState):
         first_seen = None if raw is None else parse_time(raw, "suspect.first_seen")
 
         def prior(c: Mapping[str, Any]) -> bool:
-            return first_seen is None or parse_time(c["registered_at"], "registered_at") < first_seen
+            return (first_seen is None
+                    or parse_time(c["registered_at"], "registered_at") < first_seen)
 
         for c in p["commitments"]:
             if "proves_priority" in c and c["proves_priority"] is not prior(c):

@@ -62,7 +62,8 @@ def read_onnx(path: Path, data_folder: Path | None = None,
     return read_onnx_with_info(path, data_folder, limits)[0]
 
 
-def read_onnx_with_info(p: Path, folder: Path | None, limits: LoadLimits) -> tuple[Any, dict[str, Any]]:
+def read_onnx_with_info(p: Path, folder: Path | None, limits: LoadLimits
+                        ) -> tuple[Any, dict[str, Any]]:
     """Parse an ONNX file without external data, then inline its checked external data."""
     import onnx
 
