@@ -7,7 +7,8 @@ from typing import Any
 from verifier.models.errors import ModelFormatError, is_int, show
 from verifier.models.limits import LoadLimits
 from verifier.models.loaded import LoadedModel
-from verifier.models.safetensors_format import parse_json_object, read_safetensors
+from verifier.models.safetensors_format import read_safetensors
+from verifier.models.safetensors_header import parse_json_object
 from verifier.suspect import Suspect
 
 _ADAPTER_FIELDS = ("base_model_name_or_path", "peft_type", "task_type", "r", "lora_alpha",

@@ -46,7 +46,7 @@ import torch
 
 from verifier.models.errors import ModelFormatError, show
 from verifier.models.limits import LoadLimits
-from verifier.models.safetensors_format import (
+from verifier.models.safetensors_header import (
     ST_DTYPES,
     ST_FIX,
     Entry,
