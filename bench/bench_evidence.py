@@ -21,7 +21,7 @@ from typing import Any
 from verifier.evidence import merkle
 
 
-class _LevelTable:
+class LevelTable:
     """Stored perfect-subtree hashes as one list per level: (level, index) -> hash."""
 
     def __init__(self) -> None:
@@ -57,7 +57,7 @@ def _timed(fn: Any) -> tuple[Any, float]:
 def run(entries: int = 1_000_000, samples: int = 200, seed: int = 0) -> dict[str, Any]:
     """Build a log of `entries` entries in memory and time proofs and audits on it."""
     rng = random.Random(seed)
-    table = _LevelTable()
+    table = LevelTable()
     t0 = time.perf_counter()
     for i in range(entries):
         table.append(b"entry %d" % i)

@@ -86,7 +86,7 @@ def _cpu(pid: int | None) -> float:
         return 0.0
 
 
-def _cpu_by_component(stack: Stack, processes: int) -> dict[str, float]:
+def cpu_by_component(stack: Stack, processes: int) -> dict[str, float]:
     """CPU seconds so far of the workers, PostgreSQL (every backend), Redis, the web and beat."""
     postmaster = None
     with contextlib.suppress(OSError, ValueError):
@@ -121,7 +121,7 @@ def _phase(stack: Stack, token: str, urls: list[str], processes: int, n: int,
     time.sleep(1.0)  # let the warm-up's log lines land before the marker
     since = time.strftime("%Y-%m-%d %H:%M:%S")
     time.sleep(1.0)
-    cpu0, machine0, xact0 = _cpu_by_component(stack, processes), psutil.cpu_times(), _xacts(stack)
+    cpu0, machine0, xact0 = cpu_by_component(stack, processes), psutil.cpu_times(), _xacts(stack)
     load0 = psutil.getloadavg()[0]
     say(f"{processes} worker process(es): burst of {n}…")
     t0 = time.monotonic()
@@ -135,7 +135,7 @@ def _phase(stack: Stack, token: str, urls: list[str], processes: int, n: int,
                 "child_startup_timeouts": _startup_timeouts(stack, processes),
                 "load_average": [round(load0, 2), round(psutil.getloadavg()[0], 2)]}
     machine1 = psutil.cpu_times()
-    cpu = {k: round(v - cpu0[k], 1) for k, v in _cpu_by_component(stack, processes).items()}
+    cpu = {k: round(v - cpu0[k], 1) for k, v in cpu_by_component(stack, processes).items()}
     xacts = _xacts(stack) - xact0
     time.sleep(1.0)
     busy = _busy_by_task(stack, processes, since)

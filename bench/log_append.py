@@ -90,12 +90,12 @@ def _proofs_at_scale(n: int, connection: Any, samples: int = 200) -> dict[str, A
     import random
     import statistics
 
-    from bench.bench_evidence import _LevelTable
+    from bench.bench_evidence import LevelTable
     from registry import translog
     from registry.models import LogHead, MerkleNode
     from verifier.evidence import merkle
 
-    table = _LevelTable()
+    table = LevelTable()
     for i in range(n):
         table.append(b"entry %d" % i)
     MerkleNode.objects.all().delete()

@@ -89,9 +89,9 @@ def _write_suspect(folder: Path) -> None:
 
 def _cpu(stack: Stack) -> dict[str, float]:
     """CPU seconds so far of worker 0 and of PostgreSQL (live and reaped processes)."""
-    from bench.drain import _cpu_by_component
+    from bench.drain import cpu_by_component
 
-    c = _cpu_by_component(stack, 1)
+    c = cpu_by_component(stack, 1)
     return {"worker": c["workers"], "postgres": c["postgres"]}
 
 

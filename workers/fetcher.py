@@ -146,7 +146,7 @@ class _Store:
         fd, tmp = tempfile.mkstemp(dir=self.blobs, prefix=".part-")
         try:
             with os.fdopen(fd, "wb", buffering=0) as f:
-                sink = _HashWriter(f)
+                sink = HashWriter(f)
                 try:
                     size = ex.read_body(max_bytes, sink)
                 except BaseException:
@@ -202,7 +202,7 @@ class _Store:
             raise
 
 
-class _HashWriter:
+class HashWriter:
     """A body sink that hashes and writes on two helper threads while the caller receives the
     next chunk, so receiving, SHA-256 and the disk (both release the GIL) overlap instead of
     adding up: the fetch runs at about SHA-256's single-thread speed.

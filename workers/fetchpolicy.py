@@ -69,12 +69,12 @@ def check_address(ip: str, policy: FetchPolicy) -> None:
         >>> check_address("93.184.215.14", FetchPolicy())
         >>> check_address("10.0.0.5", FetchPolicy(allow_private=True))
     """
-    why = _refusal(ip, policy)
+    why = refusal(ip, policy)
     if why is not None:
         raise FetchError(f"{ip} is {why}", permanent=True)
 
 
-def _refusal(ip: str, policy: FetchPolicy) -> str | None:
+def refusal(ip: str, policy: FetchPolicy) -> str | None:
     """Why `policy` forbids `ip` ("a private address; <the setting or fix>"), or None if allowed."""
     verdict = address_kind(ip)
     if verdict is None:

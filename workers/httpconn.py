@@ -47,7 +47,7 @@ def default_connector(ip: str, port: int, timeout: float) -> socket.socket:
     return socket.create_connection((ip, port), timeout=timeout)
 
 
-class _Watchdog:
+class Watchdog:
     """Shuts a socket down when the deadline passes, unblocking any read in progress."""
 
     def __init__(self, deadline: Deadline) -> None:
@@ -93,7 +93,7 @@ class Exchange:
     """
 
     def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse,
-                 target: Target, ip: str, watchdog: _Watchdog) -> None:
+                 target: Target, ip: str, watchdog: Watchdog) -> None:
         self.conn, self.resp, self.target, self.ip = conn, resp, target, ip
         self.watchdog = watchdog
         self.status = resp.status  # HTTP status code
@@ -160,8 +160,8 @@ class Exchange:
         self.close()
 
 
-def _pinned_connection(target: Target, ip: str, connect: Connector, watchdog: _Watchdog,
-                       timeout: float) -> http.client.HTTPConnection:
+def pinned_connection(target: Target, ip: str, connect: Connector, watchdog: Watchdog,
+                      timeout: float) -> http.client.HTTPConnection:
     """An http.client connection whose socket goes to `ip` while Host/SNI stay `target.host`."""
     conn: http.client.HTTPConnection
     if target.scheme == "https":

@@ -31,10 +31,10 @@ from workers.fetchpolicy import (
     FetchPolicy,
     GiB,
     Target,
-    _refusal,
     address_kind,
     check_address,
     parse_target,
+    refusal,
     show_url,
 )
 from workers.httpconn import (
@@ -42,9 +42,9 @@ from workers.httpconn import (
     Connector,
     Deadline,
     Exchange,
-    _pinned_connection,
-    _Watchdog,
+    Watchdog,
     default_connector,
+    pinned_connection,
 )
 
 __all__ = ["CHUNK", "Connector", "Deadline", "Exchange", "FetchError", "FetchPolicy", "GiB",
@@ -92,7 +92,7 @@ def resolve_checked(target: Target, policy: FetchPolicy, resolver: Resolver | No
         raise FetchError(f"could not fetch {target.shown}: host {target.host} has no address",
                          permanent=False)
     for ip in ips:
-        why = _refusal(str(ip), policy)
+        why = refusal(str(ip), policy)
         if why is not None:
             raise FetchError(f"refusing to fetch {target.shown}: it resolves to {ip}, {why}",
                              permanent=True)
@@ -127,9 +127,9 @@ def open_exchange(method: str, target: Target, policy: FetchPolicy, deadline: De
     for ip in ips:
         if deadline.expired():
             break
-        watchdog = _Watchdog(deadline)
-        conn = _pinned_connection(target, ip, connect, watchdog,
-                                  min(policy.connect_timeout, max(deadline.remaining(), 0.001)))
+        watchdog = Watchdog(deadline)
+        conn = pinned_connection(target, ip, connect, watchdog,
+                                 min(policy.connect_timeout, max(deadline.remaining(), 0.001)))
         try:
             conn.connect()
             assert conn.sock is not None

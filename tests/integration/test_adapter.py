@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from tests.integration.test_flow import _register, _wait
+from tests.integration.test_flow import register_model, wait_for_verification
 from tests.registry.conftest import make_actor
 from verifier import toy
 from verifier.evaluation import seal as seal_eval
@@ -30,13 +30,13 @@ def test_a_released_seal_adapter_is_attributed_from_a_zip_url(celery_worker, fil
     url_base, served = file_server
     shutil.make_archive(str(served / "adapter"), "zip", folder)
 
-    class Marked:  # what _register needs: the key blobs by scheme
+    class Marked:  # what register_model needs: the key blobs by scheme
         keys = {"seal": key.to_bytes()}
 
     alice = make_actor("alice")
-    _register(alice, Marked)
+    register_model(alice, Marked)
     r = alice.api.post("/api/verifications/", {"url": f"{url_base}/adapter.zip"}, format="json")
-    v = _wait(r.json()["id"], alice.api)
+    v = wait_for_verification(r.json()["id"], alice.api)
     assert v["status"] == "done", v
     assert v["suspect"]["format"] == "peft-adapter"
     report = client.get(f"/api/reports/{v['report']}").json()

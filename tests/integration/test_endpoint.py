@@ -9,7 +9,7 @@ import torch
 
 from registry.demo import stolen_and_independent, train_marked_model
 from tests.hostile.loopback import LoopbackServer, serve_oip
-from tests.integration.test_flow import _register, _wait
+from tests.integration.test_flow import register_model, wait_for_verification
 from tests.registry.conftest import make_actor
 from verifier.cli import main as hallmark
 
@@ -24,9 +24,9 @@ def test_an_endpoint_is_verified_black_box_and_the_report_counts_the_queries(
     try:
         url = serve_oip(server, lambda x: stolen(torch.from_numpy(x)).detach().numpy())
         alice = make_actor("alice")
-        _register(alice, marked)
+        register_model(alice, marked)
         r = alice.api.post("/api/verifications/", {"url": url}, format="json")
-        v = _wait(r.json()["id"], alice.api)
+        v = wait_for_verification(r.json()["id"], alice.api)
         assert v["status"] == "done", v
         report = client.get(f"/api/reports/{v['report']}").json()
     finally:

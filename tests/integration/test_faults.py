@@ -15,7 +15,7 @@ from registry.models import LogEntry, Report, Verification
 from tests.broker import use_broker
 from tests.hostile.loopback import LoopbackServer, send
 from tests.integration.processes import host_env, start_beat, start_worker, wait_for
-from tests.integration.test_flow import _wait
+from tests.integration.test_flow import wait_for_verification
 from tests.keys import uchida_key_blob
 from tests.registry.conftest import make_actor
 from verifier import toy
@@ -60,7 +60,7 @@ def test_a_fetch_on_a_host_killed_with_sigkill_is_taken_over_within_the_lease(
         victim, survivor = hosts if started in hosts[0].text() else hosts[::-1]
         killed = time.monotonic()
         victim.kill()
-        v = _wait(r.json()["id"], alice.api, timeout=120)
+        v = wait_for_verification(r.json()["id"], alice.api, timeout=120)
         recovered = time.monotonic() - killed
     finally:
         gone.set()
@@ -108,7 +108,7 @@ def test_a_fetch_whose_database_connections_are_cut_mid_task_is_retried_and_comp
                             "datname = current_database() AND pid <> pg_backend_pid()")
                 assert cur.fetchall(), "the worker held no connection to cut"
             cut.set()
-            v = _wait(r.json()["id"], alice.api, timeout=120)
+            v = wait_for_verification(r.json()["id"], alice.api, timeout=120)
     finally:
         cut.set()
         host.stop()

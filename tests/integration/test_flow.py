@@ -23,7 +23,7 @@ def models():  # type: ignore[no-untyped-def]
     return marked, *stolen_and_independent(marked)
 
 
-def _wait(v_id: str, api: APIClient, timeout: float = 240) -> dict:
+def wait_for_verification(v_id: str, api: APIClient, timeout: float = 240) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = api.get(f"/api/verifications/{v_id}/").json()
@@ -33,7 +33,7 @@ def _wait(v_id: str, api: APIClient, timeout: float = 240) -> dict:
     raise AssertionError(f"verification still {v['status']} ({v['progress']})")
 
 
-def _register(actor, marked) -> str:  # type: ignore[no-untyped-def]
+def register_model(actor, marked) -> str:  # type: ignore[no-untyped-def]
     model_id = actor.api.post("/api/models/", {"name": "digits"}, format="json").json()["id"]
     for blob in marked.keys.values():
         f = io.BytesIO(blob)
@@ -50,11 +50,11 @@ def test_a_stolen_copy_is_attributed_and_an_independent_model_is_not(
     export_onnx(stolen, folder / "stolen.onnx")
     export_onnx(independent, folder / "independent.onnx")
     alice = make_actor("alice")
-    _register(alice, marked)
+    register_model(alice, marked)
 
     ids = {name: alice.api.post("/api/verifications/", {"url": f"{base}/{name}.onnx"},
                                 format="json").json()["id"] for name in ("stolen", "independent")}
-    done = {name: _wait(i, alice.api) for name, i in ids.items()}
+    done = {name: wait_for_verification(i, alice.api) for name, i in ids.items()}
     assert all(v["status"] == "done" for v in done.values()), (done, celery_worker()[-3000:])
     assert all(v["progress"] == "2/2" for v in done.values())
 
@@ -80,7 +80,7 @@ def test_a_refused_download_leaves_no_checks_and_no_report(celery_worker, file_s
     base, _ = file_server
     alice = make_actor("alice")
     r = alice.api.post("/api/verifications/", {"url": f"{base}/missing.onnx"}, format="json")
-    v = _wait(r.json()["id"], alice.api)
+    v = wait_for_verification(r.json()["id"], alice.api)
     assert v["status"] == "failed" and v["error_code"] == "fetch_failed"
     assert "404" in v["error_message"]
     row = Verification.objects.get(public_id=r.json()["id"])

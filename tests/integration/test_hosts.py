@@ -13,7 +13,7 @@ import torch
 from registry.models import CheckResult, Verification
 from tests.broker import use_broker
 from tests.integration.processes import host_env, start_worker, wait_for
-from tests.integration.test_flow import _wait
+from tests.integration.test_flow import wait_for_verification
 from tests.keys import uchida_key_blob
 from tests.registry.conftest import make_actor
 from verifier import toy
@@ -44,7 +44,7 @@ def test_a_scan_runs_on_two_hosts_without_a_shared_folder_and_has_no_errors(
         with use_broker(redis_url, queue):
             r = alice.api.post("/api/verifications/", {"url": f"{base}/hosts.safetensors"},
                                format="json")
-            v = _wait(r.json()["id"], alice.api)
+            v = wait_for_verification(r.json()["id"], alice.api)
         assert v["status"] == "done", (v, [h.text()[-2000:] for h in hosts])
         wait_for(lambda: all("check v=" in h.text() for h in hosts), "both hosts to log checks")
     finally:

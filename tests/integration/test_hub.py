@@ -16,7 +16,7 @@ import torch
 
 from registry.demo import export_onnx, train_marked_model
 from tests.hubserver import HubServer, write_sharded
-from tests.integration.test_flow import _register, _wait
+from tests.integration.test_flow import register_model, wait_for_verification
 from tests.registry.conftest import make_actor
 from verifier import toy
 from verifier.cli import main as hallmark
@@ -53,7 +53,7 @@ def _predicate(client, v: dict) -> dict:  # type: ignore[no-untyped-def,type-arg
 def _submit(actor, url: str) -> dict:  # type: ignore[no-untyped-def,type-arg]
     r = actor.api.post("/api/verifications/", {"url": url}, format="json")
     assert r.status_code == 202, r.json()
-    return _wait(r.json()["id"], actor.api)
+    return wait_for_verification(r.json()["id"], actor.api)
 
 
 def test_a_sharded_repo_of_a_marked_model_is_attributed_by_range_reads_and_audits_offline(
@@ -61,7 +61,7 @@ def test_a_sharded_repo_of_a_marked_model_is_attributed_by_range_reads_and_audit
     repo, folder = _repo(hub, "sharded")
     write_sharded(folder, {k: v.detach() for k, v in marked.model.state_dict().items()}, 3)
     alice = make_actor("alice")
-    _register(alice, marked)
+    register_model(alice, marked)
     v = _submit(alice, f"hf://{repo}")
     assert v["status"] == "done", (v, celery_worker()[-3000:])
     report, statement = _predicate(client, v)
@@ -99,7 +99,7 @@ def test_an_onnx_repo_is_run_black_box_and_its_files_are_hashed_whole(
     export_onnx(marked.model, folder / "model.onnx")
     (folder / "README.md").write_text("# a model\n")
     alice = make_actor("alice")
-    _register(alice, marked)
+    register_model(alice, marked)
     v = _submit(alice, f"https://huggingface.co/{repo}/tree/main")
     assert v["status"] == "done", (v, celery_worker()[-3000:])
     _, statement = _predicate(client, v)
@@ -125,7 +125,7 @@ def test_a_peft_adapter_repo_is_attributed(celery_worker, hub, client, tmp_path)
         keys = {"seal": key.to_bytes()}
 
     alice = make_actor("alice")
-    _register(alice, Keys)
+    register_model(alice, Keys)
     v = _submit(alice, f"hf://{repo}@main")
     assert v["status"] == "done", (v, celery_worker()[-3000:])
     assert v["suspect"]["format"].startswith("peft-adapter")
@@ -149,7 +149,7 @@ def test_a_server_that_ignores_range_falls_back_to_whole_files(celery_worker, hu
     write_sharded(folder, {k: v.detach() for k, v in marked.model.state_dict().items()}, 2)
     hub.ignore_range = True
     alice = make_actor("alice")
-    _register(alice, marked)
+    register_model(alice, marked)
     v = _submit(alice, f"hf://{repo}")
     assert v["status"] == "done", (v, celery_worker()[-3000:])
     _, statement = _predicate(client, v)

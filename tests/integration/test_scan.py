@@ -16,7 +16,7 @@ from registry.models import CheckResult, LogEntry, Report, Verification
 from tests.broker import use_broker
 from tests.hostile.loopback import LoopbackServer, serve_oip
 from tests.integration.processes import host_env, start_beat, start_worker, wait_for
-from tests.integration.test_flow import _wait
+from tests.integration.test_flow import wait_for_verification
 from tests.registry.conftest import make_actor
 from verifier.schemes import trigger_set
 
@@ -61,7 +61,7 @@ def test_a_batch_on_a_host_killed_with_sigkill_is_taken_over_and_recorded_once(
         survivor = start_worker("host-b", host_env(tmp_path / "host-b", redis_url, queue, **env),
                                 tmp_path / "host-b.log")
         procs.append(survivor)
-        v = _wait(r.json()["id"], alice.api, timeout=120)
+        v = wait_for_verification(r.json()["id"], alice.api, timeout=120)
     finally:
         gone.set()
         for p in procs:

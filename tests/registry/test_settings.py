@@ -10,40 +10,42 @@ import pytest
 from registry.env import ConfigError, envbool, envint, envsecret
 
 
-def _settings(tmp_path, **env: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+def import_settings(tmp_path, **env: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("HALLMARK_", "DJANGO_"))}
     return subprocess.run([sys.executable, "-c", "import registry.settings"], capture_output=True,
                           text=True, env={**clean, "HALLMARK_DATA_DIR": str(tmp_path), **env})
 
 
 def test_production_refuses_the_development_secret_key(tmp_path):
-    r = _settings(tmp_path, HALLMARK_PRODUCTION="1")
+    r = import_settings(tmp_path, HALLMARK_PRODUCTION="1")
     assert r.returncode != 0 and "DJANGO_SECRET_KEY" in r.stderr and "production" in r.stderr
 
 
 def test_production_refuses_to_generate_registry_secrets(tmp_path):
-    r = _settings(tmp_path, HALLMARK_PRODUCTION="1", DJANGO_SECRET_KEY="x" * 50, DJANGO_DEBUG="0")
+    r = import_settings(tmp_path, HALLMARK_PRODUCTION="1", DJANGO_SECRET_KEY="x" * 50,
+                        DJANGO_DEBUG="0")
     assert r.returncode != 0 and "HALLMARK_SIGNING_KEY" in r.stderr
     assert not (tmp_path / "secrets").exists()
 
 
 def test_development_generates_secrets_once_with_mode_0600(tmp_path):
-    assert _settings(tmp_path).returncode == 0
+    assert import_settings(tmp_path).returncode == 0
     key = tmp_path / "secrets" / "hallmark_signing_key"
     first = key.read_text()
     assert oct(key.stat().st_mode & 0o777) == "0o600"
-    assert _settings(tmp_path).returncode == 0 and key.read_text() == first
+    assert import_settings(tmp_path).returncode == 0 and key.read_text() == first
 
 
 def test_a_malformed_secret_names_the_variable_and_the_fix(tmp_path):
-    r = _settings(tmp_path, HALLMARK_MASTER_KEY="not base64!")
+    r = import_settings(tmp_path, HALLMARK_MASTER_KEY="not base64!")
     assert "HALLMARK_MASTER_KEY must be base64 of exactly 32 random bytes" in r.stderr
 
 
 def test_production_refuses_loopback_fetching(tmp_path):
     k = base64.b64encode(b"k" * 32).decode()
-    r = _settings(tmp_path, HALLMARK_PRODUCTION="1", DJANGO_SECRET_KEY="x" * 50, DJANGO_DEBUG="0",
-                  HALLMARK_SIGNING_KEY=k, HALLMARK_MASTER_KEY=k, HALLMARK_FETCH_ALLOW_LOOPBACK="1")
+    r = import_settings(tmp_path, HALLMARK_PRODUCTION="1", DJANGO_SECRET_KEY="x" * 50,
+                        DJANGO_DEBUG="0", HALLMARK_SIGNING_KEY=k, HALLMARK_MASTER_KEY=k,
+                        HALLMARK_FETCH_ALLOW_LOOPBACK="1")
     assert r.returncode != 0 and "HALLMARK_FETCH_ALLOW_LOOPBACK" in r.stderr
 
 
@@ -84,9 +86,9 @@ def test_the_documented_production_environment_passes_check_deploy(tmp_path):
 
 def test_production_refuses_a_short_secret_key_and_per_process_throttles(tmp_path):
     env = _production_env(tmp_path)
-    r = _settings(tmp_path, **{**env, "DJANGO_SECRET_KEY": "short-but-set"})
+    r = import_settings(tmp_path, **{**env, "DJANGO_SECRET_KEY": "short-but-set"})
     assert r.returncode != 0 and "at least 50 random characters" in r.stderr
-    r = _settings(tmp_path, **{k: v for k, v in env.items() if k != "HALLMARK_CACHE_URL"})
+    r = import_settings(tmp_path, **{k: v for k, v in env.items() if k != "HALLMARK_CACHE_URL"})
     assert r.returncode != 0 and "HALLMARK_CACHE_URL" in r.stderr
 
 
@@ -107,5 +109,5 @@ def test_concurrent_first_starts_generate_one_secret_and_leave_no_temporary_file
 @pytest.mark.parametrize("value,match", [("0", "must lie in (0, 1000]"),
                                          ("eighty", "is not a number")])
 def test_a_bad_forgery_floor_names_the_variable(tmp_path, value, match):
-    r = _settings(tmp_path, HALLMARK_MIN_FORGERY_BITS=value)
+    r = import_settings(tmp_path, HALLMARK_MIN_FORGERY_BITS=value)
     assert r.returncode != 0 and "HALLMARK_MIN_FORGERY_BITS" in r.stderr and match in r.stderr

@@ -3,16 +3,16 @@ import os
 import subprocess
 import sys
 
-from tests.registry.test_settings import _settings
+from tests.registry.test_settings import import_settings
 
 
 def test_a_visibility_timeout_below_the_task_limit_is_refused(tmp_path):
-    r = _settings(tmp_path, HALLMARK_VISIBILITY_TIMEOUT="600")
+    r = import_settings(tmp_path, HALLMARK_VISIBILITY_TIMEOUT="600")
     assert r.returncode != 0 and "HALLMARK_VISIBILITY_TIMEOUT must exceed" in r.stderr
 
 
 def test_a_lease_longer_than_the_task_limit_is_refused(tmp_path):
-    r = _settings(tmp_path, HALLMARK_LEASE_SECONDS="700")
+    r = import_settings(tmp_path, HALLMARK_LEASE_SECONDS="700")
     assert r.returncode != 0 and "HALLMARK_LEASE_SECONDS" in r.stderr
 
 

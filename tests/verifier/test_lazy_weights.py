@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from verifier.models import load_suspect
-from verifier.models.loaded import _MAX_WARNINGS
+from verifier.models.loaded import MAX_WARNINGS
 from verifier.schemes.lsb.positions import draw_positions, layout_of, masked_digest
 from verifier.suspect import Suspect
 
@@ -68,12 +68,12 @@ def test_finite_weights_whose_sum_overflows_are_not_reported(tmp_path):
 
 
 def test_past_the_cap_one_summary_line_counts_the_other_tensors(tmp_path):
-    n = _MAX_WARNINGS + 3
+    n = MAX_WARNINGS + 3
     loaded = load_suspect(_save(tmp_path, {f"t{i:03d}": torch.full((2,), float("nan"))
                                            for i in range(n)}))
     for name in loaded.suspect.weights:
         loaded.suspect.weights[name]
-    assert len(loaded.warnings) == _MAX_WARNINGS + 1
+    assert len(loaded.warnings) == MAX_WARNINGS + 1
     assert loaded.warnings[-1] == "... and 3 more tensors with NaN or infinite values"
 
 

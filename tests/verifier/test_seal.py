@@ -189,7 +189,7 @@ def test_the_adapter_carries_the_task_with_either_passport(
     assert with_c > without + 0.3 and with_cp > without + 0.3
 
 
-def _permuted_and_rescaled(model: torch.nn.Module, seed: int) -> toy.MLP:
+def permuted_and_rescaled(model: torch.nn.Module, seed: int) -> toy.MLP:
     """The same function with every hidden unit permuted and rescaled by a positive factor."""
     g = torch.Generator().manual_seed(seed)
     w = {k: v.clone() for k, v in model.state_dict().items()}
@@ -209,20 +209,20 @@ def test_a_merged_copy_with_permuted_and_rescaled_units_is_aligned_and_attribute
     merged = seal.merge(marked, key)
     plain = seal.test(Suspect.from_module(merged), key)
     assert plain.details["R1"]["pass"] and not any("aligned" in n for n in plain.details["notes"])
-    stolen = _permuted_and_rescaled(merged, seed=3)
+    stolen = permuted_and_rescaled(merged, seed=3)
     assert torch.allclose(stolen(split.x_test), merged(split.x_test), atol=1e-4)  # same function
     result = seal.test(Suspect.from_module(stolen), key)
     # the same evidence up to float32 rounding of w·c (a bit whose projection is ~0 may flip)
     assert result.statistic >= plain.statistic - 2 and result.null == "exact"
     assert result.log10_p < -15
     assert sum("units aligned to the base" in n for n in result.details["notes"]) == 2
-    tuned = attacks.finetune(_permuted_and_rescaled(merged, seed=4), split, epochs=3, lr=1e-3)
+    tuned = attacks.finetune(permuted_and_rescaled(merged, seed=4), split, epochs=3, lr=1e-3)
     assert seal.test(Suspect.from_module(tuned), key).log10_p < -9
 
 
 def test_alignment_reads_only_the_suspect_and_the_base_never_the_key_material(
         marked: torch.nn.Module, key: seal.Key, base: toy.MLP) -> None:
-    stolen = _permuted_and_rescaled(seal.merge(marked, key), seed=5).state_dict()
+    stolen = permuted_and_rescaled(seal.merge(marked, key), seed=5).state_dict()
     other = seal.generate_key(PARAMS, 31337, model=base)  # other seed: other bits and passports
     mine, _, _ = seal_verify.suspect_updates(stolen, key)
     theirs, _, _ = seal_verify.suspect_updates(stolen, other)
@@ -232,7 +232,7 @@ def test_alignment_reads_only_the_suspect_and_the_base_never_the_key_material(
 
 def test_an_independent_model_with_permuted_units_still_gets_fair_coin_counts(
         split: toy.Split, base: toy.MLP) -> None:
-    other = _permuted_and_rescaled(toy.trained(split, 901, epochs=10), seed=1)
+    other = permuted_and_rescaled(toy.trained(split, 901, epochs=10), seed=1)
     results = [seal.test(Suspect.from_module(other), seal.generate_key(PARAMS, 500 + i, model=base))
                for i in range(20)]
     assert min(r.p_value for r in results) > 1e-4

@@ -16,7 +16,7 @@ from verifier.suspect import Suspect
 
 torch.set_num_threads(1)
 
-PARAMS, _permuted_and_rescaled = seal_tests.PARAMS, seal_tests._permuted_and_rescaled
+PARAMS, permuted_and_rescaled = seal_tests.PARAMS, seal_tests.permuted_and_rescaled
 # the same module-scoped fixtures as test_seal: the digits base, the owner's SEAL model and key
 split, base, marked, key = seal_tests.split, seal_tests.base, seal_tests.marked, seal_tests.key
 
@@ -38,7 +38,7 @@ def merged(marked, key) -> torch.nn.Module:
 def test_a_renamed_transposed_permuted_and_rescaled_merged_copy_is_found_and_attributed(
         merged, key) -> None:
     plain = seal.test(Suspect.from_module(merged), key)
-    stolen = _gpt_style(_permuted_and_rescaled(merged, seed=3).state_dict())
+    stolen = _gpt_style(permuted_and_rescaled(merged, seed=3).state_dict())
     result = seal.test(Suspect.from_weights(stolen), key)
     notes = result.details["notes"]
     assert any("`fc1`: not found in the suspect; read from `h.0.c_fc.weight.T`" in n for n in notes)
@@ -68,7 +68,7 @@ def test_a_shape_mismatch_under_the_target_name_is_searched_too(merged, key) -> 
 
 
 def test_the_search_reads_the_suspect_and_the_base_never_the_key_material(merged, key, base) -> None:
-    stolen = _gpt_style(_permuted_and_rescaled(merged, seed=5).state_dict())
+    stolen = _gpt_style(permuted_and_rescaled(merged, seed=5).state_dict())
     other = seal.generate_key(PARAMS, 31337, model=base)  # other seed: other bits and passports
     mine, _, notes_mine = seal_verify.suspect_updates(stolen, key)
     theirs, _, notes_theirs = seal_verify.suspect_updates(stolen, other)
@@ -78,14 +78,14 @@ def test_the_search_reads_the_suspect_and_the_base_never_the_key_material(merged
 
 
 def test_an_independent_renamed_model_is_skipped(split, base) -> None:
-    other = _gpt_style(_permuted_and_rescaled(toy.trained(split, 902, epochs=10), seed=1).state_dict())
+    other = _gpt_style(permuted_and_rescaled(toy.trained(split, 902, epochs=10), seed=1).state_dict())
     result = seal.test(Suspect.from_weights(other), seal.generate_key(PARAMS, 700, model=base))
     assert not result.applicable  # its units match none of the base's: nothing read as a target
 
 
 def test_a_renamed_fine_tune_of_the_public_base_is_found_and_gets_fair_coin_counts(split, base) -> None:
     tuned = toy.train_digits(copy.deepcopy(base), split, epochs=3, seed=5)  # the base, not the owner's
-    suspect = Suspect.from_weights(_gpt_style(_permuted_and_rescaled(tuned, seed=2).state_dict()))
+    suspect = Suspect.from_weights(_gpt_style(permuted_and_rescaled(tuned, seed=2).state_dict()))
     results = [seal.test(suspect, seal.generate_key(PARAMS, 800 + i, model=base)) for i in range(20)]
     assert all(r.details["targets_found"] == 2 for r in results)
     assert min(r.p_value for r in results) > 1e-4

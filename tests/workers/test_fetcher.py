@@ -145,10 +145,10 @@ def test_check_address_never_allows_link_local_metadata_or_special_addresses(ip:
 
 def test_a_body_of_many_chunks_is_hashed_written_and_flushed_in_order(
         server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from workers.fetcher import _HashWriter
+    from workers.fetcher import HashWriter
 
-    monkeypatch.setattr(_HashWriter, "SYNC_EVERY", 1 << 20)  # several flushes mid-body
-    monkeypatch.setattr(_HashWriter, "QUEUED", 2)  # the receiver waits on the helpers
+    monkeypatch.setattr(HashWriter, "SYNC_EVERY", 1 << 20)  # several flushes mid-body
+    monkeypatch.setattr(HashWriter, "QUEUED", 2)  # the receiver waits on the helpers
     body = hashlib.sha256(b"seed").digest() * (6 << 15)  # 6 MiB, no two chunks alike
     threads = threading.active_count()
     got = fetch(server.file("/big.safetensors", body), POLICY, tmp_path)

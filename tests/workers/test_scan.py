@@ -25,7 +25,7 @@ from registry.submission import submit
 from tests.broker import use_broker
 from tests.keys import uchida_key_blob
 from tests.registry.conftest import make_actor
-from tests.workers.test_sweeper import _later, _predicate, _run, _suspect_url
+from tests.workers.test_sweeper import later, run_messages, signed_predicate, suspect_url
 from verifier import toy
 from verifier.audit import audit
 from verifier.schemes import trigger_set, uchida
@@ -73,7 +73,7 @@ def _registry(n_candidates: int, n_elsewhere: int = 0, n_black_box: int = 0):  #
 def _fetched(alice, server, django_capture_on_commit_callbacks):  # type: ignore[no-untyped-def]
     """Submit and fetch; returns the verification and the batch messages the fetch sent."""
     with django_capture_on_commit_callbacks(execute=False):
-        v = submit(alice.owner, _suspect_url(server))
+        v = submit(alice.owner, suspect_url(server))
     with use_broker() as sent:
         with django_capture_on_commit_callbacks(execute=True):
             tasks.fetch.run(v.pk)
@@ -101,12 +101,12 @@ def test_a_scan_tests_only_candidates_in_batches_and_counts_the_rest(
                                  "shapes": ["10", "10x96", "64x96", "96", "96x10", "96x64",
                                             "96x96"]}
     with use_broker() as next_step:
-        _run(messages, django_capture_on_commit_callbacks)
+        run_messages(messages, django_capture_on_commit_callbacks)
         assert next_step.take() == [("workers.finalize", [v.pk])]  # sent once, by the last batch
     tasks.finalize.run(v.pk)
     v.refresh_from_db()
     assert v.status == "done" and v.progress == "5/5"
-    p = _predicate(v)
+    p = signed_predicate(v)
     assert p["tests_run"] == 5 and len(p["checks"]) == 5
     assert p["scan"] == {k: v.scan[k] for k in ("log_index", "profile", "commitments",
                                                 "candidates", "not_applicable")}
@@ -136,10 +136,10 @@ def test_holm_runs_over_the_tests_that_ran_not_over_the_registry(
         server, cache, django_capture_on_commit_callbacks):
     alice = _registry(n_candidates=3, n_elsewhere=4)
     v, messages = _fetched(alice, server, django_capture_on_commit_callbacks)
-    _run(messages, django_capture_on_commit_callbacks)
+    run_messages(messages, django_capture_on_commit_callbacks)
     tasks.finalize.run(v.pk)
 
-    rows = _predicate(Verification.objects.get(pk=v.pk))["checks"]
+    rows = signed_predicate(Verification.objects.get(pk=v.pk))["checks"]
     expected = holm([r["log10_p"] for r in rows], settings.HALLMARK_ALPHA)
     assert [r["alpha"] for r in rows] == [d.alpha for d in expected]
     assert min(r["alpha"] for r in rows) == pytest.approx(settings.HALLMARK_ALPHA / 3)  # m = 3
@@ -150,7 +150,7 @@ def test_a_batch_delivered_twice_or_taken_over_after_its_worker_died_records_eac
     settings.HALLMARK_SCAN_BATCH, settings.HALLMARK_SCAN_SPREAD = 3, 1
     alice = _registry(n_candidates=3)
     with django_capture_on_commit_callbacks(execute=False):
-        v = submit(alice.owner, _suspect_url(server))
+        v = submit(alice.owner, suspect_url(server))
     with django_capture_on_commit_callbacks(execute=False):
         tasks.fetch.run(v.pk)  # the batch message is lost with its worker
     # A worker claimed the batch and is alive: a second delivery leaves its rows alone.
@@ -163,19 +163,19 @@ def test_a_batch_delivered_twice_or_taken_over_after_its_worker_died_records_eac
     # sweepers run), the lost message comes back too, and one row is re-driven alone.
     CheckResult.objects.update(lease_until=timezone.now() - timedelta(seconds=1))
     with use_broker() as redriven:
-        assert sweeper.sweep(now=_later())["check"] == 3
-        assert sweeper.sweep(now=_later())["check"] == 0
+        assert sweeper.sweep(now=later())["check"] == 3
+        assert sweeper.sweep(now=later())["check"] == 0
         assert redriven.take() == [("workers.check_batch", [v.pk, 0])]
     single = CheckResult.objects.order_by("pk").values_list("commitment_id", flat=True)[0]
     with use_broker() as next_step:
-        _run([("workers.check_batch", [v.pk, 0]), ("workers.check", [v.pk, single]),
-              ("workers.check_batch", [v.pk, 0])], django_capture_on_commit_callbacks)
+        run_messages([("workers.check_batch", [v.pk, 0]), ("workers.check", [v.pk, single]),
+                      ("workers.check_batch", [v.pk, 0])], django_capture_on_commit_callbacks)
         assert next_step.take() == [("workers.finalize", [v.pk])]
     v.refresh_from_db()
     assert v.checks_done == v.checks_expected == 3
     assert list(CheckResult.objects.values_list("status", "attempts").distinct()) == [("checked", 2)]
     tasks.finalize.run(v.pk)
-    assert len(_predicate(v)["checks"]) == 3
+    assert len(signed_predicate(v)["checks"]) == 3
 
 
 def test_a_batch_lost_too_often_is_recorded_as_errors_and_the_verdict_is_inconclusive(
@@ -183,12 +183,12 @@ def test_a_batch_lost_too_often_is_recorded_as_errors_and_the_verdict_is_inconcl
     alice = _registry(n_candidates=2)
     v, messages = _fetched(alice, server, django_capture_on_commit_callbacks)
     CheckResult.objects.update(attempts=settings.HALLMARK_CHECK_MAX_LOST)  # lost that often
-    _run(messages, django_capture_on_commit_callbacks)
+    run_messages(messages, django_capture_on_commit_callbacks)
     tasks.finalize.run(v.pk)
 
     assert set(CheckResult.objects.values_list("status", flat=True)) == {"error"}
     assert "lost 3 times" in CheckResult.objects.first().error  # type: ignore[union-attr]
-    verdict = _predicate(v)["verdict"]
+    verdict = signed_predicate(v)["verdict"]
     assert verdict["outcome"] == "inconclusive" and verdict["checks_missing"] == 2
 
 
@@ -197,18 +197,19 @@ def test_a_targeted_verification_still_gives_every_commitment_of_its_model_a_row
     alice = make_actor("alice")
     model_id = _register(alice, [uchida_key_blob(seed=1), _elsewhere_blob(2)])
     with django_capture_on_commit_callbacks(execute=False):
-        v = submit(alice.owner, _suspect_url(server),
+        v = submit(alice.owner, suspect_url(server),
                    target=RegisteredModel.objects.get(public_id=model_id))
     with use_broker() as sent:
         with django_capture_on_commit_callbacks(execute=True):
             tasks.fetch.run(v.pk)
-        _run(sent.take(), django_capture_on_commit_callbacks)
+        run_messages(sent.take(), django_capture_on_commit_callbacks)
     tasks.finalize.run(v.pk)
     v.refresh_from_db()
 
-    assert v.scan == {} and "scan" not in _predicate(v) and "claims" not in _predicate(v)
-    assert all("claim" in c and "details" in c for c in _predicate(v)["checks"])  # in full
-    decisions = sorted(r["decision"] for r in _predicate(v)["checks"])
+    assert (v.scan == {} and "scan" not in signed_predicate(v)
+            and "claims" not in signed_predicate(v))
+    assert all("claim" in c and "details" in c for c in signed_predicate(v)["checks"])  # in full
+    decisions = sorted(r["decision"] for r in signed_predicate(v)["checks"])
     assert decisions == ["not applicable", "not attributed"]
 
 
@@ -218,7 +219,7 @@ def test_an_empty_registry_scan_is_signed_with_zero_candidates(
     v, messages = _fetched(alice, server, django_capture_on_commit_callbacks)
     assert messages == [("workers.finalize", [v.pk])] and v.status == "finalizing"
     tasks.finalize.run(v.pk)
-    assert _predicate(v)["scan"]["commitments"] == 0 and _predicate(v)["tests_run"] == 0
+    assert signed_predicate(v)["scan"]["commitments"] == 0 and signed_predicate(v)["tests_run"] == 0
 
 
 def test_commitments_are_indexed_at_upload_by_what_they_need() -> None:

@@ -35,12 +35,12 @@ def cache(settings, tmp_path):  # type: ignore[no-untyped-def]
     return settings.HALLMARK_CACHE_DIR
 
 
-def _later(seconds: float = 0.0):  # type: ignore[no-untyped-def]
+def later(seconds: float = 0.0):  # type: ignore[no-untyped-def]
     """A moment past the re-drive deadline (plus `seconds`)."""
     return timezone.now() + timedelta(seconds=settings.HALLMARK_REDRIVE_AFTER + 1 + seconds)
 
 
-def _suspect_url(server) -> str:  # type: ignore[no-untyped-def]
+def suspect_url(server) -> str:  # type: ignore[no-untyped-def]
     from safetensors.torch import save
 
     torch.manual_seed(5)
@@ -65,21 +65,22 @@ def _fetched(server, django_capture_on_commit_callbacks, n: int = 2) -> Verifica
     the checks (the on-commit sends are dropped)."""
     alice = _registered(n)
     with django_capture_on_commit_callbacks(execute=False):
-        v = submit(alice.owner, _suspect_url(server))
+        v = submit(alice.owner, suspect_url(server))
     with django_capture_on_commit_callbacks(execute=False):
         tasks.fetch.run(v.pk)
     v.refresh_from_db()
     return v
 
 
-def _run(messages, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+def run_messages(  # type: ignore[no-untyped-def]
+        messages, django_capture_on_commit_callbacks) -> None:
     """Run each message's task here, as a worker would (what they send goes to the broker)."""
     for name, args in messages:
         with django_capture_on_commit_callbacks(execute=True):
             getattr(tasks, name.split(".")[1]).run(*args)
 
 
-def _predicate(v: Verification) -> dict:
+def signed_predicate(v: Verification) -> dict:
     envelope = json.loads(Report.objects.get(verification=v).envelope)
     return json.loads(base64.b64decode(envelope["payload"]))["predicate"]
 
@@ -104,24 +105,24 @@ def test_a_worker_killed_after_saving_checking_but_before_queueing_the_checks_is
     assert broker.take() == []  # the checks were never sent
     assert set(CheckResult.objects.values_list("status", flat=True)) == {"pending"}
     assert sweeper.sweep()["check"] == 0  # not before the deadline: the send may be in flight
-    assert sweeper.sweep(now=_later()) == {"fetch": 0, "check": 3, "finalize": 0}
+    assert sweeper.sweep(now=later()) == {"fetch": 0, "check": 3, "finalize": 0}
     checks = broker.take()
     assert sorted(checks) == sorted(("workers.check", [v.pk, c])
                                     for c in CheckResult.objects.values_list("commitment", flat=True))
     with use_broker() as next_step:
-        _run(checks, django_capture_on_commit_callbacks)
+        run_messages(checks, django_capture_on_commit_callbacks)
         assert next_step.take() == [("workers.finalize", [v.pk])]
     tasks.finalize.run(v.pk)
     v.refresh_from_db()
     assert v.status == "done" and v.progress == "3/3"
-    assert _predicate(v)["verdict"]["outcome"] == "not attributed"
+    assert signed_predicate(v)["verdict"]["outcome"] == "not attributed"
 
 
 def test_a_fetch_whose_worker_died_is_re_driven_once_its_lease_lapses(
         server, cache, broker, django_capture_on_commit_callbacks):
     alice = _registered(1)
     with django_capture_on_commit_callbacks(execute=False):
-        v = submit(alice.owner, _suspect_url(server))
+        v = submit(alice.owner, suspect_url(server))
     now, lease = timezone.now(), timedelta(seconds=settings.HALLMARK_LEASE_SECONDS)
     # sent, then claimed by a worker that renews its lease
     Verification.objects.filter(pk=v.pk).update(status="fetching", driven_at=now - 2 * lease,
@@ -172,7 +173,7 @@ def test_a_check_lost_too_often_is_an_error_and_the_verdict_inconclusive(
     assert lost.status == "error" and "lost 3 times" in lost.error
     assert len(then) == 1  # finalize
     tasks.finalize.run(v.pk)
-    verdict = _predicate(v)["verdict"]
+    verdict = signed_predicate(v)["verdict"]
     assert verdict["outcome"] == "inconclusive" and verdict["checks_missing"] == 1
     assert not verdict["attributed"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from verifier.audit.fields import TOP_LEVEL, _is_count
-from verifier.audit.state import _AuditState
+from verifier.audit.fields import TOP_LEVEL, is_count
+from verifier.audit.state import AuditState
 from verifier.evidence.canonical import canonical_json, loads_strict
 from verifier.evidence.dsse import PAYLOAD_TYPE_INTOTO, parse_envelope, verify_envelope
 from verifier.evidence.errors import EvidenceError
@@ -15,7 +15,7 @@ from verifier.evidence.note import parse_vkey
 from verifier.evidence.report import PREDICATE_TYPE, REPORT_FORMAT
 
 
-class _EnvelopeChecks(_AuditState):
+class EnvelopeChecks(AuditState):
     """format, registry key, envelope, signatures and statement; each returns what it established."""
 
     def check_format(self, report: Mapping[str, Any] | bytes | str) -> str:
@@ -48,7 +48,7 @@ class _EnvelopeChecks(_AuditState):
         log = doc["log"]
         if set(log) != {"index", "bundle", "origin"}:
             raise EvidenceError("report field 'log' must hold exactly index, bundle and origin")
-        if not _is_count(log["index"]) or not isinstance(log["bundle"], str) \
+        if not is_count(log["index"]) or not isinstance(log["bundle"], str) \
                 or not isinstance(log["origin"], str):
             raise EvidenceError("report log: index must be an integer >= 0, bundle and origin text")
         self.report = doc

@@ -12,15 +12,15 @@ from verifier.evidence.report import RAN as RAN  # decisions of checks that ran 
 
 TOP_LEVEL = {"format", "envelope", "log", "public_keys", "consistency", "commitment_proofs",
              "owner_proofs", "countersignatures"}
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+HEX64 = re.compile(r"[0-9a-f]{64}")
 _RFC3339_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
 
 
-def _is_count(n: object) -> bool:
+def is_count(n: object) -> bool:
     return isinstance(n, int) and not isinstance(n, bool) and n >= 0
 
 
-def _require(obj: object, where: str, fields: Mapping[str, type | tuple[type, ...]]) -> None:
+def require(obj: object, where: str, fields: Mapping[str, type | tuple[type, ...]]) -> None:
     """Each field present with the given type (bool is never accepted as a number)."""
     if not isinstance(obj, dict):
         raise EvidenceError(f"{where} must be an object")
@@ -32,8 +32,8 @@ def _require(obj: object, where: str, fields: Mapping[str, type | tuple[type, ..
             raise EvidenceError(f"{where}.{name} has the wrong type ({type(value).__name__})")
 
 
-def _optional(obj: Mapping[str, Any], where: str,
-              fields: Mapping[str, type | tuple[type, ...]]) -> None:
+def optional(obj: Mapping[str, Any], where: str,
+             fields: Mapping[str, type | tuple[type, ...]]) -> None:
     """Fields that may be absent or null, but have the given type when present."""
     for name, kind in fields.items():
         value = obj.get(name)
@@ -41,12 +41,12 @@ def _optional(obj: Mapping[str, Any], where: str,
             raise EvidenceError(f"{where}.{name} has the wrong type ({type(value).__name__})")
 
 
-def _has_first_seen(pred: Mapping[str, Any]) -> bool:
+def has_first_seen(pred: Mapping[str, Any]) -> bool:
     """Does the predicate state when the suspect was first seen (suspect.first_seen)?"""
     return isinstance(pred.get("suspect"), dict) and "first_seen" in pred["suspect"]
 
 
-def _log10(value: object, where: str) -> float:
+def parse_log10(value: object, where: str) -> float:
     if value == "-inf":
         return -math.inf
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value > 0:
@@ -54,7 +54,7 @@ def _log10(value: object, where: str) -> float:
     return float(value)
 
 
-def _time(value: object, where: str) -> datetime:
+def parse_time(value: object, where: str) -> datetime:
     if not isinstance(value, str) or not _RFC3339_UTC.fullmatch(value):
         raise EvidenceError(f"{where} must be an RFC 3339 UTC time like 2026-01-02T03:04:05Z, "
                             f"received {value!r}")

@@ -1,8 +1,8 @@
 """The audit's checks against the transparency log: inclusion, commitments, consistency."""
 from __future__ import annotations
 
-from verifier.audit.fields import _require, _time
-from verifier.audit.state import _AuditState
+from verifier.audit.fields import parse_time, require
+from verifier.audit.state import AuditState
 from verifier.evidence.errors import EvidenceError
 from verifier.evidence.identity import unb64_strict
 from verifier.evidence.logentry import parse_entry, report_entry
@@ -11,7 +11,7 @@ from verifier.evidence.note import verify_checkpoint
 from verifier.evidence.proofbundle import parse_bundle, verify_bundle
 
 
-class _LogChecks(_AuditState):
+class LogChecks(AuditState):
     """log inclusion, commitment log and consistency; each returns what it established."""
 
     def check_inclusion(self) -> str:
@@ -36,7 +36,7 @@ class _LogChecks(_AuditState):
             raise EvidenceError("commitment_proofs must be a non-empty list")
         owner_of = {c["commitment"]: c["owner_keyid"] for c in self.pred["checks"]}
         for n, item in enumerate(proofs):
-            _require(item, f"commitment_proofs[{n}]", {"digest": str, "entry": str, "bundle": str})
+            require(item, f"commitment_proofs[{n}]", {"digest": str, "entry": str, "bundle": str})
             c = listed.get(item["digest"])
             if c is None:
                 raise EvidenceError(f"commitment_proofs[{n}] is for a commitment the report "
@@ -88,7 +88,7 @@ class _LogChecks(_AuditState):
             if logged is None:
                 raise EvidenceError(f"commitment {c['digest'][:16]}… claims priority but its log "
                                     "entry carries no time")
-            if _time(logged, "logged time") >= _time(first_seen, "suspect.first_seen"):
+            if parse_time(logged, "logged time") >= parse_time(first_seen, "suspect.first_seen"):
                 raise EvidenceError(f"commitment {c['digest'][:16]}… was logged at {logged}, not "
                                     f"before the suspect was first seen ({first_seen})")
             proved += 1
@@ -114,7 +114,7 @@ class _LogChecks(_AuditState):
         if c is None:
             raise EvidenceError(f"no consistency proof between sizes {old.size} and {new.size}: "
                                 f"fetch /api/reports/<uuid>?since={kept.size} or pass one")
-        _require(c, "consistency", {"old_size": int, "new_size": int, "proof": list})
+        require(c, "consistency", {"old_size": int, "new_size": int, "proof": list})
         if (c["old_size"], c["new_size"]) != (old.size, new.size):
             raise EvidenceError(f"the consistency proof is for sizes {c['old_size']} -> "
                                 f"{c['new_size']}, needed {old.size} -> {new.size}")

@@ -1,8 +1,8 @@
 """The audit's checks of owners' evidence: logged owner statements and countersignatures."""
 from __future__ import annotations
 
-from verifier.audit.fields import _require, _time
-from verifier.audit.state import _AuditState
+from verifier.audit.fields import parse_time, require
+from verifier.audit.state import AuditState
 from verifier.evidence.canonical import loads_strict
 from verifier.evidence.dsse import verify_envelope
 from verifier.evidence.errors import EvidenceError
@@ -17,7 +17,7 @@ from verifier.evidence.owners import (
 from verifier.evidence.proofbundle import verify_bundle
 
 
-class _OwnerChecks(_AuditState):
+class OwnerChecks(AuditState):
     """owner log and countersignatures; each returns what it established."""
 
     def _owner_keys(self) -> dict[str, bytes]:
@@ -38,7 +38,7 @@ class _OwnerChecks(_AuditState):
         owners, reg = self._owner_keys(), keyid_of(self.registry_key)
         for n, item in enumerate(items):
             where = f"owner_proofs[{n}]"
-            _require(item, where, {"keyid": str, "statement": dict, "entry": str, "bundle": str})
+            require(item, where, {"keyid": str, "statement": dict, "entry": str, "bundle": str})
             key = owners.get(item["keyid"])
             if key is None:
                 raise EvidenceError(f"{where} is for an owner the report does not list")
@@ -74,12 +74,12 @@ class _OwnerChecks(_AuditState):
         envelope = self.report["envelope"]
         for n, item in enumerate(items):
             where = f"countersignatures[{n}]"
-            _require(item, where, {"keyid": str, "sig": str, "signed_at": str, "entry": str,
-                                   "bundle": str})
+            require(item, where, {"keyid": str, "sig": str, "signed_at": str, "entry": str,
+                                  "bundle": str})
             key = owners.get(item["keyid"])
             if key is None:
                 raise EvidenceError(f"{where} is by a key that is not one of the report's owners")
-            _time(item["signed_at"], f"{where}.signed_at")
+            parse_time(item["signed_at"], f"{where}.signed_at")
             verify_countersignature(envelope, key, item["sig"])
             entry = unb64_strict(item["entry"], f"{where}.entry")
             if entry != countersignature_entry(envelope, item["keyid"], item["sig"],

@@ -6,16 +6,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from verifier.audit.fields import (
-    _HEX64,
+    HEX64,
     RAN,
-    _has_first_seen,
-    _is_count,
-    _log10,
-    _optional,
-    _require,
-    _time,
+    has_first_seen,
+    is_count,
+    optional,
+    parse_log10,
+    parse_time,
+    require,
 )
-from verifier.audit.state import _AuditState
+from verifier.audit.state import AuditState
 from verifier.evidence.errors import EvidenceError
 from verifier.evidence.identity import b64, keyid_of, unb64_strict
 from verifier.evidence.report import (
@@ -36,8 +36,8 @@ def _check_provenance(section: object) -> None:
     does not affect the verdict, and uses known statuses."""
     if not isinstance(section, dict):
         raise EvidenceError("predicate.provenance must be an object")
-    _require(section, "predicate.provenance", {"label": str, "model_signing": dict,
-                                               "graph_signature": dict})
+    require(section, "predicate.provenance", {"label": str, "model_signing": dict,
+                                              "graph_signature": dict})
     if section.get("affects_verdict") is not False:
         raise EvidenceError("predicate.provenance.affects_verdict must be false: declared "
                             "provenance is shown beside the verdict, never in it")
@@ -51,16 +51,16 @@ def _check_provenance(section: object) -> None:
                             f"{', '.join(_GRAPH_STATUSES)}")
 
 
-class _PredicateChecks(_AuditState):
+class PredicateChecks(AuditState):
     """predicate, decisions and priority; each returns what it established."""
 
     def check_predicate(self) -> str:
         p = self.pred
-        _require(p, "predicate", {"verification": str, "registry": dict, "owners": list,
-                                  "alpha": (int, float), "tests_run": int, "checks": list,
-                                  "verdict": dict, "times": dict, "commitments": list})
+        require(p, "predicate", {"verification": str, "registry": dict, "owners": list,
+                                 "alpha": (int, float), "tests_run": int, "checks": list,
+                                 "verdict": dict, "times": dict, "commitments": list})
         reg = p["registry"]
-        _require(reg, "predicate.registry", {"origin": str, "keyid": str, "public_key": str})
+        require(reg, "predicate.registry", {"origin": str, "keyid": str, "public_key": str})
         if reg["public_key"] != b64(self.registry_key) or reg["keyid"] != keyid_of(self.registry_key):
             raise EvidenceError("the predicate names another registry key than the report's")
         if reg["origin"] != self.report["log"]["origin"]:
@@ -68,7 +68,7 @@ class _PredicateChecks(_AuditState):
                                 f"signed registry origin {reg['origin']!r}")
         owners = set()
         for n, o in enumerate(p["owners"]):
-            _require(o, f"owners[{n}]", {"keyid": str, "public_key": str})
+            require(o, f"owners[{n}]", {"keyid": str, "public_key": str})
             key = unb64_strict(o["public_key"], f"owners[{n}].public_key", 32)
             if o["keyid"] != keyid_of(key):
                 raise EvidenceError(f"owners[{n}].keyid does not match its public key")
@@ -77,31 +77,31 @@ class _PredicateChecks(_AuditState):
             owners.add(o["keyid"])
         commitments = {}
         for n, c in enumerate(p["commitments"]):
-            _require(c, f"commitments[{n}]", {"digest": str, "scheme": str, "log_index": int,
-                                              "registered_at": str})
-            if not _HEX64.fullmatch(c["digest"]) or not _is_count(c["log_index"]):
+            require(c, f"commitments[{n}]", {"digest": str, "scheme": str, "log_index": int,
+                                             "registered_at": str})
+            if not HEX64.fullmatch(c["digest"]) or not is_count(c["log_index"]):
                 raise EvidenceError(f"commitments[{n}]: digest must be 64 hex, log_index >= 0")
-            _time(c["registered_at"], f"commitments[{n}].registered_at")
+            parse_time(c["registered_at"], f"commitments[{n}].registered_at")
             if c["digest"] in commitments:
                 raise EvidenceError(f"commitment {c['digest'][:16]}… is listed twice")
             commitments[c["digest"]] = c
         for n, c in enumerate(p["checks"]):
-            _require(c, f"checks[{n}]", {"scheme": str, "commitment": str, "model": str,
-                                         "owner_keyid": str, "decision": str})
+            require(c, f"checks[{n}]", {"scheme": str, "commitment": str, "model": str,
+                                        "owner_keyid": str, "decision": str})
             if c["decision"] not in DECISIONS:
                 raise EvidenceError(f"checks[{n}].decision is {c['decision']!r}, expected one "
                                     f"of {', '.join(DECISIONS)}")
-            _optional(c, f"checks[{n}]", {"queries": int, "claim": str, "details": dict,
-                                          "screening": str})
+            optional(c, f"checks[{n}]", {"queries": int, "claim": str, "details": dict,
+                                         "screening": str})
             if c.get("screening") not in (None, *SCREENINGS):
                 raise EvidenceError(f"checks[{n}].screening is {c['screening']!r}, expected one "
                                     f"of {', '.join(SCREENINGS)}")
             if c["decision"] in RAN:
-                _require(c, f"checks[{n}]", {"statistic": (int, float), "n": int,
-                                             "log10_p": (int, float, str),
-                                             "p_value": (int, float), "null": str,
-                                             "alpha": (int, float)})
-                log10_p = _log10(c["log10_p"], f"checks[{n}].log10_p")
+                require(c, f"checks[{n}]", {"statistic": (int, float), "n": int,
+                                            "log10_p": (int, float, str),
+                                            "p_value": (int, float), "null": str,
+                                            "alpha": (int, float)})
+                log10_p = parse_log10(c["log10_p"], f"checks[{n}].log10_p")
                 if not math.isclose(c["p_value"], 10.0 ** log10_p, rel_tol=1e-9,
                                     abs_tol=1e-300):
                     raise EvidenceError(f"checks[{n}].p_value {c['p_value']} is not "
@@ -118,7 +118,7 @@ class _PredicateChecks(_AuditState):
         if "scan" in p:
             _check_scan(p["scan"], len(p["checks"]))
         t = p["times"]
-        order = [_time(t[k], f"times.{k}") if t.get(k) is not None else None
+        order = [parse_time(t[k], f"times.{k}") if t.get(k) is not None else None
                  for k in ("submitted", "fetched", "finished", "signed")]
         if order[0] is None or order[2] is None or order[3] is None:
             raise EvidenceError("times.submitted, times.finished and times.signed are required")
@@ -144,11 +144,11 @@ class _PredicateChecks(_AuditState):
         applicable = [c for c in p["checks"] if c["decision"] in RAN]
         if p["tests_run"] != len(applicable):
             raise EvidenceError(f"tests_run is {p['tests_run']} but {len(applicable)} checks ran")
-        logs = [_log10(c["log10_p"], "log10_p") for c in applicable]
+        logs = [parse_log10(c["log10_p"], "log10_p") for c in applicable]
         decisions = holm(logs, p["alpha"]) if applicable else []
         for c, log10_p, d in zip(applicable, logs, decisions, strict=True):
             where = f"check {c['scheme']} on {c['commitment'][:16]}…"
-            _require(c, where, {"forgery_bits": (int, float, str)})
+            require(c, where, {"forgery_bits": (int, float, str)})
             if not isinstance(c.get("may_attribute"), bool):
                 raise EvidenceError(f"{where}: may_attribute must be true or false")
             bits = forgery_field(log10_p)
@@ -170,7 +170,7 @@ class _PredicateChecks(_AuditState):
             raise EvidenceError("verdict.attributed must be true or false")
         if p["verdict"]["attributed"] and not attributed:
             raise EvidenceError("verdict.attributed is true but no check attributed the suspect")
-        if attributed and not p["verdict"]["attributed"] and not _has_first_seen(p):
+        if attributed and not p["verdict"]["attributed"] and not has_first_seen(p):
             raise EvidenceError("verdict.attributed is false but a check attributed the suspect "
                                 "(and no first sighting is given to deny priority)")
         hits = sum(c["decision"] == ATTRIBUTED for c in applicable)
@@ -181,10 +181,11 @@ class _PredicateChecks(_AuditState):
     def check_priority(self) -> str:
         p = self.pred
         raw = p["suspect"]["first_seen"]
-        first_seen = None if raw is None else _time(raw, "suspect.first_seen")
+        first_seen = None if raw is None else parse_time(raw, "suspect.first_seen")
 
         def prior(c: Mapping[str, Any]) -> bool:
-            return first_seen is None or _time(c["registered_at"], "registered_at") < first_seen
+            return (first_seen is None
+                    or parse_time(c["registered_at"], "registered_at") < first_seen)
 
         for c in p["commitments"]:
             if "proves_priority" in c and c["proves_priority"] is not prior(c):
@@ -237,10 +238,10 @@ def _check_scan(scan: Any, rows: int) -> None:
     commitments = candidates + those counted as not applicable (per scheme)."""
     if not isinstance(scan, dict):
         raise EvidenceError("scan must be an object")
-    _require(scan, "scan", {"commitments": int, "candidates": int, "not_applicable": dict})
+    require(scan, "scan", {"commitments": int, "candidates": int, "not_applicable": dict})
     counts = scan["not_applicable"]
-    if not all(isinstance(k, str) and _is_count(v) for k, v in counts.items()) or not (
-            _is_count(scan["commitments"]) and _is_count(scan["candidates"])):
+    if not all(isinstance(k, str) and is_count(v) for k, v in counts.items()) or not (
+            is_count(scan["commitments"]) and is_count(scan["candidates"])):
         raise EvidenceError("scan counts must be integers >= 0")
     if scan["candidates"] != rows:
         raise EvidenceError(f"scan.candidates is {scan['candidates']} but the report has "

@@ -6,13 +6,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from verifier.audit.fields import _log10
-from verifier.audit.state import _AuditState
+from verifier.audit.fields import parse_log10
+from verifier.audit.state import AuditState
 from verifier.evidence.errors import EvidenceError
 from verifier.evidence.report import NOT_APPLICABLE
 
 
-class _RevealChecks(_AuditState):
+class RevealChecks(AuditState):
     """opening N, suspect digest and recompute; each returns what it established."""
 
     def check_opening(self, doc: Mapping[str, Any]) -> str:
@@ -75,7 +75,7 @@ class _RevealChecks(_AuditState):
             if r.statistic != c["statistic"] or r.n != c["n"]:
                 raise EvidenceError(f"{where}: recomputed statistic {r.statistic} of n={r.n}, "
                                     f"the report says {c['statistic']} of n={c['n']}")
-            reported = _log10(c["log10_p"], "log10_p")
+            reported = parse_log10(c["log10_p"], "log10_p")
             floor = -1e300  # a reported log10 p clamped to a finite floor stands for -inf
             same = (r.log10_p == reported or (r.log10_p <= floor and reported <= floor)
                     or math.isclose(r.log10_p, reported, rel_tol=1e-9, abs_tol=1e-12))

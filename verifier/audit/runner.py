@@ -6,14 +6,14 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from verifier.audit.envelope import _EnvelopeChecks
-from verifier.audit.fields import _has_first_seen
-from verifier.audit.log import _LogChecks
-from verifier.audit.owners import _OwnerChecks
-from verifier.audit.predicate import _PredicateChecks
+from verifier.audit.envelope import EnvelopeChecks
+from verifier.audit.fields import has_first_seen
+from verifier.audit.log import LogChecks
+from verifier.audit.owners import OwnerChecks
+from verifier.audit.predicate import PredicateChecks
 from verifier.audit.result import AuditResult, Check
-from verifier.audit.reveal import _RevealChecks
-from verifier.audit.witnesses import _WitnessChecks
+from verifier.audit.reveal import RevealChecks
+from verifier.audit.witnesses import WitnessChecks
 from verifier.evidence.cosignature import Witness
 from verifier.evidence.errors import EvidenceError
 
@@ -57,8 +57,8 @@ def audit(report: Mapping[str, Any] | bytes | str, *, registry_key: bytes | None
     return a.result
 
 
-class _Auditor(_EnvelopeChecks, _PredicateChecks, _LogChecks, _WitnessChecks, _OwnerChecks,
-               _RevealChecks):
+class _Auditor(EnvelopeChecks, PredicateChecks, LogChecks, WitnessChecks, OwnerChecks,
+               RevealChecks):
     """Runs the checks in order; the checks themselves live in verifier.audit_*."""
 
     def __init__(self, registry_key: bytes | None, since: str | None,
@@ -102,12 +102,12 @@ class _Auditor(_EnvelopeChecks, _PredicateChecks, _LogChecks, _WitnessChecks, _O
         self.step("decisions", self.check_decisions)
         if "outcome" in self.pred["verdict"]:  # reports made before outcomes existed omit it
             self.step("outcome", self.check_outcome)
-        if _has_first_seen(self.pred):
+        if has_first_seen(self.pred):
             self.step("priority", self.check_priority)
         self.step("log inclusion", self.check_inclusion)
         if "commitment_proofs" in self.report:
             self.step("commitment log", self.check_commitment_proofs)
-            if _has_first_seen(self.pred):
+            if has_first_seen(self.pred):
                 self.step("priority proofs", self.check_priority_proofs)
         if "owner_proofs" in self.report:
             self.step("owner log", self.check_owner_proofs)

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from verifier.evidence.cosignature import Witness
 
 
-class _AuditState:
+class AuditState:
     """The attributes every check reads or sets; `verifier.audit.runner._Auditor` fills them in."""
 
     pinned: bytes | None  # the registry key the auditor pinned, if any

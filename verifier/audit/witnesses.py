@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from verifier.audit.state import _AuditState
+from verifier.audit.state import AuditState
 from verifier.evidence.cosignature import verify_cosignatures
 from verifier.evidence.errors import EvidenceError
 from verifier.evidence.note import parse_checkpoint, split_note
@@ -14,7 +14,7 @@ def _when(timestamp: int) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class _WitnessChecks(_AuditState):
+class WitnessChecks(AuditState):
     """witnesses; returns what it established."""
 
     def _bundles(self) -> list[tuple[str, str]]:

@@ -9,7 +9,7 @@ from verifier import forgery
 from verifier.cli import CommandError
 from verifier.owners.errors import OwnerToolError
 from verifier.owners.marking import POST_TRAINING, watermark_file
-from verifier.owners.modelsig import _lib, sign_model
+from verifier.owners.modelsig import model_signing_lib, sign_model
 from verifier.owners.output import refuse_existing
 from verifier.schemes import get
 
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     sig_path = args.out.with_name(f"{args.out.name}.sig")
     try:
         if args.sign is not None:
-            _lib()  # fail before marking, not after
+            model_signing_lib()  # fail before marking, not after
             refuse_existing(sig_path, "--out")
         marked = watermark_file(args.scheme, args.model, args.out, args.key_out,
                                 params=args.param, seed=args.seed, arch=args.arch,

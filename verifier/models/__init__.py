@@ -27,7 +27,8 @@ devices, duplicate names, encrypted members, too many members, and expansion pas
 Every refusal raises `ModelFormatError`, whose message names the problem, what was received,
 and the fix. Nothing in this package unpickles anything in this process.
 
-Modules: `load` (the entry point), `sniff` (detection), `safetensors_format`, `onnx_format`,
+Modules: `load` (the entry point), `sniff` (detection), `safetensors_format`,
+`safetensors_header` (header checks, shared with the range reads of `ranged`), `onnx_format`,
 `torch_child` (the torch.load child), `archives` (unpacking), `paths` (safe relative paths),
 `folders`, `bundle`, `peft_adapter`; `errors`, `limits` and `loaded` hold the public types.
 `model_files(path)` yields the same files without loading them (the file, or the model folder

@@ -6,31 +6,31 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from verifier.models.errors import ModelFormatError, _show
+from verifier.models.errors import ModelFormatError, show
 from verifier.models.limits import LoadLimits
-from verifier.models.paths import _relative_parts
+from verifier.models.paths import relative_parts
 
 _CHUNK = 1 << 20  # bytes per read when streaming archive members
 _ARCHIVE_FIX = ("repack the model folder with relative paths and plain files only "
                 "(e.g. `cd model && zip -r ../model.zip .`)")
 
 
-def _unpack_zip(p: Path, dest: Path, limits: LoadLimits) -> dict[str, int]:
+def unpack_zip(p: Path, dest: Path, limits: LoadLimits) -> dict[str, int]:
     """Unpack a zip archive into `dest`, refusing anything unsafe (see `load_suspect`)."""
-    what = f"the archive {_show(p.name)}"
+    what = f"the archive {show(p.name)}"
     try:
         zf = zipfile.ZipFile(p)
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise ModelFormatError(f"{what} is not a readable zip ({e}); {_ARCHIVE_FIX}") from None
     with zf:
         infos = zf.infolist()
-        _check_count(len(infos), limits, what)
+        check_count(len(infos), limits, what)
         _check_zip_layout(infos, what)
         seen: set[str] = set()
         declared = 0
         for info in infos:
-            member = f"{what}: member {_show(info.filename)}"
-            parts = _relative_parts(info.filename, member, _ARCHIVE_FIX, limits.max_path_depth)
+            member = f"{what}: member {show(info.filename)}"
+            parts = relative_parts(info.filename, member, _ARCHIVE_FIX, limits.max_path_depth)
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
                 raise ModelFormatError(f"{member} is a symbolic link; links are refused; "
@@ -51,7 +51,7 @@ def _unpack_zip(p: Path, dest: Path, limits: LoadLimits) -> dict[str, int]:
                     "send the files uncompressed or with ordinary compression")
         written = 0
         for info in infos:
-            parts = _relative_parts(info.filename, "", "", limits.max_path_depth)
+            parts = relative_parts(info.filename, "", "", limits.max_path_depth)
             if not parts:
                 continue
             target = dest.joinpath(*parts)
@@ -62,9 +62,9 @@ def _unpack_zip(p: Path, dest: Path, limits: LoadLimits) -> dict[str, int]:
             try:
                 with zf.open(info) as src:
                     written = _copy_capped(src, target, info.file_size, written, limits, what,
-                                           f"{what}: member {_show(info.filename)}")
+                                           f"{what}: member {show(info.filename)}")
             except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, ValueError) as e:
-                raise ModelFormatError(f"{what}: member {_show(info.filename)} is corrupt ({e}); "
+                raise ModelFormatError(f"{what}: member {show(info.filename)} is corrupt ({e}); "
                                        f"{_ARCHIVE_FIX}") from None
     return {"members": len(infos), "expanded_bytes": written}
 
@@ -80,11 +80,11 @@ def _check_zip_layout(infos: list[zipfile.ZipInfo], what: str) -> None:
                 f"{start}), the mark of an overlapping zip bomb; {_ARCHIVE_FIX}")
 
 
-def _unpack_tar(p: Path, dest: Path, limits: LoadLimits) -> dict[str, int]:
+def unpack_tar(p: Path, dest: Path, limits: LoadLimits) -> dict[str, int]:
     """Unpack an uncompressed tar into `dest`, refusing links, devices and unsafe paths."""
     import tarfile
 
-    what = f"the archive {_show(p.name)}"
+    what = f"the archive {show(p.name)}"
     try:
         tf = tarfile.open(p, mode="r:")  # noqa: SIM115 - closed by the `with tf` below
     except (tarfile.TarError, OSError) as e:
@@ -100,9 +100,9 @@ def _unpack_tar(p: Path, dest: Path, limits: LoadLimits) -> dict[str, int]:
             if m is None:
                 break
             count += 1
-            _check_count(count, limits, what)
-            member = f"{what}: member {_show(m.name)}"
-            parts = _relative_parts(m.name, member, _ARCHIVE_FIX, limits.max_path_depth)
+            check_count(count, limits, what)
+            member = f"{what}: member {show(m.name)}"
+            parts = relative_parts(m.name, member, _ARCHIVE_FIX, limits.max_path_depth)
             kinds = [(m.issym(), "a symbolic link"), (m.islnk(), "a hard link"),
                      (m.ischr() or m.isblk(), "a device"), (m.isfifo(), "a pipe"),
                      (m.issparse(), "a sparse file")]
@@ -150,7 +150,7 @@ def _copy_capped(src: Any, target: Path, declared: int, written: int, limits: Lo
     return written + got
 
 
-def _check_count(count: int, limits: LoadLimits, what: str) -> None:
+def check_count(count: int, limits: LoadLimits, what: str) -> None:
     if count > limits.max_archive_members:
         raise ModelFormatError(f"{what} has more than {limits.max_archive_members} entries; send "
                                "only the model files")

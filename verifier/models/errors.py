@@ -1,8 +1,8 @@
 """The error every refusal raises, and the helpers that write its messages safely."""
 from __future__ import annotations
 
-_EXPORT_HINT = ("save the weights with safetensors.torch.save_file(model.state_dict(), "
-                "'model.safetensors') or export the model with torch.onnx.export")
+EXPORT_HINT = ("save the weights with safetensors.torch.save_file(model.state_dict(), "
+               "'model.safetensors') or export the model with torch.onnx.export")
 
 
 class ModelFormatError(ValueError):
@@ -15,18 +15,18 @@ class ModelFormatError(ValueError):
     """
 
 
-def _show(value: object, limit: int = 80) -> str:
+def show(value: object, limit: int = 80) -> str:
     """A quoted, escaped, truncated rendering of an untrusted string for messages."""
     text = value if isinstance(value, str) else str(value)
     shown = repr(text[:limit])
     return shown + ("…" if len(text) > limit else "")
 
 
-def _is_int(v: object) -> bool:
+def is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _check_size(size: int, cap: int, what: str) -> None:
+def check_size(size: int, cap: int, what: str) -> None:
     if size > cap:
         raise ModelFormatError(f"{what} is {size} bytes, over the cap of {cap} bytes; "
                                "send a smaller model or ask the operator to raise the cap")

@@ -6,15 +6,15 @@ import os
 import stat
 from pathlib import Path, PurePosixPath
 
-from verifier.models.archives import _check_count
-from verifier.models.bundle import _load_bundle
-from verifier.models.errors import _EXPORT_HINT, ModelFormatError, _show
+from verifier.models.archives import check_count
+from verifier.models.bundle import load_bundle
+from verifier.models.errors import EXPORT_HINT, ModelFormatError, show
 from verifier.models.limits import LoadLimits
 from verifier.models.loaded import LoadedModel
-from verifier.models.onnx_format import _load_onnx_model
-from verifier.models.peft_adapter import _load_adapter
-from verifier.models.safetensors_format import _read_safetensors
-from verifier.models.sniff import _sniff_member
+from verifier.models.onnx_format import load_onnx_model
+from verifier.models.peft_adapter import load_adapter
+from verifier.models.safetensors_format import read_safetensors
+from verifier.models.sniff import sniff_member
 from verifier.suspect import Suspect
 
 
@@ -31,8 +31,8 @@ def _scan_folder(root: Path, limits: LoadLimits) -> list[PurePosixPath]:
         with os.scandir(folder) as it:
             for entry in it:
                 count += 1
-                _check_count(count, limits, "the model folder")
-                shown = _show(str(rel / entry.name))
+                check_count(count, limits, "the model folder")
+                shown = show(str(rel / entry.name))
                 st = entry.stat(follow_symlinks=False)
                 if stat.S_ISLNK(st.st_mode):
                     raise ModelFormatError(f"the model folder holds a symbolic link ({shown}); "
@@ -62,12 +62,12 @@ def _model_base(files: list[PurePosixPath]) -> PurePosixPath:
         base = top
 
 
-def _model_folder(root: Path, limits: LoadLimits) -> Path:
+def model_folder(root: Path, limits: LoadLimits) -> Path:
     """The model folder under `root` (links and special files refused, as when loading)."""
     return root.joinpath(*_model_base(_scan_folder(root, limits)).parts)
 
 
-def _load_folder(root: Path, limits: LoadLimits) -> LoadedModel:
+def load_folder(root: Path, limits: LoadLimits) -> LoadedModel:
     """A model folder: a PEFT adapter, an ONNX model (with external data), safetensors
     weights, or a bundle of safetensors weights + an ONNX model."""
     files = _scan_folder(root, limits)
@@ -75,10 +75,10 @@ def _load_folder(root: Path, limits: LoadLimits) -> LoadedModel:
     folder = root.joinpath(*base.parts)
     top_files = sorted(f.name for f in files if f.parent == base)
     if "adapter_config.json" in top_files:
-        return _load_adapter(folder, top_files, limits)
+        return load_adapter(folder, top_files, limits)
     weights, onnx_files, pickles = [], [], []
     for name in top_files:
-        kind = _sniff_member(folder / name)
+        kind = sniff_member(folder / name)
         if kind == "safetensors":
             weights.append(name)
         elif kind == "onnx" and name.lower().endswith(".onnx"):
@@ -88,22 +88,22 @@ def _load_folder(root: Path, limits: LoadLimits) -> LoadedModel:
     if len(weights) > 1 or len(onnx_files) > 1:
         raise ModelFormatError(
             f"the model folder holds {len(weights)} safetensors files and {len(onnx_files)} ONNX "
-            f"models ({_show(', '.join(weights + onnx_files), 200)}); send one weights file "
+            f"models ({show(', '.join(weights + onnx_files), 200)}); send one weights file "
             "and/or one ONNX model (sharded checkpoints are not supported: merge the shards)")
-    notes = [f"ignored {_show(n)}: pickle files inside a folder or archive are never opened"
+    notes = [f"ignored {show(n)}: pickle files inside a folder or archive are never opened"
              for n in pickles]
     if not weights and not onnx_files:
         raise ModelFormatError(
             f"the model folder holds no safetensors weights, ONNX model or PEFT adapter (files: "
-            f"{_show(', '.join(top_files), 200)}); {_EXPORT_HINT}"
+            f"{show(', '.join(top_files), 200)}); {EXPORT_HINT}"
             + (" (pickled weights are refused inside archives)" if pickles else ""))
     if onnx_files and not weights:
-        loaded = _load_onnx_model(folder / onnx_files[0], folder, limits)
+        loaded = load_onnx_model(folder / onnx_files[0], folder, limits)
     elif weights and not onnx_files:
-        tensors, warnings, info = _read_safetensors(folder / weights[0], limits, "the weights")
+        tensors, warnings, info = read_safetensors(folder / weights[0], limits, "the weights")
         loaded = LoadedModel(Suspect.from_weights(tensors), "safetensors", warnings, info)
     else:
-        loaded = _load_bundle(folder, weights[0], onnx_files[0], limits)
+        loaded = load_bundle(folder, weights[0], onnx_files[0], limits)
     loaded.warnings[:0] = notes
     loaded.details["files"] = [n[:200] for n in top_files[:50]]
     return loaded

@@ -8,15 +8,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from verifier.models.archives import _unpack_tar, _unpack_zip
-from verifier.models.errors import ModelFormatError, _check_size, _show
-from verifier.models.folders import _load_folder, _model_folder
+from verifier.models.archives import unpack_tar, unpack_zip
+from verifier.models.errors import ModelFormatError, check_size, show
+from verifier.models.folders import load_folder, model_folder
 from verifier.models.limits import LoadLimits
 from verifier.models.loaded import LoadedModel
-from verifier.models.onnx_format import _load_onnx_model
-from verifier.models.safetensors_format import _read_safetensors
-from verifier.models.sniff import _sniff
-from verifier.models.torch_child import _load_torch
+from verifier.models.onnx_format import load_onnx_model
+from verifier.models.safetensors_format import read_safetensors
+from verifier.models.sniff import sniff_file
+from verifier.models.torch_child import load_torch
 from verifier.suspect import Suspect
 
 
@@ -50,32 +50,32 @@ def load_suspect(path: str | os.PathLike[str],
     try:
         st = os.stat(p)
     except OSError as e:
-        raise ModelFormatError(f"cannot open the suspect {_show(p.name)}: {e.strerror}; "
+        raise ModelFormatError(f"cannot open the suspect {show(p.name)}: {e.strerror}; "
                                "check that the file was fetched") from None
     scratch = Path(scratch_dir) if scratch_dir is not None else Path(tempfile.gettempdir())
     if stat.S_ISDIR(st.st_mode):
-        return _load_folder(p, limits)
+        return load_folder(p, limits)
     if not stat.S_ISREG(st.st_mode):
-        raise ModelFormatError(f"the suspect {_show(p.name)} is not a regular file (a device, "
+        raise ModelFormatError(f"the suspect {show(p.name)} is not a regular file (a device, "
                                "pipe or socket); send a model file")
-    _check_size(st.st_size, limits.max_file_bytes, f"the suspect {_show(p.name)}")
-    kind = _sniff(p, st.st_size)
+    check_size(st.st_size, limits.max_file_bytes, f"the suspect {show(p.name)}")
+    kind = sniff_file(p, st.st_size)
     if kind == "safetensors":
-        tensors, warnings, info = _read_safetensors(p, limits, "the suspect")
+        tensors, warnings, info = read_safetensors(p, limits, "the suspect")
         return LoadedModel(Suspect.from_weights(tensors), "safetensors", warnings,
                            {"bytes": st.st_size, **info})
     if kind == "onnx":
         folder = p.parent if limits.onnx_external_data_beside_file else None
-        return _load_onnx_model(p, folder, limits)
+        return load_onnx_model(p, folder, limits)
     if kind in ("torch-zip", "pickle"):
-        return _load_torch(p, st.st_size, limits, scratch, use_mmap=kind == "torch-zip")
+        return load_torch(p, st.st_size, limits, scratch, use_mmap=kind == "torch-zip")
     # a .zip or .tar of a folder
     with tempfile.TemporaryDirectory(dir=scratch, prefix="hallmark-unpack-") as tmp:
         root = Path(tmp) / "unpacked"
         root.mkdir()
-        unpack = _unpack_zip if kind == "zip" else _unpack_tar
+        unpack = unpack_zip if kind == "zip" else unpack_tar
         stats = unpack(p, root, limits)
-        loaded = _load_folder(root, limits)
+        loaded = load_folder(root, limits)
     loaded.details["archive"] = {"kind": kind, "bytes": st.st_size, **stats}
     return loaded
 
@@ -101,11 +101,11 @@ def model_files(path: str | os.PathLike[str],
     """
     p = Path(path)
     if p.is_dir():
-        yield _model_folder(p, limits)
+        yield model_folder(p, limits)
         return
     st = p.stat()
-    _check_size(st.st_size, limits.max_file_bytes, f"the suspect {_show(p.name)}")
-    kind = _sniff(p, st.st_size)
+    check_size(st.st_size, limits.max_file_bytes, f"the suspect {show(p.name)}")
+    kind = sniff_file(p, st.st_size)
     if kind not in ("zip", "tar"):
         yield p
         return
@@ -113,5 +113,5 @@ def model_files(path: str | os.PathLike[str],
     with tempfile.TemporaryDirectory(dir=scratch, prefix="hallmark-files-") as tmp:
         root = Path(tmp) / "unpacked"
         root.mkdir()
-        (_unpack_zip if kind == "zip" else _unpack_tar)(p, root, limits)
-        yield _model_folder(root, limits)
+        (unpack_zip if kind == "zip" else unpack_tar)(p, root, limits)
+        yield model_folder(root, limits)

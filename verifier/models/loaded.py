@@ -7,7 +7,7 @@ from typing import Any
 from verifier.suspect import Suspect
 
 FORMATS = ("safetensors", "onnx", "torch-state-dict", "peft-adapter", "bundle")
-_MAX_WARNINGS = 50  # warnings beyond this are summarized in one line
+MAX_WARNINGS = 50  # warnings beyond this are summarized in one line
 
 
 @dataclass

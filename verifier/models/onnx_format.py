@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from verifier.models.errors import ModelFormatError, _check_size, _show
+from verifier.models.errors import ModelFormatError, check_size, show
 from verifier.models.limits import GiB, LoadLimits
 from verifier.models.loaded import LoadedModel
-from verifier.models.paths import _inside, _relative_parts
+from verifier.models.paths import path_inside, relative_parts
 from verifier.suspect import PredictFn, Suspect
 
 _ONNX_PROTOBUF_LIMIT = 2 * GiB - 1  # protobuf cannot hold a message of 2 GB or more
@@ -25,13 +25,13 @@ _ONNX_FIX = ("keep external data files inside the model's folder and send the fo
              "location='model.onnx.data'))")
 
 
-def _load_onnx_model(p: Path, folder: Path | None, limits: LoadLimits) -> LoadedModel:
+def load_onnx_model(p: Path, folder: Path | None, limits: LoadLimits) -> LoadedModel:
     """An ONNX model: float initializers as weights and an onnxruntime session as predict."""
-    model, info = _read_onnx(p, folder, limits)
-    weights = _onnx_weights(model)
-    predict, io, warnings = _onnx_session(model, limits)
+    model, info = read_onnx_with_info(p, folder, limits)
+    weights = onnx_weight_tensors(model)
+    predict, io, warnings = onnx_session(model, limits)
     if not weights and predict is None:
-        raise ModelFormatError(f"the ONNX model {_show(p.name)} has no float weights and "
+        raise ModelFormatError(f"the ONNX model {show(p.name)} has no float weights and "
                                f"onnxruntime cannot run it ({'; '.join(warnings)}); send a "
                                "runnable model")
     details = {**info, "weights": len(weights), "io": io}
@@ -59,16 +59,17 @@ def read_onnx(path: Path, data_folder: Path | None = None,
         >>> read_onnx(Path("model.onnx")).graph.node[0].op_type  # doctest: +SKIP
         'Gemm'
     """
-    return _read_onnx(path, data_folder, limits)[0]
+    return read_onnx_with_info(path, data_folder, limits)[0]
 
 
-def _read_onnx(p: Path, folder: Path | None, limits: LoadLimits) -> tuple[Any, dict[str, Any]]:
+def read_onnx_with_info(p: Path, folder: Path | None, limits: LoadLimits
+                        ) -> tuple[Any, dict[str, Any]]:
     """Parse an ONNX file without external data, then inline its checked external data."""
     import onnx
 
-    what = f"the ONNX model {_show(p.name)}"
+    what = f"the ONNX model {show(p.name)}"
     size = p.stat().st_size
-    _check_size(size, min(limits.max_file_bytes, _ONNX_PROTOBUF_LIMIT), what)
+    check_size(size, min(limits.max_file_bytes, _ONNX_PROTOBUF_LIMIT), what)
     try:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as e:  # protobuf raises DecodeError and others; all mean "not ONNX"
@@ -93,7 +94,7 @@ def _read_onnx(p: Path, folder: Path | None, limits: LoadLimits) -> tuple[Any, d
     try:
         onnx.checker.check_model(model)
     except Exception as e:  # onnx.checker.ValidationError and protobuf errors
-        raise ModelFormatError(f"{what} fails onnx.checker ({_show(str(e), 200)}); re-export "
+        raise ModelFormatError(f"{what} fails onnx.checker ({show(str(e), 200)}); re-export "
                                "it with torch.onnx.export") from None
     info = {"bytes": size, "external_data_bytes": external, "ir_version": int(model.ir_version),
             "opsets": {o.domain or "ai.onnx": int(o.version) for o in model.opset_import},
@@ -140,20 +141,20 @@ def _inline_external_data(tensors: list[Any], folder: Path | None, limits: LoadL
     for t in tensors:
         if t.data_location != onnx.TensorProto.EXTERNAL:
             if len(t.external_data):
-                raise ModelFormatError(f"{what}: tensor {_show(t.name)} lists external data but "
+                raise ModelFormatError(f"{what}: tensor {show(t.name)} lists external data but "
                                        f"is not marked external; {_ONNX_FIX}")
             continue
         fields = [(e.key, e.value) for e in t.external_data]
         keys = [k for k, _ in fields]
         if len(set(keys)) != len(keys) or not set(keys) <= _ONNX_EXTERNAL_KEYS:
-            raise ModelFormatError(f"{what}: tensor {_show(t.name)} has external data fields "
-                                   f"{_show(keys)}; only location, offset, length and checksum "
+            raise ModelFormatError(f"{what}: tensor {show(t.name)} has external data fields "
+                                   f"{show(keys)}; only location, offset, length and checksum "
                                    f"are allowed; {_ONNX_FIX}")
         info = dict(fields)
         location = info.get("location", "")
         if folder is None:
             raise ModelFormatError(
-                f"{what} uses external data ({_show(location)} for tensor {_show(t.name)}) but "
+                f"{what} uses external data ({show(location)} for tensor {show(t.name)}) but "
                 "was received as a single file: send the model folder as a .zip or .tar, or save "
                 "the model without external data (onnx.save_model(model, path, "
                 "save_as_external_data=False)) when it is under 2 GB")
@@ -173,9 +174,9 @@ def _read_external(folder: Path, location: str, info: Mapping[str, str], t: Any,
     """The bytes of one external data reference, read only from a regular file inside `folder`."""
     from onnx import helper
 
-    where = f"{what}: external data location {_show(location)} of tensor {_show(t.name)}"
-    parts = _relative_parts(location, where, _ONNX_FIX, limits.max_path_depth)
-    path = _inside(folder, parts, where, _ONNX_FIX)
+    where = f"{what}: external data location {show(location)} of tensor {show(t.name)}"
+    parts = relative_parts(location, where, _ONNX_FIX, limits.max_path_depth)
+    path = path_inside(folder, parts, where, _ONNX_FIX)
     offset = _nonneg_int(info.get("offset", "0"), f"{where} has offset", _ONNX_FIX)
     try:
         itemsize = helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
@@ -189,7 +190,7 @@ def _read_external(folder: Path, location: str, info: Mapping[str, str], t: Any,
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
             raise ModelFormatError(f"{where} is not a plain file (a hardlink or special file); "
                                    f"{_ONNX_FIX}")
-        _check_size(st.st_size, limits.max_file_bytes, where)
+        check_size(st.st_size, limits.max_file_bytes, where)
         length = _nonneg_int(info.get("length", str(max(0, st.st_size - offset))),
                              f"{where} has length", _ONNX_FIX)
         if offset + length > st.st_size:
@@ -203,7 +204,7 @@ def _read_external(folder: Path, location: str, info: Mapping[str, str], t: Any,
         os.close(fd)
 
 
-def _onnx_weights(model: Any) -> dict[str, torch.Tensor]:
+def onnx_weight_tensors(model: Any) -> dict[str, torch.Tensor]:
     """Float initializers as named tensors (names as exported: torch.onnx.export keeps
     parameter names such as "fc1.weight"; integer shape constants are left out)."""
     import numpy as np
@@ -221,8 +222,8 @@ def _onnx_weights(model: Any) -> dict[str, torch.Tensor]:
     return out
 
 
-def _onnx_session(model: Any, limits: LoadLimits
-                  ) -> tuple[PredictFn | None, dict[str, Any], list[str]]:
+def onnx_session(model: Any, limits: LoadLimits
+                 ) -> tuple[PredictFn | None, dict[str, Any], list[str]]:
     """An onnxruntime CPU session as a predict function, or (None, …, [why]) if it cannot run."""
     import onnxruntime as ort
 
@@ -235,7 +236,7 @@ def _onnx_session(model: Any, limits: LoadLimits
         sess = ort.InferenceSession(model.SerializeToString(), sess_options=so,
                                     providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types
-        return None, {}, [f"onnxruntime cannot load the model ({_show(str(e), 200)}); only "
+        return None, {}, [f"onnxruntime cannot load the model ({show(str(e), 200)}); only "
                           "white-box checks apply"]
     inputs, outputs = sess.get_inputs(), sess.get_outputs()
     io = {"inputs": [{"name": i.name[:100], "type": i.type, "shape": _dims(i.shape)} for i in inputs],
@@ -303,5 +304,5 @@ def _dims(shape: Any) -> list[Any]:
 
 def _nonneg_int(text: str, what: str, fix: str) -> int:
     if not re.fullmatch(r"[0-9]{1,20}", text or ""):
-        raise ModelFormatError(f"{what} {_show(text)}, not a non-negative integer; {fix}")
+        raise ModelFormatError(f"{what} {show(text)}, not a non-negative integer; {fix}")
     return int(text)

@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 from verifier.models.errors import ModelFormatError
 
 
-def _relative_parts(name: str, where: str, fix: str, max_depth: int) -> list[str]:
+def relative_parts(name: str, where: str, fix: str, max_depth: int) -> list[str]:
     """The components of a relative POSIX path, refusing absolute paths, `..`, backslashes."""
     if "\x00" in name or "\\" in name:
         raise ModelFormatError(f"{where} contains a NUL byte or a backslash; {fix}")
@@ -23,7 +23,7 @@ def _relative_parts(name: str, where: str, fix: str, max_depth: int) -> list[str
     return parts
 
 
-def _inside(folder: Path, parts: list[str], where: str, fix: str) -> Path:
+def path_inside(folder: Path, parts: list[str], where: str, fix: str) -> Path:
     """`folder/parts…`, refusing symlinks on the way and anything resolving outside `folder`."""
     if not parts:
         raise ModelFormatError(f"{where} is empty; {fix}")

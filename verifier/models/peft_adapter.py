@@ -4,17 +4,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from verifier.models.errors import ModelFormatError, _is_int, _show
+from verifier.models.errors import ModelFormatError, is_int, show
 from verifier.models.limits import LoadLimits
 from verifier.models.loaded import LoadedModel
-from verifier.models.safetensors_format import _parse_json_object, _read_safetensors
+from verifier.models.safetensors_format import read_safetensors
+from verifier.models.safetensors_header import parse_json_object
 from verifier.suspect import Suspect
 
 _ADAPTER_FIELDS = ("base_model_name_or_path", "peft_type", "task_type", "r", "lora_alpha",
                    "lora_dropout", "target_modules", "use_dora", "use_rslora", "bias")
 
 
-def _load_adapter(folder: Path, top_files: list[str], limits: LoadLimits) -> LoadedModel:
+def load_adapter(folder: Path, top_files: list[str], limits: LoadLimits) -> LoadedModel:
     """A PEFT LoRA adapter folder: adapter_config.json + adapter_model.safetensors."""
     fix = "save the adapter with model.save_pretrained(path) (safe_serialization=True)"
     cfg_path = folder / "adapter_config.json"
@@ -22,20 +23,20 @@ def _load_adapter(folder: Path, top_files: list[str], limits: LoadLimits) -> Loa
     if size > limits.max_json_bytes:
         raise ModelFormatError(f"adapter_config.json is {size} bytes, over the "
                                f"{limits.max_json_bytes}-byte cap; {fix}")
-    config = _parse_json_object(cfg_path.read_bytes(), "adapter_config.json", fix)
+    config = parse_json_object(cfg_path.read_bytes(), "adapter_config.json", fix)
     if config.get("peft_type") != "LORA":
-        raise ModelFormatError(f"adapter_config.json has peft_type {_show(config.get('peft_type'))}"
+        raise ModelFormatError(f"adapter_config.json has peft_type {show(config.get('peft_type'))}"
                                "; Hallmark reads LoRA adapters only (peft_type \"LORA\")")
     r, alpha = config.get("r"), config.get("lora_alpha")
-    if not (isinstance(r, int) and _is_int(r) and r > 0) or not (
+    if not (isinstance(r, int) and is_int(r) and r > 0) or not (
             isinstance(alpha, int | float) and not isinstance(alpha, bool)):
-        raise ModelFormatError(f"adapter_config.json has r={_show(r)} and lora_alpha="
-                               f"{_show(alpha)}; expected a positive integer rank and a number; "
+        raise ModelFormatError(f"adapter_config.json has r={show(r)} and lora_alpha="
+                               f"{show(alpha)}; expected a positive integer rank and a number; "
                                f"{fix}")
     targets = config.get("target_modules")
     if targets is not None and not (isinstance(targets, str) or (
             isinstance(targets, list) and all(isinstance(t, str) for t in targets))):
-        raise ModelFormatError(f"adapter_config.json has target_modules {_show(targets)}; "
+        raise ModelFormatError(f"adapter_config.json has target_modules {show(targets)}; "
                                f"expected a list of module names or a pattern; {fix}")
     if "adapter_model.safetensors" not in top_files:
         pickled = "adapter_model.bin" in top_files
@@ -43,8 +44,8 @@ def _load_adapter(folder: Path, top_files: list[str], limits: LoadLimits) -> Loa
             "the PEFT adapter has no adapter_model.safetensors"
             + (" (adapter_model.bin is a pickle and is never opened)" if pickled else "")
             + f"; {fix}")
-    tensors, warnings, info = _read_safetensors(folder / "adapter_model.safetensors", limits,
-                                                "the adapter weights")
+    tensors, warnings, info = read_safetensors(folder / "adapter_model.safetensors", limits,
+                                               "the adapter weights")
     if not any("lora_A" in n or "lora_B" in n for n in tensors):
         raise ModelFormatError("adapter_model.safetensors holds no lora_A / lora_B tensors, so it "
                                f"is not a LoRA adapter; {fix}")

@@ -44,14 +44,14 @@ from typing import Any
 
 import torch
 
-from verifier.models.errors import ModelFormatError, _show
+from verifier.models.errors import ModelFormatError, show
 from verifier.models.limits import LoadLimits
-from verifier.models.safetensors_format import (
-    _ST_DTYPES,
-    _ST_FIX,
-    _Entry,
-    _parse_json_object,
-    _validate_entries,
+from verifier.models.safetensors_header import (
+    ST_DTYPES,
+    ST_FIX,
+    Entry,
+    parse_json_object,
+    validate_entries,
 )
 
 Reader = Callable[[str, int, int], bytes]  # (file, begin, end) -> bytes [begin, end) of the file
@@ -67,7 +67,7 @@ class ShardHeader:
     size: int  # bytes in the whole file
     data_start: int  # 8 + header length: where the data buffer begins
     sha256: str  # SHA-256 of bytes [0, data_start): the length prefix and the JSON header
-    entries: tuple[_Entry, ...]  # validated; offsets tile the data buffer exactly
+    entries: tuple[Entry, ...]  # validated; offsets tile the data buffer exactly
 
 
 def read_header(file: str, size: int, read: Reader,
@@ -87,21 +87,21 @@ def read_header(file: str, size: int, read: Reader,
         ModelFormatError: a header that is short, over the cap, past the end of the file, not
             strict JSON, or whose offsets do not tile the rest of the file exactly.
     """
-    what = f"the safetensors file {_show(file)}"
+    what = f"the safetensors file {show(file)}"
     if size < 8:
         raise ModelFormatError(f"{what} is {size} bytes, too short for a safetensors file; "
-                               f"{_ST_FIX}")
+                               f"{ST_FIX}")
     prefix = _exactly(read, file, 0, 8)
     (n,) = struct.unpack("<Q", prefix)
     if n > size - 8:
         raise ModelFormatError(f"{what} declares a {n}-byte header, past the end of the "
-                               f"{size}-byte file (truncated or forged); {_ST_FIX}")
+                               f"{size}-byte file (truncated or forged); {ST_FIX}")
     if n > limits.max_header_bytes:
         raise ModelFormatError(f"{what} has a {n}-byte header, over the "
-                               f"{limits.max_header_bytes}-byte cap; {_ST_FIX}")
+                               f"{limits.max_header_bytes}-byte cap; {ST_FIX}")
     raw = _exactly(read, file, 8, 8 + n)
-    header = _parse_json_object(raw, f"the header of {what}", _ST_FIX)
-    entries = _validate_entries(header, size - 8 - n, limits, what)
+    header = parse_json_object(raw, f"the header of {what}", ST_FIX)
+    entries = validate_entries(header, size - 8 - n, limits, what)
     return ShardHeader(file, size, 8 + n, hashlib.sha256(prefix + raw).hexdigest(),
                        tuple(entries))
 
@@ -109,7 +109,7 @@ def read_header(file: str, size: int, read: Reader,
 def _exactly(read: Reader, file: str, begin: int, end: int) -> bytes:
     data = read(file, begin, end)
     if len(data) != end - begin:
-        raise ModelFormatError(f"reading bytes {begin}-{end} of {_show(file)} returned "
+        raise ModelFormatError(f"reading bytes {begin}-{end} of {show(file)} returned "
                                f"{len(data)} bytes, not {end - begin}; the file is shorter than "
                                "its header says (truncated or changed): fetch it again")
     return data
@@ -124,13 +124,13 @@ class RangedTensors(Mapping[str, torch.Tensor]):
     def __init__(self, headers: list[ShardHeader], read: Reader) -> None:
         self._headers = {h.file: h for h in headers}
         self._read = read
-        self._where: dict[str, tuple[ShardHeader, _Entry]] = {}
+        self._where: dict[str, tuple[ShardHeader, Entry]] = {}
         for h in headers:
             for e in h.entries:
                 if e.name in self._where:
                     raise ModelFormatError(
-                        f"tensor {_show(e.name)} is in both {_show(self._where[e.name][0].file)} "
-                        f"and {_show(h.file)}; a sharded checkpoint holds each tensor once: "
+                        f"tensor {show(e.name)} is in both {show(self._where[e.name][0].file)} "
+                        f"and {show(h.file)}; a sharded checkpoint holds each tensor once: "
                         "re-shard it")
                 self._where[e.name] = (h, e)
         self._tensors: dict[str, torch.Tensor] = {}
@@ -155,8 +155,8 @@ class RangedTensors(Mapping[str, torch.Tensor]):
         """Every tensor's shape, from the headers (no tensor bytes are read)."""
         return {name: e.shape for name, (_, e) in self._where.items()}
 
-    def _load(self, h: ShardHeader, e: _Entry) -> torch.Tensor:
-        dtype, _ = _ST_DTYPES[e.dtype]
+    def _load(self, h: ShardHeader, e: Entry) -> torch.Tensor:
+        dtype, _ = ST_DTYPES[e.dtype]
         data = _exactly(self._read, h.file, h.data_start + e.begin, h.data_start + e.end)
         self._reads[e.name] = {"file": h.file, "begin": h.data_start + e.begin,
                                "end": h.data_start + e.end,
@@ -214,7 +214,7 @@ def merge_evidence(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             for k, v in part.get(kind, {}).items():
                 if out[kind].setdefault(k, v) != v:
                     raise ModelFormatError(
-                        f"two reads of {kind[:-1]} {_show(k)} of the same commit differ "
+                        f"two reads of {kind[:-1]} {show(k)} of the same commit differ "
                         f"({out[kind][k].get('sha256', '')[:16]}… vs {v.get('sha256', '')[:16]}…)"
                         "; the server changed the files: submit the repo again")
     return out
@@ -231,7 +231,7 @@ def local_reader(folder: str | os.PathLike[str]) -> Reader:
     def read(file: str, begin: int, end: int) -> bytes:
         p = (root / file).resolve()
         if not p.is_relative_to(root):
-            raise ModelFormatError(f"{_show(file)} is outside {_show(str(root))}; evidence names "
+            raise ModelFormatError(f"{show(file)} is outside {show(str(root))}; evidence names "
                                    "files inside the repo only")
         with open(p, "rb") as f:
             f.seek(begin)

@@ -1,48 +1,33 @@
 """safetensors: the header validated before any tensor is touched, then zero-copy tensors."""
 from __future__ import annotations
 
-import json
 import math
 import mmap
 import os
 import struct
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from verifier.models.errors import ModelFormatError, _is_int, _show
+from verifier.models.errors import ModelFormatError, show
 from verifier.models.limits import LoadLimits
-from verifier.models.loaded import _MAX_WARNINGS
+from verifier.models.loaded import MAX_WARNINGS
+from verifier.models.safetensors_header import (
+    ST_DTYPES,
+    ST_FIX,
+    Entry,
+    parse_json_object,
+    validate_entries,
+)
 
 _NAN_SCAN_ELEMENTS = 1 << 24  # elements per chunk when counting NaN/Inf values
-_ST_DTYPES: dict[str, tuple[torch.dtype, int]] = {
-    "F64": (torch.float64, 8), "F32": (torch.float32, 4), "F16": (torch.float16, 2),
-    "BF16": (torch.bfloat16, 2), "I64": (torch.int64, 8), "I32": (torch.int32, 4),
-    "I16": (torch.int16, 2), "I8": (torch.int8, 1), "U8": (torch.uint8, 1),
-    "BOOL": (torch.bool, 1), "U16": (torch.uint16, 2), "U32": (torch.uint32, 4),
-    "U64": (torch.uint64, 8), "F8_E4M3": (torch.float8_e4m3fn, 1),
-    "F8_E5M2": (torch.float8_e5m2, 1),
-}
-_ST_FIX = "re-save the weights with safetensors.torch.save_file"
 
 
-@dataclass(frozen=True)
-class _Entry:
-    """One tensor's header entry, validated."""
-
-    name: str  # tensor name as in the file
-    dtype: str  # safetensors dtype code, e.g. "F32"
-    shape: tuple[int, ...]  # dimensions
-    begin: int  # first byte in the data buffer
-    end: int  # one past the last byte in the data buffer
-
-
-def _read_safetensors(p: Path, limits: LoadLimits, label: str
-                      ) -> tuple[Mapping[str, torch.Tensor], list[str], dict[str, Any]]:
+def read_safetensors(p: Path, limits: LoadLimits, label: str
+                     ) -> tuple[Mapping[str, torch.Tensor], list[str], dict[str, Any]]:
     """Validate a safetensors file's header, then map its tensors without copying.
 
     Rules: 8-byte little-endian header length N with 8 + N <= file size and N <= the cap;
@@ -54,120 +39,31 @@ def _read_safetensors(p: Path, limits: LoadLimits, label: str
         (name -> tensor, mapped and scanned for NaN/Inf on first access; the list of NaN/Inf
         warnings, which grows as tensors are read; details).
     """
-    what = f"{label} {_show(p.name)}"
+    what = f"{label} {show(p.name)}"
     with open(p, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size < 8:
             raise ModelFormatError(f"{what} is {size} bytes, too short for a safetensors file "
-                                   f"(8-byte header length first); {_ST_FIX}")
+                                   f"(8-byte header length first); {ST_FIX}")
         (n,) = struct.unpack("<Q", f.read(8))
         if n > size - 8:
             raise ModelFormatError(
                 f"{what} declares a {n}-byte safetensors header, past the end of the "
-                f"{size}-byte file (truncated or forged); {_ST_FIX}")
+                f"{size}-byte file (truncated or forged); {ST_FIX}")
         if n > limits.max_header_bytes:
             raise ModelFormatError(
                 f"{what} has a {n}-byte safetensors header, over the {limits.max_header_bytes}"
-                f"-byte cap; {_ST_FIX} (real headers are a few kilobytes per thousand tensors)")
+                f"-byte cap; {ST_FIX} (real headers are a few kilobytes per thousand tensors)")
         raw = f.read(n)
-    header = _parse_json_object(raw, f"the safetensors header of {what}", _ST_FIX)
+    header = parse_json_object(raw, f"the safetensors header of {what}", ST_FIX)
     buffer_len = size - 8 - n
-    entries = _validate_entries(header, buffer_len, limits, what)
+    entries = validate_entries(header, buffer_len, limits, what)
     warnings: list[str] = []  # filled as tensors are first read (see _LazyTensors)
     tensors = _map_tensors(p, entries, 8 + n, warnings)
     meta = header.get("__metadata__") or {}
     return tensors, warnings, {"tensors": len(tensors), "tensor_bytes": buffer_len,
                                "parameters": sum(math.prod(e.shape) for e in entries),
                                "metadata_keys": sorted(meta)[:50]}
-
-
-def _parse_json_object(raw: bytes, what: str, fix: str) -> dict[str, Any]:
-    """Strict JSON: UTF-8, an object at the top, no duplicate keys, no NaN/Infinity tokens."""
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in pairs:
-            if k in out:
-                raise ModelFormatError(f"{what} repeats the key {_show(k)}; {fix}")
-            out[k] = v
-        return out
-
-    def no_constants(token: str) -> Any:
-        raise ModelFormatError(f"{what} contains the non-JSON value {token}; {fix}")
-
-    try:
-        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates,
-                         parse_constant=no_constants)
-    except UnicodeDecodeError:
-        raise ModelFormatError(f"{what} is not UTF-8 text; {fix}") from None
-    except RecursionError:
-        raise ModelFormatError(f"{what} is nested too deeply to be a model header; {fix}") from None
-    except json.JSONDecodeError as e:
-        raise ModelFormatError(f"{what} is not valid JSON ({e.msg} at byte {e.pos}); {fix}") from None
-    if not isinstance(obj, dict):
-        raise ModelFormatError(f"{what} is JSON but not an object (got {type(obj).__name__}); {fix}")
-    return obj
-
-
-def _validate_entries(header: Mapping[str, Any], buffer_len: int, limits: LoadLimits,
-                      what: str) -> list[_Entry]:
-    """Check every tensor entry and that the entries tile the data buffer exactly."""
-    meta = header.get("__metadata__")
-    if meta is not None and not (isinstance(meta, dict) and all(
-            isinstance(k, str) and isinstance(v, str) for k, v in meta.items())):
-        raise ModelFormatError(f"{what} has a __metadata__ that is not a string-to-string map; "
-                               f"{_ST_FIX}")
-    count = len(header) - (1 if "__metadata__" in header else 0)
-    if count > limits.max_tensors:
-        raise ModelFormatError(f"{what} holds {count} tensors, over the cap of "
-                               f"{limits.max_tensors}; split the model or raise the cap")
-    if buffer_len > limits.max_total_tensor_bytes:
-        raise ModelFormatError(f"{what} holds {buffer_len} bytes of tensors, over the cap of "
-                               f"{limits.max_total_tensor_bytes} bytes")
-    entries = [_entry(name, info, what) for name, info in header.items() if name != "__metadata__"]
-    pos, prev = 0, None
-    for e in sorted(entries, key=lambda e: (e.begin, e.end)):
-        if e.begin < pos:
-            raise ModelFormatError(
-                f"{what}: tensor {_show(e.name)} (bytes {e.begin}-{e.end}) overlaps tensor "
-                f"{_show(prev)} (ending at byte {pos}); offsets must tile the data buffer "
-                f"without overlap; {_ST_FIX}")
-        if e.begin > pos:
-            raise ModelFormatError(
-                f"{what}: bytes {pos}-{e.begin} of the data buffer belong to no tensor (a gap "
-                f"before {_show(e.name)}); offsets must tile the buffer exactly; {_ST_FIX}")
-        pos, prev = e.end, e.name
-    if pos != buffer_len:
-        raise ModelFormatError(
-            f"{what}: the tensors cover {pos} bytes but the data buffer holds {buffer_len}; "
-            f"offsets must tile the buffer exactly; {_ST_FIX}")
-    return entries
-
-
-def _entry(name: str, info: Any, what: str) -> _Entry:
-    """One validated header entry: known dtype, non-negative integer shape, consistent size."""
-    shown = _show(name)
-    if not name:
-        raise ModelFormatError(f"{what} has a tensor with an empty name; {_ST_FIX}")
-    if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-        raise ModelFormatError(f"{what}: the entry of tensor {shown} must have exactly dtype, "
-                               f"shape and data_offsets; {_ST_FIX}")
-    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-    if not isinstance(dtype, str) or dtype not in _ST_DTYPES:
-        raise ModelFormatError(f"{what}: tensor {shown} has unknown dtype {_show(dtype)}; expected "
-                               f"one of {', '.join(_ST_DTYPES)}")
-    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise ModelFormatError(f"{what}: tensor {shown} has shape {_show(shape)}; a shape is a list "
-                               f"of non-negative integers; {_ST_FIX}")
-    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets)
-            or not 0 <= offsets[0] <= offsets[1]):
-        raise ModelFormatError(f"{what}: tensor {shown} has data_offsets {_show(offsets)}; "
-                               f"expected [begin, end] with 0 <= begin <= end; {_ST_FIX}")
-    expected = math.prod(shape) * _ST_DTYPES[dtype][1]
-    if offsets[1] - offsets[0] != expected:
-        raise ModelFormatError(
-            f"{what}: tensor {shown} is {dtype} with shape {shape}, which needs {expected} bytes, "
-            f"but its data_offsets span {offsets[1] - offsets[0]}; {_ST_FIX}")
-    return _Entry(name, dtype, tuple(shape), offsets[0], offsets[1])
 
 
 class _LazyTensors(Mapping[str, torch.Tensor]):
@@ -180,7 +76,7 @@ class _LazyTensors(Mapping[str, torch.Tensor]):
     (the list `load_suspect` returns in `LoadedModel.warnings`, filled as checks read).
     """
 
-    def __init__(self, mm: mmap.mmap | None, entries: list[_Entry], data_start: int,
+    def __init__(self, mm: mmap.mmap | None, entries: list[Entry], data_start: int,
                  warnings: list[str]) -> None:
         self._mm, self._start = mm, data_start
         self._entries = {e.name: e for e in entries}  # header order, as dict(header) had it
@@ -219,21 +115,21 @@ class _LazyTensors(Mapping[str, torch.Tensor]):
         if not (nan or inf):
             return
         self._flagged += 1
-        if self._flagged > _MAX_WARNINGS:  # one summary line stands for the rest
-            more = (f"... and {self._flagged - _MAX_WARNINGS} more tensors with NaN or "
+        if self._flagged > MAX_WARNINGS:  # one summary line stands for the rest
+            more = (f"... and {self._flagged - MAX_WARNINGS} more tensors with NaN or "
                     "infinite values")
-            if self._flagged > _MAX_WARNINGS + 1:
+            if self._flagged > MAX_WARNINGS + 1:
                 self.warnings[-1] = more
             else:
                 self.warnings.append(more)
             return
         if nan:
-            self.warnings.append(f"tensor {_show(name)} has {nan} NaN values")
+            self.warnings.append(f"tensor {show(name)} has {nan} NaN values")
         if inf:
-            self.warnings.append(f"tensor {_show(name)} has {inf} infinite values")
+            self.warnings.append(f"tensor {show(name)} has {inf} infinite values")
 
 
-def _map_tensors(p: Path, entries: list[_Entry], data_start: int, warnings: list[str]
+def _map_tensors(p: Path, entries: list[Entry], data_start: int, warnings: list[str]
                  ) -> _LazyTensors:
     """The file's tensors over a private (copy-on-write) memory map, opened now (so a file
     unlinked after loading, as archives and the torch.load child's output are, stays readable)
@@ -245,13 +141,13 @@ def _map_tensors(p: Path, entries: list[_Entry], data_start: int, warnings: list
     return _LazyTensors(mm, entries, data_start, warnings)
 
 
-def _map_tensor(mm: mmap.mmap | None, e: _Entry, data_start: int) -> torch.Tensor:
+def _map_tensor(mm: mmap.mmap | None, e: Entry, data_start: int) -> torch.Tensor:
     """One zero-copy tensor over the map.
 
     A tensor whose bytes are not aligned to its element size, and every BOOL tensor, is
     copied instead (misaligned views and bytes other than 0/1 in bool storage are unsafe).
     """
-    dtype, itemsize = _ST_DTYPES[e.dtype]
+    dtype, itemsize = ST_DTYPES[e.dtype]
     numel = math.prod(e.shape)
     if numel == 0 or mm is None:
         return torch.empty(e.shape, dtype=dtype)

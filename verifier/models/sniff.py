@@ -4,15 +4,15 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from verifier.models.errors import _EXPORT_HINT, ModelFormatError, _show
+from verifier.models.errors import EXPORT_HINT, ModelFormatError, show
 
 _COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz",
                b"\x28\xb5\x2f\xfd": "zstd", b"7z\xbc\xaf\x27\x1c": "7z", b"Rar!": "rar"}
 
 
-def _sniff(p: Path, size: int) -> str:
+def sniff_file(p: Path, size: int) -> str:
     """The kind of a file from its first bytes: safetensors, onnx, torch-zip, pickle, zip, tar."""
-    name = _show(p.name)
+    name = show(p.name)
     if size == 0:
         raise ModelFormatError(f"the suspect {name} is an empty file (0 bytes); "
                                "send a safetensors, ONNX or PyTorch weights file")
@@ -34,7 +34,7 @@ def _sniff(p: Path, size: int) -> str:
         return "pickle"
     if head.startswith(b"GGUF"):
         raise ModelFormatError(f"the suspect {name} is a GGUF file, which Hallmark does not "
-                               f"read; {_EXPORT_HINT}")
+                               f"read; {EXPORT_HINT}")
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
         raise ModelFormatError(f"the suspect {name} is an HDF5 (Keras .h5) file, which Hallmark "
                                "does not read; export the model to ONNX (e.g. with tf2onnx)")
@@ -52,13 +52,13 @@ def _zip_kind(p: Path) -> str:
         with zipfile.ZipFile(p) as zf:
             names = zf.namelist()[:100_000]
     except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise ModelFormatError(f"the suspect {_show(p.name)} looks like a zip archive but cannot "
+        raise ModelFormatError(f"the suspect {show(p.name)} looks like a zip archive but cannot "
                                f"be read ({e}); re-create the archive") from None
     tops = {n.split("/", 1)[0] for n in names if "/" in n}
     for top in tops:
         if f"{top}/constants.pkl" in names or any(n.startswith(f"{top}/code/") for n in names):
             raise ModelFormatError(
-                f"the suspect {_show(p.name)} is a TorchScript archive; TorchScript archives are "
+                f"the suspect {show(p.name)} is a TorchScript archive; TorchScript archives are "
                 "refused (loading them runs their code): export the weights with "
                 "safetensors.torch.save_file or the model with torch.onnx.export")
         if f"{top}/data.pkl" in names:
@@ -66,9 +66,9 @@ def _zip_kind(p: Path) -> str:
     return "zip"
 
 
-def _sniff_member(p: Path) -> str:
+def sniff_member(p: Path) -> str:
     """The kind of one file inside a model folder ("other" for anything not a model)."""
     try:
-        return _sniff(p, p.stat().st_size)
+        return sniff_file(p, p.stat().st_size)
     except ModelFormatError:
         return "other"

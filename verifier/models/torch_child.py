@@ -13,17 +13,17 @@ from typing import Any
 
 import torch
 
-from verifier.models.errors import _EXPORT_HINT, ModelFormatError, _show
+from verifier.models.errors import EXPORT_HINT, ModelFormatError, show
 from verifier.models.limits import GiB, LoadLimits
-from verifier.models.loaded import _MAX_WARNINGS, LoadedModel
-from verifier.models.safetensors_format import _read_safetensors
+from verifier.models.loaded import MAX_WARNINGS, LoadedModel
+from verifier.models.safetensors_format import read_safetensors
 from verifier.suspect import Suspect
 
 _CHILD_CODE = "import verifier.models.torch_child as m; m._torch_child_main()"
 
 
-def _load_torch(p: Path, size: int, limits: LoadLimits, scratch: Path, use_mmap: bool
-                ) -> LoadedModel:
+def load_torch(p: Path, size: int, limits: LoadLimits, scratch: Path, use_mmap: bool
+               ) -> LoadedModel:
     """Load a torch.save file in a resource-limited child that returns tensors as safetensors."""
     with tempfile.TemporaryDirectory(dir=scratch, prefix="hallmark-torch-") as tmp:
         out = Path(tmp) / "weights.safetensors"
@@ -38,16 +38,16 @@ def _load_torch(p: Path, size: int, limits: LoadLimits, scratch: Path, use_mmap:
                                   capture_output=True, timeout=limits.torch_wall_seconds)
         except subprocess.TimeoutExpired:
             raise ModelFormatError(
-                f"loading the PyTorch file {_show(p.name)} took longer than "
-                f"{limits.torch_wall_seconds:g} s and was stopped; {_EXPORT_HINT}") from None
+                f"loading the PyTorch file {show(p.name)} took longer than "
+                f"{limits.torch_wall_seconds:g} s and was stopped; {EXPORT_HINT}") from None
         status = _child_status(proc)
         if not status.get("ok"):
             raise ModelFormatError(_child_refusal(p.name, status, proc.returncode, limits))
-        tensors, warnings, info = _read_safetensors(out, limits, "the state dict of")
+        tensors, warnings, info = read_safetensors(out, limits, "the state dict of")
     raw_notes = status.get("notes")
     notes: list[Any] = raw_notes if isinstance(raw_notes, list) else []
     # in place: the list keeps growing as tensors are read (NaN/Inf warnings)
-    warnings[:0] = [re.sub(r"[^\x20-\x7e]", "", str(n))[:200] for n in notes][:_MAX_WARNINGS]
+    warnings[:0] = [re.sub(r"[^\x20-\x7e]", "", str(n))[:200] for n in notes][:MAX_WARNINGS]
     return LoadedModel(Suspect.from_weights(tensors), "torch-state-dict", warnings,
                        {"bytes": size, "container": "zip" if use_mmap else "legacy pickle",
                         **info})
@@ -66,27 +66,27 @@ def _child_status(proc: subprocess.CompletedProcess[bytes]) -> dict[str, Any]:
 def _child_refusal(name: str, status: Mapping[str, Any], returncode: int,
                    limits: LoadLimits) -> str:
     """The user-facing message for a torch.load child that refused or died."""
-    what, kind = f"the PyTorch file {_show(name)}", status.get("kind")
+    what, kind = f"the PyTorch file {show(name)}", status.get("kind")
     detail = re.sub(r"[^\w .,:()-]", "", str(status.get("detail", "")))[:200]
     if kind == "weights_only":
         return (f"{what} is a pickle that torch.load(weights_only=True) refuses ({detail}); full "
                 "pickles are never opened because unpickling them can run code: "
-                f"{_EXPORT_HINT}")
+                f"{EXPORT_HINT}")
     if kind == "torchscript":
         return (f"{what} is a TorchScript archive; TorchScript archives are refused (loading them "
                 "runs their code): export the weights with safetensors.torch.save_file or the "
                 "model with torch.onnx.export")
     if kind == "not_state_dict":
-        return f"{what} does not hold a state dict ({detail}); {_EXPORT_HINT}"
+        return f"{what} does not hold a state dict ({detail}); {EXPORT_HINT}"
     if kind == "memory" or returncode in (-9,):
         return (f"loading {what} needed more than its memory budget of "
-                f"{limits.torch_memory_bytes} bytes; {_EXPORT_HINT}")
+                f"{limits.torch_memory_bytes} bytes; {EXPORT_HINT}")
     if returncode in (-24, 152):  # SIGXCPU
         return (f"loading {what} used more than {limits.torch_cpu_seconds} s of CPU and was "
-                f"stopped; {_EXPORT_HINT}")
+                f"stopped; {EXPORT_HINT}")
     if kind == "invalid":
-        return f"{what} is not a readable torch.save file ({detail}); {_EXPORT_HINT}"
-    return (f"loading {what} failed (loader exit code {returncode}); {_EXPORT_HINT}")
+        return f"{what} is not a readable torch.save file ({detail}); {EXPORT_HINT}"
+    return (f"loading {what} failed (loader exit code {returncode}); {EXPORT_HINT}")
 
 
 def _torch_child_main() -> None:  # pragma: no cover - runs in the child process

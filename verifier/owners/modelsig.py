@@ -25,7 +25,7 @@ from verifier.owners.errors import OwnerToolError
 LABEL = "publisher signature (OpenSSF model-signing): who published these bytes; removable"
 
 
-def _lib() -> ModuleType:
+def model_signing_lib() -> ModuleType:
     try:
         import model_signing
     except ImportError as e:
@@ -47,7 +47,7 @@ def sign_model(model: Path, private_key: Path, out: Path) -> None:
     Raises:
         OwnerToolError: the library is missing, the key is unusable, or `out` exists.
     """
-    lib = _lib()
+    lib = model_signing_lib()
     if out.exists():
         raise OwnerToolError(f"{out} already exists; choose another signature path")
     try:
@@ -92,7 +92,7 @@ def verify_model(model: Path, signature: Path, *, public_key: Path | None = None
     Raises:
         OwnerToolError: the library is missing, or neither a key nor an identity was given.
     """
-    lib = _lib()
+    lib = model_signing_lib()
     config = lib.verifying.Config()
     if public_key is not None:
         method, what = "key", f"public key {public_key}"

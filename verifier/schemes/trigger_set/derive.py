@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import torch
 
-from verifier.schemes import _keyed
+from verifier.schemes._keyed import drbg_u64, secret_from_seed
 from verifier.schemes.trigger_set.params import TriggerSetError
 
 _DOMAIN = b"hallmark/trigger_set/seed/v1"
@@ -58,7 +58,7 @@ def sources(seed: int, count: int) -> torch.Tensor:
 
 
 def _stream(seed: int, purpose: bytes) -> Iterator[int]:
-    return _keyed.drbg_u64(_keyed.secret_from_seed(seed, _DOMAIN, TriggerSetError), purpose)
+    return drbg_u64(secret_from_seed(seed, _DOMAIN, TriggerSetError), purpose)
 
 
 def _uniform_ints(stream: Iterator[int], n: int, m: int) -> list[int]:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from verifier import keyfile
-from verifier.schemes import _keyed
+from verifier.schemes._keyed import drbg_u64, secret_from_seed
 from verifier.schemes.uchida.projection import host_len, layout
 
 NAME = "uchida"
@@ -87,7 +87,7 @@ def derive_bits(seed: int, count: int) -> tuple[int, ...]:
     """
     if not 0 <= seed < _MAX_SEED:
         raise UchidaError(f"seed must be an integer in [0, 2^63), received {seed}")
-    stream = _keyed.drbg_u64(_keyed.secret_from_seed(seed, _SEED_DOMAIN, UchidaError), b"bits")
+    stream = drbg_u64(secret_from_seed(seed, _SEED_DOMAIN, UchidaError), b"bits")
     words = [next(stream) for _ in range(-(-count // 64))]
     return tuple((words[i // 64] >> (63 - i % 64)) & 1 for i in range(count))
 
