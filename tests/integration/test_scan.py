@@ -54,14 +54,16 @@ def test_a_batch_on_a_host_killed_with_sigkill_is_taken_over_and_recorded_once(
         victim = start_worker("host-a", host_env(tmp_path / "host-a", redis_url, queue, **env),
                               tmp_path / "host-a.log")
         procs.append(victim)
+        # the whole exchange inside: leaving use_broker deletes the queue, and with it a
+        # message no host has taken yet (on a loaded machine, the fetch itself)
         with use_broker(redis_url, queue):
             r = alice.api.post("/api/verifications/", {"url": url}, format="json")
-        wait_for(lambda: len(calls) == 1, "host-a to start the batch", victim)
-        victim.kill()  # its pool child dies with it, in the middle of the batch
-        survivor = start_worker("host-b", host_env(tmp_path / "host-b", redis_url, queue, **env),
-                                tmp_path / "host-b.log")
-        procs.append(survivor)
-        v = wait_for_verification(r.json()["id"], alice.api, timeout=120)
+            wait_for(lambda: len(calls) == 1, "host-a to start the batch", victim)
+            victim.kill()  # its pool child dies with it, in the middle of the batch
+            survivor = start_worker("host-b", host_env(tmp_path / "host-b", redis_url, queue,
+                                                       **env), tmp_path / "host-b.log")
+            procs.append(survivor)
+            v = wait_for_verification(r.json()["id"], alice.api, timeout=120)
     finally:
         gone.set()
         for p in procs:
