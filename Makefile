@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser demo serve test lint bench chaos scan evaluate
+.PHONY: wrk help install browser demo serve test lint bench chaos scan evaluate
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -33,6 +33,11 @@ browser: ## Debian's chromium for the browser tests (playwright drives it; insta
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 		else echo "the browser tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
 
+wrk: ## the HTTP load generator of the API benchmark (installed when missing)
+	@command -v wrk >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; \
+		else echo "the API benchmark needs wrk: sudo apt-get install wrk" >&2; exit 1; fi; }
+
 test: install browser ## the test suite: unit, hostile corpus, integration (PostgreSQL, Redis, celery worker), browser, demo
 	DATABASE_URL=$(TEST_DATABASE_URL) HALLMARK_TEST_REDIS_URL=$(TEST_REDIS_URL) \
 		HALLMARK_DATA_DIR=$(CURDIR)/.test-data $(PY) -m pytest -q
@@ -41,7 +46,7 @@ lint: install ## ruff and mypy
 	$(VENV)/bin/ruff check verifier registry workers tests
 	$(VENV)/bin/mypy
 
-bench: install ## benchmarks (log, proofs, audit, extraction, 1 vs 2 workers drain, scan, perf ratios: needs wrk, Hub range reads); results go to bench/results/
+bench: install wrk ## benchmarks (log, proofs, audit, extraction, 1 vs 2 workers drain, scan, perf ratios, Hub range reads); results go to bench/results/
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m bench
 
 chaos: install ## kill workers, restart Redis and PostgreSQL under a 200-verification burst (private services)
