@@ -208,7 +208,8 @@ def build_statement(v: Verification, signed_at: datetime) -> tuple[dict[str, Any
                   "finished": rfc3339(v.finished_at), "signed": rfc3339(signed_at)},
     }
     name, digest = suspect.url, subject_digest(suspect)
-    hub = hub_evidence(suspect, [c.details for c in v.checks.all()])
+    hub = hub_evidence(suspect, (details for details in  # read only for a Hub suspect
+                                 v.checks.values_list("details", flat=True).iterator()))
     if hub is not None:  # the subject binds the header and per-tensor digests read
         predicate["suspect"]["hub"] = hub
         name, digest = f"hf://{hub['repo']}@{hub['commit']}", hub["subject_sha256"]
