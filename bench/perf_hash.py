@@ -46,9 +46,10 @@ def _audit_digest(path: Path) -> float:
 
 
 class _Digest:
-    """The two attributes check_suspect_digest reads."""
+    """The attributes check_suspect_digest reads (a file suspect: no Hub evidence)."""
 
     def __init__(self, path: Path) -> None:
+        self.pred: dict[str, object] = {}
         self.suspect_path = str(path)
         h = hashlib.sha256()
         with open(path, "rb") as f:
