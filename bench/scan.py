@@ -249,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="HALLMARK_SCAN_BATCH for the worker")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"default {RESULTS}")
     args = parser.parse_args(argv)
+    if len(set(args.sizes)) < 2:
+        parser.error("--sizes needs at least two different sizes: the result is a linear fit "
+                     "of seconds against N")
     # SIGTERM unwinds like Ctrl-C, so every process is stopped and the cluster deleted.
     signal.signal(signal.SIGTERM, _interrupt)
     text = json.dumps({"machine": machine(), **run(tuple(args.sizes), batch=args.batch)}, indent=1)
