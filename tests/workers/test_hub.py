@@ -15,7 +15,7 @@ from registry.hubrefs import HubRef
 from registry.models import CheckResult, Suspect, Verification
 from registry.submission import submit
 from tests.hubserver import HubServer, write_sharded
-from tests.registry.conftest import make_actor
+from tests.registry.conftest import Actor, make_actor
 from verifier import toy
 from verifier.models.ranged import RangedTensors, subject_digest
 from verifier.schemes import uchida
@@ -227,17 +227,7 @@ def test_layouts_sharded_single_adapter_onnx_and_nothing(hub):
 @pytest.mark.django_db
 def test_a_hub_suspect_is_pinned_at_fetch_and_checked_by_range_reads(
         hub, settings, tmp_path, django_capture_on_commit_callbacks):
-    settings.HALLMARK_HF_ENDPOINT = hub.endpoint
-    settings.HALLMARK_CACHE_DIR = tmp_path / "host-a"
-    alice = make_actor("alice")
-    model_id = alice.api.post("/api/models/", {"name": "m"}, format="json").json()["id"]
-    torch.manual_seed(0)
-    key = uchida.generate_key(uchida.Params(bits=128, layers=("fc1.weight", "fc2.weight")), 1,
-                              model=toy.MLP()).to_bytes()
-    f = io.BytesIO(key)
-    f.name = "k"
-    r = alice.api.post(f"/api/models/{model_id}/commitments/", {"key": f}, format="multipart")
-    assert r.status_code == 201, r.json()
+    alice, key = _alice_with_an_uchida_key(hub, settings, tmp_path / "host-a")
     with django_capture_on_commit_callbacks(execute=False):
         v = submit(alice.owner, "https://huggingface.co/acme/mlp/tree/main")
         tasks.fetch.run(v.pk)
@@ -320,17 +310,7 @@ def test_an_adapter_repo_is_downloaded_whole_pinned_and_refused_when_it_changes(
 @pytest.mark.django_db
 def test_tensor_bytes_that_differ_between_hosts_make_the_check_an_error_naming_the_range(
         hub, settings, tmp_path, django_capture_on_commit_callbacks):
-    settings.HALLMARK_HF_ENDPOINT = hub.endpoint
-    settings.HALLMARK_CACHE_DIR = tmp_path / "host-a"
-    alice = make_actor("alice")
-    model_id = alice.api.post("/api/models/", {"name": "m"}, format="json").json()["id"]
-    torch.manual_seed(0)
-    key = uchida.generate_key(uchida.Params(bits=128, layers=("fc1.weight", "fc2.weight")), 1,
-                              model=toy.MLP()).to_bytes()
-    f = io.BytesIO(key)
-    f.name = "k"
-    assert alice.api.post(f"/api/models/{model_id}/commitments/", {"key": f},
-                          format="multipart").status_code == 201
+    alice, _ = _alice_with_an_uchida_key(hub, settings, tmp_path / "host-a")
     with django_capture_on_commit_callbacks(execute=False):
         v = submit(alice.owner, "hf://acme/mlp")
         tasks.fetch.run(v.pk)
@@ -348,3 +328,21 @@ def test_tensor_bytes_that_differ_between_hosts_make_the_check_an_error_naming_t
         tasks.check.run(v.pk, CheckResult.objects.get(verification_id=v.pk).commitment_id)
     row = CheckResult.objects.get(verification_id=v.pk)
     assert row.status == "error" and "the Hub served other bytes" in row.error
+
+
+def _alice_with_an_uchida_key(hub, settings,  # type: ignore[no-untyped-def]
+                              cache: Path) -> tuple[Actor, bytes]:
+    """Alice and the bytes of her one registered uchida key (fc1 + fc2 of a toy MLP); this
+    host (its cache folder) reads Hub suspects from the loopback Hub."""
+    settings.HALLMARK_HF_ENDPOINT = hub.endpoint
+    settings.HALLMARK_CACHE_DIR = cache
+    alice = make_actor("alice")
+    model_id = alice.api.post("/api/models/", {"name": "m"}, format="json").json()["id"]
+    torch.manual_seed(0)
+    key = uchida.generate_key(uchida.Params(bits=128, layers=("fc1.weight", "fc2.weight")), 1,
+                              model=toy.MLP()).to_bytes()
+    f = io.BytesIO(key)
+    f.name = "k"
+    r = alice.api.post(f"/api/models/{model_id}/commitments/", {"key": f}, format="multipart")
+    assert r.status_code == 201, r.json()
+    return alice, key
