@@ -286,3 +286,31 @@ def test_evaluation_steps_are_reported_to_the_progress_callback_only_inside_the_
         fpr_summary([-0.3, -1.2, -0.1])
     attack_entry("outside", 0.95, r)  # no callback installed: nothing reported, no error
     assert seen == ["marked model (uchida)", "attack prune_50", "null set (3 pairs)"]
+
+
+def test_the_command_refuses_targets_without_the_removal_suite(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--schemes", "uchida", "--targets", "lsb"]) == 2
+    assert "add `removal` to --schemes" in capsys.readouterr().err
+
+
+def test_the_command_refuses_an_unknown_removal_target(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--schemes", "removal", "--targets", "lsb,nope"]) == 2
+    assert "unknown or no target(s) nope" in capsys.readouterr().err
+
+
+def test_removal_targets_rerun_alone_keep_the_other_targets_results(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    shutil.copy(docs / "quality.json", tmp_path / "quality.json")
+    before = json.loads((tmp_path / "quality.json").read_text())["sections"]["removal"]
+    assert main(["evaluate", "--schemes", "removal", "--targets", "lsb", "--quick",
+                 "--out", str(tmp_path / "quality.md")]) == 0
+    after = json.loads((tmp_path / "quality.json").read_text())["sections"]["removal"]
+    assert after["quick"] is True and before["schemes"]["lsb"] != after["schemes"]["lsb"]
+    others = set(before["schemes"]) - {"lsb"}
+    assert others and {t: after["schemes"][t] for t in others} == {
+        t: before["schemes"][t] for t in others}
+    assert (tmp_path / "curves" / "lsb.svg").exists()

@@ -8,6 +8,7 @@ result replaces that section of the JSON.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import importlib.util
 import time
@@ -32,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="docs/quality.md", type=Path, metavar="FILE.md",
                         help="the Markdown report; the JSON record goes beside it "
                              "(default: docs/quality.md and docs/quality.json)")
+    parser.add_argument("--targets", metavar="A,B,...", default=None,
+                        help="with `removal`: attack only these targets and keep the other "
+                             "targets' results in the JSON (default: every target)")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
                         help="torch threads (default 1, so timings compare across machines)")
 
@@ -50,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise CommandError(f"--threads must be >= 1, received {args.threads}")
     torch.set_num_threads(args.threads)
+    targets = _removal_targets(args.targets, names)
+    if targets is not None:
+        from verifier.evaluation import removal
+
+        evaluators["removal"] = functools.partial(removal.evaluate, targets=targets)
     new: list[dict[str, Any]] = []
     sections: dict[str, Any] = {}
     for name, evaluate in evaluators.items():
@@ -73,8 +82,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name}: {len(rows)} row(s) in {time.perf_counter() - start:.0f} s", flush=True)
     # Re-read just before writing, so rows another run wrote meanwhile are kept.
     old = args.out.with_suffix(".json")
+    kept = report.load_sections(old)
+    if targets is not None and "removal" in kept:  # the targets not re-run keep their results
+        sections["removal"] = {**sections["removal"], "schemes": {
+            **kept["removal"].get("schemes", {}), **sections["removal"]["schemes"]}}
     json_path = report.write(args.out, report.merge(report.load(old), new),
-                             {**report.load_sections(old), **sections})
+                             {**kept, **sections})
     print(f"wrote {json_path} and {args.out}")
     return 0
 
@@ -93,6 +106,22 @@ def _with_progress(name: str, evaluate: Callable[[bool], Mapping[str, Any]],
 
         with progress_to(step):
             return evaluate(quick)
+
+
+def _removal_targets(text: str | None, names: list[str]) -> list[str] | None:
+    """The removal targets `--targets` names (None: every target); CommandError on misuse."""
+    if text is None:
+        return None
+    from verifier.evaluation.removal import TARGETS
+
+    if "removal" not in names:
+        raise CommandError("--targets selects removal-suite targets; add `removal` to --schemes")
+    targets = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    unknown = [t for t in targets if t not in TARGETS]
+    if not targets or unknown:
+        raise CommandError(f"--targets: unknown or no target(s) {', '.join(unknown) or '(none)'}; "
+                           f"expected names from {', '.join(TARGETS)}")
+    return targets
 
 
 def parse_schemes(text: str) -> list[str]:
