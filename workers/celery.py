@@ -18,7 +18,13 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "registry.settings")
 django.setup()
 
-from celery.signals import worker_init, worker_process_init  # noqa: E402
+from celery.signals import (  # noqa: E402
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+)
+from django.db import close_old_connections  # noqa: E402
 
 import workers.tasks  # noqa: E402,F401  (registers the tasks)
 from registry.celery_app import app  # noqa: E402
@@ -49,6 +55,16 @@ def _child_ready(**_: object) -> None:
     if age is not None:  # how close to worker_proc_alive_timeout a loaded host gets
         logging.getLogger("hallmark.workers").info("worker child %d ready %.3f s after fork",
                                                    os.getpid(), age)
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _connection_rule(sender: object = None, **_: object) -> None:
+    """Django's per-request connection rule, per task: close a connection older than
+    CONN_MAX_AGE or broken by an error, keep the others (settings.CELERY_DB_REUSE_MAX).
+    Not for a task run eagerly inside the caller (its connection is the caller's)."""
+    if not getattr(getattr(sender, "request", None), "is_eager", False):
+        close_old_connections()
 
 
 def _seconds_since_start() -> float | None:

@@ -76,6 +76,33 @@ def test_a_stolen_copy_is_attributed_and_an_independent_model_is_not(
     assert trigger["queries"] > 0  # black-box queries are counted in the report
 
 
+def _sessions() -> int:
+    """Connections ever opened to the test database (PostgreSQL's cumulative statistics)."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_stat_clear_snapshot()")
+        cur.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+        return int(cur.fetchone()[0])
+
+
+def test_workers_keep_their_database_connections_across_tasks(celery_worker, file_server, models):
+    """Each verification is 4 tasks (fetch, 2 check batches, finalize); Celery's Django fixup
+    would open a new PostgreSQL backend for every one of them (settings.CELERY_DB_REUSE_MAX)."""
+    marked, stolen, _ = models
+    base, folder = file_server
+    export_onnx(stolen, folder / "stolen.onnx")
+    alice = make_actor("alice")
+    register_model(alice, marked)
+    before = _sessions()
+    ids = [alice.api.post("/api/verifications/", {"url": f"{base}/stolen.onnx"},
+                          format="json").json()["id"] for _ in range(6)]
+    assert all(wait_for_verification(i, alice.api)["status"] == "done" for i in ids)
+    time.sleep(1.5)  # backends report their statistics at most a second late
+    opened = _sessions() - before
+    assert opened <= 6, f"{opened} connections opened for 24 tasks: {celery_worker()[-2000:]}"
+
+
 def test_a_refused_download_leaves_no_checks_and_no_report(celery_worker, file_server, settings):
     base, _ = file_server
     alice = make_actor("alice")
