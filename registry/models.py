@@ -249,10 +249,16 @@ class Verification(models.Model):
     def unfinished_checks(self) -> int:
         return self.checks.filter(status__in=UNFINISHED).count()
 
-    def count_check_done(self, n: int = 1) -> bool:
-        """Add `n` finished checks; True when the last one expected is among them."""
-        Verification.objects.filter(pk=self.pk).update(checks_done=F("checks_done") + n)
-        self.refresh_from_db(fields=["checks_done", "checks_expected"])
+    def count_check_done(self, n: int = 1, queries: int = 0) -> bool:
+        """Add `n` finished checks and the black-box `queries` they made, in one statement;
+        True when the last check expected is among them."""
+        table, q = Verification._meta.db_table, connection.ops.quote_name
+        with connection.cursor() as cur:
+            cur.execute(f"UPDATE {q(table)} SET {q('checks_done')} = {q('checks_done')} + %s, "
+                        f"{q('queries')} = {q('queries')} + %s WHERE {q('id')} = %s "
+                        f"RETURNING {q('checks_done')}, {q('checks_expected')}",
+                        [n, queries, self.pk])
+            self.checks_done, self.checks_expected = cur.fetchone()
         return self.checks_done >= self.checks_expected
 
     @property

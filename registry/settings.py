@@ -268,13 +268,16 @@ HALLMARK_SWEEP_BATCH = envint("HALLMARK_SWEEP_BATCH", 500)  # rows re-driven per
 # times per message, and the sweeper re-drives them after that.
 HALLMARK_CHECK_MAX_LOST = envint("HALLMARK_CHECK_MAX_LOST", 3)
 HALLMARK_TASK_RETRIES = envint("HALLMARK_TASK_RETRIES", 8)
-# Checks per batch task: K commitments of one scheme tested against one loaded suspect.
-# A smaller scan is cut into up to HALLMARK_SCAN_SPREAD batches, to run on several workers.
+# Checks per batch task: up to K commitments tested against one loaded suspect. Work beyond
+# HALLMARK_SCAN_MIN_BATCH checks is cut into up to HALLMARK_SCAN_SPREAD batches, to run on
+# several workers; below it, one task is cheaper than several (workers/tasks.py: _batched).
 HALLMARK_SCAN_BATCH = envint("HALLMARK_SCAN_BATCH", 250)
 HALLMARK_SCAN_SPREAD = envint("HALLMARK_SCAN_SPREAD", 8)
-if HALLMARK_SCAN_BATCH < 1 or HALLMARK_SCAN_SPREAD < 1:
-    raise ConfigError("HALLMARK_SCAN_BATCH and HALLMARK_SCAN_SPREAD must be >= 1, received "
-                      f"{HALLMARK_SCAN_BATCH} and {HALLMARK_SCAN_SPREAD}")
+HALLMARK_SCAN_MIN_BATCH = envint("HALLMARK_SCAN_MIN_BATCH", 4)
+if min(HALLMARK_SCAN_BATCH, HALLMARK_SCAN_SPREAD, HALLMARK_SCAN_MIN_BATCH) < 1:
+    raise ConfigError("HALLMARK_SCAN_BATCH, HALLMARK_SCAN_SPREAD and HALLMARK_SCAN_MIN_BATCH must "
+                      f"be >= 1, received {HALLMARK_SCAN_BATCH}, {HALLMARK_SCAN_SPREAD} and "
+                      f"{HALLMARK_SCAN_MIN_BATCH}")
 HALLMARK_RETRY_BACKOFF_MAX = envint("HALLMARK_RETRY_BACKOFF_MAX", 60)
 CELERY_BEAT_SCHEDULE = {"sweep": {"task": "workers.sweep", "schedule": HALLMARK_SWEEP_INTERVAL,
                                   "options": {"expires": HALLMARK_SWEEP_INTERVAL}}}

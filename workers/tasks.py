@@ -25,7 +25,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections, transaction
-from django.db.models import Count, F, Max, Q
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from registry import reporting
@@ -166,8 +166,8 @@ def _plan(v: Verification) -> tuple[list[tuple[int, int, str]], dict[str, Any]]:
     does not apply, its reason). A scan checks only candidates: commitments whose indexed
     requirement the suspect's profile satisfies (verifier.scan); the rest are counted per
     scheme. Both queries read the registry up to one log index, so the counts add up.
-    Batches hold up to HALLMARK_SCAN_BATCH checks of one scheme, keys with the same host
-    layers next to each other (so uchida computes each host vector once per batch).
+    Checks are ordered by scheme, keys with the same host layers next to each other (so uchida
+    computes each host vector once per batch), and cut into batches by `_batched`.
     """
     commitments = Commitment.objects.exclude(log_index=None)
     if v.target is not None:
@@ -203,18 +203,18 @@ def _plan(v: Verification) -> tuple[list[tuple[int, int, str]], dict[str, Any]]:
 
 
 def _batched(picked: list[tuple[int, str, str]]) -> list[tuple[int, int, str]]:
-    """Number the checks into batches of one scheme each: at most HALLMARK_SCAN_BATCH checks,
-    and a small scan cut into up to HALLMARK_SCAN_SPREAD batches so that it still runs on
-    several workers at once (8 checks: 8 batches of 1; 10,000: 40 of 250)."""
+    """Number the checks into batches (in `picked`'s order, so each scheme's keys stay
+    together): at most HALLMARK_SCAN_BATCH checks each; work beyond HALLMARK_SCAN_MIN_BATCH
+    checks is cut into up to HALLMARK_SCAN_SPREAD batches so that it still runs on several
+    workers at once (2 checks: 1 batch; 8: 2 of 4; 10,000: 40 of 250).
+
+    A batch may hold several schemes (`_run_batch` tests each scheme's keys together): a small
+    verification costs one task, one claim, one record and one load of the suspect, not one
+    per scheme.
+    """
     limit = min(settings.HALLMARK_SCAN_BATCH,
-                max(1, -(-len(picked) // settings.HALLMARK_SCAN_SPREAD)))
-    out, batch, size, scheme = [], -1, limit, None
-    for c, s, _ in picked:
-        if s != scheme or size >= limit:
-            batch, size, scheme = batch + 1, 0, s
-        out.append((batch, c, s))
-        size += 1
-    return out
+                max(settings.HALLMARK_SCAN_MIN_BATCH, -(-len(picked) // settings.HALLMARK_SCAN_SPREAD)))
+    return [(i // limit, c, s) for i, (c, s, _) in enumerate(picked)]
 
 
 def _profile(v: Verification) -> scan.Profile:
@@ -231,8 +231,8 @@ def _record(row: CheckResult, fields: dict[str, object]) -> None:
                 finished_at=timezone.now(), lease_until=None, **fields):
             return  # recorded already by an earlier delivery
         v = Verification.objects.get(pk=row.verification_id)
-        Verification.objects.filter(pk=v.pk).update(queries=F("queries") + fields.get("queries", 0))
-        if v.count_check_done() and v.claim(CHECKING, FINALIZING):
+        if v.count_check_done(queries=int(fields.get("queries", 0))) and v.claim(  # type: ignore[call-overload]
+                CHECKING, FINALIZING):
             transaction.on_commit(lambda: dispatch.finalize(v.pk))
 
 
@@ -327,7 +327,7 @@ _FINISHED: dict[str, object] = {"status": ERROR, "statistic": None, "n": None, "
 
 @app.task(name="workers.check_batch", bind=True, **_RETRY)
 def check_batch(self, verification_id: int, batch: int) -> None:  # type: ignore[no-untyped-def]
-    """Test one batch of commitments (one scheme) against the suspect, loaded once.
+    """Test one batch of commitments against the suspect, loaded once.
 
     Idempotent: the run claims only rows still pending (or running under a lapsed lease) and
     records only rows it still holds, so a redelivered message, a sweeper's single re-drive
@@ -450,9 +450,7 @@ def _record_batch(v: Verification, runner: str, fields: dict[int, dict[str, obje
         CheckResult.store({pk: {**_FINISHED, **fields[pk], "finished_at": now, "lease_until": None}
                            for pk in mine})
         queries = sum(int(fields[pk].get("queries", 0)) for pk in mine)  # type: ignore[call-overload]
-        if queries:
-            Verification.objects.filter(pk=v.pk).update(queries=F("queries") + queries)
-        if v.count_check_done(len(mine)) and v.claim(CHECKING, FINALIZING):
+        if v.count_check_done(len(mine), queries) and v.claim(CHECKING, FINALIZING):
             transaction.on_commit(lambda: dispatch.finalize(v.pk))
 
 

@@ -38,7 +38,9 @@ def test_a_scan_runs_on_two_hosts_without_a_shared_folder_and_has_no_errors(
         r = alice.api.post(f"/api/models/{model_id}/commitments/", {"key": f}, format="multipart")
         assert r.status_code == 201
     queue = f"hallmark-hosts-{os.getpid()}"
-    hosts = [start_worker(name, host_env(tmp_path / name, redis_url, queue), tmp_path / f"{name}.log")
+    # 8 batches of 1 check (not the default 2 of 4), so that both hosts run checks
+    hosts = [start_worker(name, host_env(tmp_path / name, redis_url, queue,
+                                         HALLMARK_SCAN_MIN_BATCH="1"), tmp_path / f"{name}.log")
              for name in ("host-a", "host-b")]
     try:
         with use_broker(redis_url, queue):

@@ -126,10 +126,35 @@ def test_a_scan_tests_only_candidates_in_batches_and_counts_the_rest(
 def test_a_small_scan_is_spread_over_several_batches_for_several_workers(
         server, cache, settings, django_capture_on_commit_callbacks):
     settings.HALLMARK_SCAN_BATCH, settings.HALLMARK_SCAN_SPREAD = 250, 2
+    settings.HALLMARK_SCAN_MIN_BATCH = 1
     alice = _registry(n_candidates=5)
     v, messages = _fetched(alice, server, django_capture_on_commit_callbacks)
     assert messages == [("workers.check_batch", [v.pk, 0]), ("workers.check_batch", [v.pk, 1])]
     assert sorted(CheckResult.objects.values_list("batch", flat=True)) == [0, 0, 0, 1, 1]
+
+
+def test_a_small_verification_is_one_batch_holding_every_scheme(
+        server, cache, settings, django_capture_on_commit_callbacks):
+    settings.HALLMARK_SCAN_BATCH, settings.HALLMARK_SCAN_SPREAD = 250, 8
+    settings.HALLMARK_SCAN_MIN_BATCH = 4
+    alice = make_actor("alice")
+    model_id = _register(alice, [uchida_key_blob(seed=s) for s in range(3)] + [_black_box_blob(9)])
+    target = RegisteredModel.objects.get(public_id=model_id)
+    with django_capture_on_commit_callbacks(execute=False):
+        v = submit(alice.owner, suspect_url(server), target=target)
+    with use_broker() as sent:
+        with django_capture_on_commit_callbacks(execute=True):
+            tasks.fetch.run(v.pk)
+        messages = sent.take()
+        assert messages == [("workers.check_batch", [v.pk, 0])]  # 4 checks, 2 schemes: 1 task
+        assert sorted(CheckResult.objects.values_list("scheme", "batch")) == [
+            ("trigger_set", 0), ("uchida", 0), ("uchida", 0), ("uchida", 0)]
+        run_messages(messages, django_capture_on_commit_callbacks)
+        assert sent.take() == [("workers.finalize", [v.pk])]
+    # each scheme tested in its own way: uchida on the weights; trigger_set needs predict()
+    assert sorted(CheckResult.objects.values_list("scheme", "status")) == [
+        ("trigger_set", "not applicable"), ("uchida", "checked"), ("uchida", "checked"),
+        ("uchida", "checked")]
 
 
 def test_holm_runs_over_the_tests_that_ran_not_over_the_registry(
