@@ -1,12 +1,14 @@
 """Scaling: how much faster do 2 worker processes drain a burst than 1? Measured in one run.
 
-    python -m bench.drain [--verifications 100]
+    python -m bench.drain [--verifications 100] [--rounds 3]
 
 On a private scaled-mode stack (`bench.stack`), with one celery worker process (`-c 1`), then
 a second one added (separate HALLMARK_DATA_DIR each, as on two hosts): warm each process up
 with a few verifications, submit the same burst over the API, and time the drain in the
-database (first submitted_at to last finished_at). Ratio = time(1) / time(2); the goal is
-≥ 1.8. It also says where the time goes, per phase:
+database (first submitted_at to last finished_at). The phases alternate, 1 then 2 processes,
+for `rounds` rounds (the second worker is stopped between rounds), so a change in the
+machine's load falls on both sides; ratio = the median over rounds of time(1) / time(2); the
+goal is ≥ 1.8. It also says where the time goes, per phase:
 - busy: the seconds Celery reports per task ("succeeded in …s"), by task name, against the
   process-seconds available (wall × processes); the rest is hand-off and idle time;
 - CPU: seconds used by the workers, PostgreSQL's backends, Redis, the web and beat, and how
@@ -21,6 +23,7 @@ import contextlib
 import json
 import re
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -157,11 +160,14 @@ def _phase(stack: Stack, token: str, urls: list[str], processes: int, n: int,
     return result
 
 
-def run(verifications: int = 100, timeout: float = 300) -> dict[str, Any]:
-    """Time the drain of one burst with 1, then 2, worker processes; returns the ratio."""
+def run(verifications: int = 100, timeout: float = 300, rounds: int = 3) -> dict[str, Any]:
+    """Time the drain of one burst with 1, then 2, worker processes, `rounds` times; returns
+    the median ratio with every phase."""
     from bench import fixtures
     from registry.demo import serve_folder
 
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, received {rounds}")
     root = Path(tempfile.mkdtemp(prefix="hm-drain-"))
     root.chmod(0o755)  # the `postgres` user must reach its cluster folder inside
     try:
@@ -170,22 +176,32 @@ def run(verifications: int = 100, timeout: float = 300) -> dict[str, Any]:
                 serve_folder(root / "served") as files:
             reg = fixtures.register(stack.url, files, marked)
             urls = [s.url for s in reg.suspects]
+            stack.start_worker(0, concurrency=1)
+            stack.wait_worker_ready(0)
             phases = []
-            for i in range(2):
-                stack.start_worker(i, concurrency=1)
-                stack.wait_worker_ready(i)
-                phases.append(_phase(stack, reg.token, urls, i + 1, verifications, timeout))
+            for _ in range(rounds):
+                phases.append(_phase(stack, reg.token, urls, 1, verifications, timeout))
+                stack.start_worker(1, concurrency=1)
+                stack.wait_worker_ready(1)
+                phases.append(_phase(stack, reg.token, urls, 2, verifications, timeout))
+                stack.stop_worker(1)
     finally:
         import shutil
 
         shutil.rmtree(root, ignore_errors=True)
-    if phases[0]["seconds"] is None or phases[1]["seconds"] is None:
+    pairs = list(zip(phases[0::2], phases[1::2], strict=True))
+    if any(a["seconds"] is None or b["seconds"] is None for a, b in pairs):
         say(f"drain of {verifications}: not drained in {timeout:.0f} s, no ratio")
-        return {"verifications": verifications, "ratio_1_to_2": None, "phases": phases}
-    ratio = phases[0]["seconds"] / phases[1]["seconds"]
-    say(f"drain of {verifications}: 1 process {phases[0]['seconds']:.1f}s, 2 processes "
-        f"{phases[1]['seconds']:.1f}s: ratio {ratio:.2f} (goal ≥ 1.8)")
-    return {"verifications": verifications, "ratio_1_to_2": round(ratio, 2), "phases": phases}
+        return {"verifications": verifications, "rounds": rounds, "ratio_1_to_2": None,
+                "phases": phases}
+    ratios = [round(a["seconds"] / b["seconds"], 2) for a, b in pairs]
+    ratio = statistics.median(ratios)
+    one = ", ".join(f"{a['seconds']:.1f}" for a, _ in pairs)
+    two = ", ".join(f"{b['seconds']:.1f}" for _, b in pairs)
+    say(f"drain of {verifications}, {rounds} round(s): 1 process {one} s, 2 processes {two} s: "
+        f"ratios {ratios}, median {ratio:.2f} (goal ≥ 1.8)")
+    return {"verifications": verifications, "rounds": rounds, "ratio_1_to_2": round(ratio, 2),
+            "ratios": ratios, "phases": phases}
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -197,11 +213,12 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m bench.drain")
     parser.add_argument("--verifications", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of 1 and 2 processes")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"default {RESULTS}")
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so every process is stopped and the cluster deleted.
     signal.signal(signal.SIGTERM, _interrupt)
-    text = json.dumps({"machine": machine(), **run(args.verifications)}, indent=1)
+    text = json.dumps({"machine": machine(), **run(args.verifications, rounds=args.rounds)}, indent=1)
     print(text)
     args.json.write_text(text + "\n")
     return 0

@@ -363,6 +363,17 @@ class Stack:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
 
+    def stop_worker(self, i: int, timeout: float = 30) -> None:
+        """Stop worker i as an operator would (SIGTERM: warm shutdown), SIGKILL after `timeout`."""
+        proc = self.procs[self.worker_name(i)]
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
     def restart_postgres(self) -> None:
         self.pg.restart_immediate()
 
