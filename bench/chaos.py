@@ -1,6 +1,6 @@
 """`make chaos`: faults under load on a private scaled-mode registry, then an account of the damage.
 
-    python -m bench.chaos            # 200 verifications, 12 worker kills, Redis + PostgreSQL restarts
+    python -m bench.chaos            # 300 verifications, 12 worker kills, Redis + PostgreSQL restarts
     python -m bench.chaos --small    # CI size: 20 verifications, 2 kills, one restart of each
 
 It starts web (gunicorn), celery beat (when the code has a beat schedule) and ≥ 2 celery
@@ -47,7 +47,7 @@ SMALL_EVENTS = ["redis", "child", "postgres", "main"]
 
 @dataclass
 class Config:
-    verifications: int = 200
+    verifications: int = 300
     models: int = 2
     workers: int = 2
     concurrency: int = 2  # pool children per worker
