@@ -60,7 +60,8 @@ def host_layers(weights: Mapping[str, torch.Tensor],
     """The key's host layers in key order, as (name, shape, tensor) read from `weights`.
 
     Raises:
-        LayerMismatch: a layer is missing, or held with another shape than the key's.
+        LayerMismatch: a layer is missing, or held with another shape than the key's (for an
+            invariant host: with shapes that `chain_mismatch` refuses).
     """
     out = []
     for name, shape in zip(key.layers, key.shapes, strict=True):
@@ -68,10 +69,44 @@ def host_layers(weights: Mapping[str, torch.Tensor],
             raise LayerMismatch(f"the suspect has no weight named `{name}` (the key's layers are "
                                 f"{', '.join(key.layers)})")
         t = weights[name]
-        if tuple(t.shape) != shape:
+        if tuple(t.shape) != shape and key.host != "invariant":
             raise LayerMismatch(f"weight `{name}` has shape {tuple(t.shape)}, the key expects {shape}")
         out.append((name, shape, t))
+    if key.host == "invariant":
+        why = chain_mismatch(key, [tuple(t.shape) for _, _, t in out])
+        if why is not None:
+            raise LayerMismatch(why)
     return out
+
+
+def chain_mismatch(key: Key, shapes: list[tuple[int, ...]]) -> str | None:
+    """Why suspect layers of `shapes` cannot be the key's invariant-host chain (None if they can).
+
+    An invariant host is computed on a canonical form whose unit counts are the suspect's own
+    (`align`: dummy units dropped, split units merged), so a hidden layer may be wider (or
+    narrower) than the key's: each layer must keep the key's kernel size and number of
+    dimensions, the first layer the key's input width, and each later layer must read the
+    previous layer's outputs (its input width = the previous layer's units × the key's values
+    per channel, which is 1 between Linear layers and the flattened map size after a conv).
+    The rule reads shapes only, never values, so it steers nothing.
+
+    Example:
+        >>> k = generate_key(Params(bits=8, host="invariant", layers=("a", "b"),
+        ...                         shapes=((4, 6), (2, 4))), seed=1)
+        >>> chain_mismatch(k, [(7, 6), (2, 7)]) is None, chain_mismatch(k, [(7, 6), (2, 4)])[:12]
+        (True, 'layer `b` re')
+    """
+    for i, (name, want, got) in enumerate(zip(key.layers, key.shapes, shapes, strict=True)):
+        if len(got) != len(want) or got[2:] != want[2:] or min(got) < 1:
+            return f"weight `{name}` has shape {got}, the key expects {want} (or other unit counts)"
+        if i == 0 and got[1] != want[1]:
+            return f"weight `{name}` has shape {got}: the key's chain reads {want[1]} inputs"
+        if i > 0:
+            per_unit = want[1] // key.shapes[i - 1][0]  # values per previous unit (1, or a map)
+            if got[1] != shapes[i - 1][0] * per_unit:
+                return (f"layer `{name}` reads {got[1]} inputs, not the {shapes[i - 1][0]} units × "
+                        f"{per_unit} of the suspect's previous layer `{key.layers[i - 1]}`")
+    return None
 
 
 def derive_bits(seed: int, count: int) -> tuple[int, ...]:
