@@ -128,7 +128,7 @@ def invariant_host(weights: Mapping[str, torch.Tensor], key: Key,
         LayerMismatch for a missing layer, a chain of incompatible shapes, or a layer whose
         units all vanish.
     """
-    chain = []
+    chain: list[tuple[torch.Tensor, torch.Tensor]] = []
     layers = host_layers(weights, key)
     for index, (name, _, w) in enumerate(layers):
         w = w.to(dtype or w.dtype)
