@@ -82,6 +82,8 @@ def host_layers(weights: Mapping[str, torch.Tensor],
 def chain_mismatch(key: Key, shapes: list[tuple[int, ...]]) -> str | None:
     """Why suspect layers of `shapes` cannot be the key's invariant-host chain (None if they can).
 
+    `shapes` may be a prefix: then only the key's first len(shapes) layers are checked.
+
     An invariant host is computed on a canonical form whose unit counts are the suspect's own
     (`align`: dummy units dropped, split units merged), so a hidden layer may be wider (or
     narrower) than the key's: each layer must keep the key's kernel size and number of
@@ -96,7 +98,9 @@ def chain_mismatch(key: Key, shapes: list[tuple[int, ...]]) -> str | None:
         >>> chain_mismatch(k, [(7, 6), (2, 7)]) is None, chain_mismatch(k, [(7, 6), (2, 4)])[:12]
         (True, 'layer `b` re')
     """
-    for i, (name, want, got) in enumerate(zip(key.layers, key.shapes, shapes, strict=True)):
+    if len(shapes) > len(key.shapes):
+        return f"{len(shapes)} layers for a key of {len(key.shapes)}"
+    for i, (name, want, got) in enumerate(zip(key.layers, key.shapes, shapes, strict=False)):
         if len(got) != len(want) or got[2:] != want[2:] or min(got) < 1:
             return f"weight `{name}` has shape {got}, the key expects {want} (or other unit counts)"
         if i == 0 and got[1] != want[1]:
