@@ -10,6 +10,11 @@ Protocol (per model):
 - False positives: `pairs` independently initialised and trained unmarked models, each tested
   against a fresh key (its own seed); the null is exact for any model, so these measure the
   implementation, and randomized p-values check that it is exactly Binomial(T, 1/2).
+- Invariant host (`Params(host="invariant")`, rows "… invariant host"): the same protocol, plus
+  an attack row that widens the marked model by dummy units (100 %), permutes and rescales it;
+  each null model is rewritten the same way (dummies 50 %, every unit permuted, rescaled with
+  spread 4) before it is tested, so the canonical form (merging, dropping, normalizing) runs
+  on every independent model: no step of it may manufacture a match.
 - Cost: one key's extraction from a 2^20-value host vector and from a 1.2M-weight conv layer.
 """
 from __future__ import annotations
@@ -38,25 +43,35 @@ _ARCHS: dict[str, tuple[str, Callable[[], nn.Module]]] = {
     "mlp": ("MLP 64-96-96-10 on digits (host: fc1, fc2, fc3 weights, M = 256)", toy.MLP),
     "cnn": ("CNN (2 conv + 2 dense) on digits (host: every conv/linear weight, M = 729)", toy.CNN),
 }
+_INVARIANT = ", invariant host"  # appended to the title of the host="invariant" rows
 
 
 def evaluate(quick: bool = False) -> dict[str, Any]:
-    """Rows for `uchida` on the digits MLP and CNN (schema: `verifier.evaluation`).
+    """Rows for `uchida` on the digits MLP and CNN, with the mean and the invariant host.
 
     Args:
         quick: 2 seeds, 10 epochs and 10 null pairs instead of 5, 30 and 100.
     """
     torch.set_num_threads(1)
-    return {"rows": [_row(arch, quick) for arch in ("mlp", "cnn")]}
+    return {"rows": [_row(arch, quick, host) for host in uchida.HOSTS for arch in ("mlp", "cnn")]}
 
 
-def _row(arch: str, quick: bool) -> dict[str, Any]:
+def _rewritten(model: nn.Module, dummies: float, seed: int) -> nn.Module:
+    """The same function with other weights: dummy units added, all units permuted, rescaled."""
+    wide = attacks.dummy_neurons(model, dummies, seed=seed)
+    return attacks.rescale_units(attacks.permute_hidden(wide, 1.0, seed=seed), 4.0, seed=seed)
+
+
+def _row(arch: str, quick: bool, host: str = "mean") -> dict[str, Any]:
     start = time.perf_counter()
     title, make = _ARCHS[arch]
+    invariant = host == "invariant"
+    if invariant:
+        title += _INVARIANT
     split = toy.digits()
     seeds, epochs, pairs = (2, 10, 10) if quick else (5, 30, 100)
     null_epochs = (2 if quick else 5) if arch == "cnn" else (3 if quick else 10)
-    params = uchida.Params()
+    params = uchida.Params(host=host)
 
     clean_acc, marked_acc, marked_models, keys = [], [], [], []
     for s in range(seeds):
@@ -82,6 +97,8 @@ def _row(arch: str, quick: bool) -> dict[str, Any]:
         ("int8", lambda: attacks.quantize_int8(model))]
     if arch == "cnn":
         candidates.append(("retrain_dense", lambda: attacks.retrain_dense(model, split)))
+    if invariant:
+        candidates.append(("dummies_100_permute_rescale", lambda: _rewritten(model, 1.0, seed=1)))
     rows = []
     for name, attack in candidates:
         attacked = attack()
@@ -95,8 +112,10 @@ def _row(arch: str, quick: bool) -> dict[str, Any]:
         torch.manual_seed(10_000 + i)
         other = toy.train(make(), toy.batches(split.x_train, split.y_train, seed=10_000 + i,
                                                epochs=null_epochs))
-        r = uchida.test(Suspect.from_module(other), uchida.generate_key(params, seed=20_000 + i,
-                                                                        model=other))
+        key_i = uchida.generate_key(params, seed=20_000 + i, model=other)
+        if invariant:  # the canonical form has work to do on every null model
+            other = _rewritten(other, 0.5, seed=30_000 + i)
+        r = uchida.test(Suspect.from_module(other), key_i)
         null.append(r.log10_p)
         randomized.append(randomized_binomial_p(int(r.statistic), r.n, 0.5, float(u[i])))
 
@@ -110,12 +129,19 @@ def _row(arch: str, quick: bool) -> dict[str, Any]:
         f"matching bits on the marked model of each seed: {per_seed} of {params.bits}",
         f"false positives: {pairs} independently initialised models trained {null_epochs} "
         "epochs without the mark, each against a fresh key; KS of randomized p-values tests "
-        "that the null is exactly Binomial(T, 1/2)",
+        "that the null is exactly Binomial(T, 1/2)"
+        + ("; each null model was first widened by 50 % dummy units (zero-outgoing, split, "
+           "cancelling), every unit permuted and rescaled (spread 4), so the key is read "
+           "through the canonical form's merging, dropping and normalizing" if invariant else ""),
     ]
-    if arch == "mlp":
+    if invariant:
+        notes.append("dummies_100_permute_rescale: the marked model widened by 100 % dummy "
+                      "units per hidden layer (attacks.dummy_neurons), then every unit permuted "
+                      "and rescaled (spread 4): identical outputs, other shapes")
+    if arch == "mlp" and not invariant:
         notes.append(_finetune_note(split, params))
         notes.append(_timing_note())
-    if arch == "cnn":
+    if arch == "cnn" and not invariant:
         rd = next(a for a in rows if a["name"] == "retrain_dense")
         notes.append(f"retrain_dense re-draws fc1/fc2, which hold 576 of the 729 host values; "
                      f"{rd['statistic']:.0f}/256 bits still match (log10 p = {rd['log10_p']:.1f}), "
