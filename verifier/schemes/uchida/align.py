@@ -128,44 +128,111 @@ def invariant_host(weights: Mapping[str, torch.Tensor], key: Key,
         LayerMismatch for a missing layer, a chain of incompatible shapes, or a layer whose
         units all vanish.
     """
+    segments, _ = _walk(_chain(weights, key, dtype), key, descriptors=False)
+    return segments[0] if len(segments) == 1 else torch.cat(segments)
+
+
+_MOMENT_SCALE = 10.0  # entries of a mean of u·uᵀ are ~1/d: × 10 puts X·w where the BCE works
+
+
+def moment_host(weights: Mapping[str, torch.Tensor], key: Key,
+                dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The host vector of `Params(host="moments")`: second moments of the canonical unit
+    descriptors of every layer of the chain but the last, (M,).
+
+    For layer l < L with canonical unit descriptors D_l (n_l, d_l) (rows [Ŵ_l·φ(D_{l-1}), b̂_l],
+    in input coordinates for the first layer; see `invariant_host`), with u_i = D_l[i]/‖D_l[i]‖:
+
+        S_l = (1/n_l) Σ_i u_i u_iᵀ   (d_l, d_l),   host = 10 · concat_l triu(S_l)
+
+    so M = Σ_{l<L} d_l(d_l + 1)/2, d_l = fan-in_l + 1 (`key.host_size`). Like the invariant
+    host it is a sum over units of normalized quantities of the canonical form (invariant to
+    permutation, positive rescaling and dummy units), a function of the suspect's weights alone
+    (the null stays exact), but much larger: 2145 values for the digits MLP's fc1 alone
+    against 256. Why: an attacker's 256 constraints of their own key on a host of 256 values
+    leave no room for the owner's (`docs/schemes-uchida-trigger-set.md`, "Overwriting"). The
+    last layer is left out: its dummy units cannot be taken out (its outgoing weights are not
+    in the chain), and the output layer's mean row is free for the task (softmax ignores a
+    shift shared by all classes), so a thief could rewrite it at no cost.
+
+    Args:
+        weights: named tensors (state dict); biases `<layer>.bias` are used when present.
+        key: a key with `host == "moments"` whose layers form a chain of >= 2 layers.
+        dtype: the dtype to compute in (default: the weights' own); differentiable.
+
+    Returns:
+        (M,). Raises LayerMismatch as `invariant_host` does.
+
+    Example:
+        >>> from verifier.toy import MLP
+        >>> from verifier.schemes.uchida.key import Params, generate_key
+        >>> m = MLP(); k = generate_key(Params(host="moments"), seed=1, model=m)
+        >>> moment_host(m.state_dict(), k).shape
+        torch.Size([6898])
+    """
+    _, descriptors = _walk(_chain(weights, key, dtype), key, descriptors=True)
+    parts = []
+    for d in descriptors:
+        u = d / (d.norm(dim=1, keepdim=True) + _EPS)  # (n, d)
+        moment = u.T @ u / u.shape[0]  # (d, d)
+        rows, cols = torch.triu_indices(moment.shape[0], moment.shape[0])
+        parts.append(_MOMENT_SCALE * moment[rows, cols])  # (d(d+1)/2,)
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _chain(weights: Mapping[str, torch.Tensor], key: Key,
+           dtype: torch.dtype | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The key's layers read from `weights` as (w (out, C, s), b (out,)), dummy units taken out."""
     chain: list[tuple[torch.Tensor, torch.Tensor]] = []
-    layers = host_layers(weights, key)
-    for index, (name, _, w) in enumerate(layers):
+    for index, (name, _, w) in enumerate(host_layers(weights, key)):
         w = w.to(dtype or w.dtype)
         b = weights.get(bias_name(name))
         b = torch.zeros(w.shape[0], dtype=w.dtype) if b is None else b.to(w.dtype).reshape(-1)
         channels = key.shapes[0][1] if index == 0 else chain[-1][0].shape[0]
         chain.append((w.reshape(w.shape[0], channels, -1), b))  # (out, C, s), (out,)
-    chain = _canonical_units(chain, key)
-    out = []
+    return _canonical_units(chain, key)
+
+
+def _walk(chain: list[tuple[torch.Tensor, torch.Tensor]], key: Key,
+          descriptors: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(host segments of every layer, unit descriptors D_l of every layer but the last).
+
+    With `descriptors` False the segments are all that is wanted (`invariant_host`); with True
+    the last layer's segment is skipped (`moment_host` reads only the descriptors).
+    """
+    segments: list[torch.Tensor] = []
+    found: list[torch.Tensor] = []
     scale: torch.Tensor | None = None  # n_{l-1}: the previous layer's unit norms
     descr: torch.Tensor | None = None  # D_{l-1}: the previous layer's unit descriptors
     for index, (w, b) in enumerate(chain):
         last = index == len(chain) - 1  # its descriptors feed no further layer: not computed
+        if last and descriptors:
+            break
         if scale is not None:
             w = w * scale[None, :, None]  # undo the previous layer's scales on this layer's inputs
         norm = torch.sqrt((w * w).sum(dim=(1, 2)) + b * b + _EPS)  # (out,)
         w_hat, b_hat = w / norm[:, None, None], b / norm  # (out, C, s), (out,)
         mean = w_hat.mean(dim=0)  # (C, s)
         if descr is None:
-            out.append(mean.reshape(-1))
+            segments.append(mean.reshape(-1))
             inputs = w_hat.reshape(w.shape[0], -1)  # (out, C·s): descriptors in input coordinates
         else:
             k = key.shapes[index - 1][0]  # K: the key's units in the previous layer (public)
             phi = _features(descr, k)  # (C, K)
             if w.shape[2] == 1:  # a Linear layer after a Linear layer: the original rule, as is
-                out.append(mean[:, 0] @ phi)  # (K,)
+                segments.append(mean[:, 0] @ phi)  # (K,)
                 if last:
                     break
                 inputs = w_hat[:, :, 0] @ phi  # (out, K)
             else:
-                out.append(torch.einsum("cs,ck->ks", mean, phi).reshape(-1))  # (K·s,)
+                segments.append(torch.einsum("cs,ck->ks", mean, phi).reshape(-1))  # (K·s,)
                 if last:
                     break
                 inputs = torch.einsum("ocs,ck->oks", w_hat, phi).reshape(w.shape[0], -1)  # (out, K·s)
         descr = torch.cat([inputs, b_hat[:, None]], dim=1)  # (out, dim + 1)
+        found.append(descr)
         scale = norm
-    return out[0] if len(out) == 1 else torch.cat(out)
+    return segments, found
 
 
 _MERGE_TOL = 1e-4  # ‖r̂_i − r̂_j‖ at most this: units i, j have the same incoming direction

@@ -41,7 +41,8 @@ class LayerMismatch(LookupError):
     """Weights that lack a key's layer, or hold it with another shape."""
 
 
-HOSTS = ("mean", "invariant")  # the host-vector rules a key may name (see `host` and `align`)
+HOSTS = ("mean", "invariant", "moments")  # the host-vector rules a key may name (`host`, `align`)
+CANONICAL = ("invariant", "moments")  # the rules computed on the canonical form of a layer chain
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Params:
     layers: tuple[str, ...] = ()  # host parameter names; () = every weight of dim >= 2 (Linear, Conv)
     lam: float = 1.0  # λ: weight of the mean-over-bits BCE added to the task loss while embedding
     shapes: tuple[tuple[int, ...], ...] | None = None  # layer shapes, when no model is given
-    host: str = "mean"  # "mean": rows averaged; "invariant": canonical form (align.py), layer chains
+    host: str = "mean"  # "mean": rows averaged; "invariant" / "moments": canonical form (align.py)
 
 
 def host_layers(weights: Mapping[str, torch.Tensor],
@@ -69,10 +70,10 @@ def host_layers(weights: Mapping[str, torch.Tensor],
             raise LayerMismatch(f"the suspect has no weight named `{name}` (the key's layers are "
                                 f"{', '.join(key.layers)})")
         t = weights[name]
-        if tuple(t.shape) != shape and key.host != "invariant":
+        if tuple(t.shape) != shape and key.host not in CANONICAL:
             raise LayerMismatch(f"weight `{name}` has shape {tuple(t.shape)}, the key expects {shape}")
         out.append((name, shape, t))
-    if key.host == "invariant":
+    if key.host in CANONICAL:
         why = chain_mismatch(key, [tuple(t.shape) for _, _, t in out])
         if why is not None:
             raise LayerMismatch(why)
@@ -146,7 +147,7 @@ class Key:
     layers: tuple[str, ...]  # host parameter names, in host-vector order
     shapes: tuple[tuple[int, ...], ...]  # their shapes, one per layer
     lam: float  # λ used by `regularizer`
-    host: str = "mean"  # the host-vector rule: "mean" (host.py) or "invariant" (align.py)
+    host: str = "mean"  # the host-vector rule: "mean" (host.py), "invariant" or "moments" (align.py)
 
     def __post_init__(self) -> None:
         _check_key(self)
@@ -156,7 +157,7 @@ class Key:
     @property
     def host_size(self) -> int:
         """M, the length of the host vector."""
-        return sum(host_len(s) for s in self.shapes)
+        return host_size(self.host, self.shapes)
 
     def to_bytes(self) -> bytes:
         """The key as a deterministic safetensors blob (see verifier.keyfile)."""
@@ -262,12 +263,29 @@ def _resolve_layers(params: Params, model: nn.Module | Mapping[str, torch.Tensor
     if not layers:
         raise UchidaError("the model has no weight of dim >= 2 to carry bits; name the host "
                           "layers in Params(layers=...)")
-    _check_shapes(layers, shapes, params.bits)
+    _check_shapes(layers, shapes, params.bits, params.host)
     _check_host(params.host, layers, shapes)
     return layers, shapes
 
 
-def _check_shapes(layers: tuple[str, ...], shapes: tuple[tuple[int, ...], ...], t: int) -> None:
+def host_size(host: str, shapes: tuple[tuple[int, ...], ...]) -> int:
+    """M, the host vector's length under a host rule for layers of these shapes.
+
+    "mean" and "invariant": Σ_l fan-in_l (one value per input of each layer). "moments": the
+    upper triangles of the second-moment matrices of every layer's unit descriptors but the
+    last layer's, Σ_{l<L} (h_l + 1)(h_l + 2)/2 with h_l = fan-in_l (`align.moment_host`).
+
+    Example:
+        >>> host_size("mean", ((96, 64), (10, 96))), host_size("moments", ((96, 64), (10, 96)))
+        (160, 2145)
+    """
+    if host == "moments":
+        return sum((host_len(s) + 1) * (host_len(s) + 2) // 2 for s in shapes[:-1])
+    return sum(host_len(s) for s in shapes)
+
+
+def _check_shapes(layers: tuple[str, ...], shapes: tuple[tuple[int, ...], ...], t: int,
+                  host: str = "mean") -> None:
     """Raise UchidaError unless the layers are distinct weights of dim >= 2 that carry T bits."""
     if len(layers) != len(shapes):
         raise UchidaError(f"{len(layers)} layers but {len(shapes)} shapes")
@@ -277,7 +295,10 @@ def _check_shapes(layers: tuple[str, ...], shapes: tuple[tuple[int, ...], ...], 
         if len(shape) < 2 or min(shape) < 1:
             raise UchidaError(f"layer `{name}` has shape {shape}; a host layer must be a weight "
                               "of dim >= 2 (Linear or Conv), not a bias or a norm scale")
-    m = sum(host_len(s) for s in shapes)
+    if host == "moments" and len(shapes) < 2:
+        raise UchidaError(f"host \"moments\" reads the descriptors of every layer but the last, "
+                          f"so it needs a chain of >= 2 layers; received {', '.join(layers)}")
+    m = host_size(host, shapes)
     cap = layout(m)[2]
     if t > cap:
         raise CapacityError(f"{t} bits do not fit a host vector of {m} values "
@@ -286,7 +307,8 @@ def _check_shapes(layers: tuple[str, ...], shapes: tuple[tuple[int, ...], ...], 
 
 
 def _check_host(host: str, layers: tuple[str, ...], shapes: tuple[tuple[int, ...], ...]) -> None:
-    """Raise UchidaError unless `host` is known and, for "invariant", the layers form a chain.
+    """Raise UchidaError unless `host` is known and, for "invariant" and "moments", the layers
+    form a chain.
 
     A chain: each layer's inputs are the previous layer's outputs. Conv or Linear after a
     layer of `out` units takes `out` input channels (shape[1] == out); a Linear layer after a
@@ -295,7 +317,7 @@ def _check_host(host: str, layers: tuple[str, ...], shapes: tuple[tuple[int, ...
     """
     if host not in HOSTS:
         raise UchidaError(f"host must be one of {', '.join(HOSTS)}, received {host!r}")
-    if host != "invariant":
+    if host not in CANONICAL:
         return
     for i in range(len(layers) - 1):
         (a, sa), (b, sb) = (layers[i], shapes[i]), (layers[i + 1], shapes[i + 1])
@@ -315,7 +337,7 @@ def _check_key_fields(seed: int, bits: tuple[int, ...], layers: tuple[str, ...],
         raise UchidaError(f"seed must be an integer in [0, 2^63), received {seed}")
     if not bits or any(b not in (0, 1) for b in bits):
         raise UchidaError("bits must be a non-empty sequence of 0s and 1s")
-    _check_shapes(layers, shapes, len(bits))
+    _check_shapes(layers, shapes, len(bits), host)
     _check_host(host, layers, shapes)
 
 

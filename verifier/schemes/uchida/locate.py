@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from verifier.schemes._layout import bias_name, views
-from verifier.schemes.uchida.key import Key, LayerMismatch, chain_mismatch
+from verifier.schemes.uchida.key import CANONICAL, Key, LayerMismatch, chain_mismatch
 
 MAX_PLACEMENTS = 4096  # more than this: refuse (log10 4096 = 3.6 of the p-value, and 4096 extractions)
 
@@ -62,7 +62,7 @@ def placements(weights: Mapping[str, torch.Tensor], key: Key) -> list[Placement]
     """
     per_layer = [views(weights, tuple(shape)) for shape in key.shapes]
     total = math.prod(len(v) for v in per_layer)
-    if total == 0 and key.host == "invariant":
+    if total == 0 and key.host in CANONICAL:
         return _widened(weights, key)
     if total > MAX_PLACEMENTS:
         counts = ", ".join(f"`{n}` {len(v)}" for n, v in zip(key.layers, per_layer, strict=True))
