@@ -10,11 +10,15 @@ Protocol (per model):
 - False positives: `pairs` independently initialised and trained unmarked models, each tested
   against a fresh key (its own seed); the null is exact for any model, so these measure the
   implementation, and randomized p-values check that it is exactly Binomial(T, 1/2).
-- Invariant host (`Params(host="invariant")`, rows "… invariant host"): the same protocol, plus
-  an attack row that widens the marked model by dummy units (100 %), permutes and rescales it;
-  each null model is rewritten the same way (dummies 50 %, every unit permuted, rescaled with
-  spread 4) before it is tested, so the canonical form (merging, dropping, normalizing) runs
-  on every independent model: no step of it may manufacture a match.
+- Invariant and moments hosts (`Params(host="invariant")`, `Params(host="moments")`, rows
+  "… invariant host", "… moments host"): the same protocol, plus an attack row that widens the
+  marked model by dummy units (100 %), permutes and rescales it; each null model is rewritten
+  the same way (dummies 50 %, every unit permuted, rescaled with spread 4) before it is tested,
+  so the canonical form (merging, dropping, normalizing) runs on every independent model: no
+  step of it may manufacture a match.
+- Overwriting (every row): the attacker embeds their own key of the same parameters into the
+  seed-0 marked model for 10 epochs (Adam lr 1e-3, as the removal suite's strongest point);
+  the entry records the owner's log10 p and the attacker's own.
 - Cost: one key's extraction from a 2^20-value host vector and from a 1.2M-weight conv layer.
 """
 from __future__ import annotations
@@ -43,11 +47,10 @@ _ARCHS: dict[str, tuple[str, Callable[[], nn.Module]]] = {
     "mlp": ("MLP 64-96-96-10 on digits (host: fc1, fc2, fc3 weights, M = 256)", toy.MLP),
     "cnn": ("CNN (2 conv + 2 dense) on digits (host: every conv/linear weight, M = 729)", toy.CNN),
 }
-_INVARIANT = ", invariant host"  # appended to the title of the host="invariant" rows
 
 
 def evaluate(quick: bool = False) -> dict[str, Any]:
-    """Rows for `uchida` on the digits MLP and CNN, with the mean and the invariant host.
+    """Rows for `uchida` on the digits MLP and CNN, with each host rule (mean, invariant, moments).
 
     Args:
         quick: 2 seeds, 10 epochs and 10 null pairs instead of 5, 30 and 100.
@@ -65,9 +68,11 @@ def _rewritten(model: nn.Module, dummies: float, seed: int) -> nn.Module:
 def _row(arch: str, quick: bool, host: str = "mean") -> dict[str, Any]:
     start = time.perf_counter()
     title, make = _ARCHS[arch]
-    invariant = host == "invariant"
+    invariant = host != "mean"  # computed on the canonical form: rewrites change nothing
     if invariant:
-        title += _INVARIANT
+        m_host = uchida.generate_key(uchida.Params(host=host), seed=0, model=make()).host_size
+        m_mean = uchida.generate_key(uchida.Params(), seed=0, model=make()).host_size
+        title = title.replace(f"M = {m_mean}", f"M = {m_host}") + f", {host} host"
     split = toy.digits()
     seeds, epochs, pairs = (2, 10, 10) if quick else (5, 30, 100)
     null_epochs = (2 if quick else 5) if arch == "cnn" else (3 if quick else 10)
@@ -99,12 +104,18 @@ def _row(arch: str, quick: bool, host: str = "mean") -> dict[str, Any]:
         candidates.append(("retrain_dense", lambda: attacks.retrain_dense(model, split)))
     if invariant:
         candidates.append(("dummies_100_permute_rescale", lambda: _rewritten(model, 1.0, seed=1)))
+    theirs = uchida.generate_key(params, seed=900, model=model)
+    candidates.append(("overwrite_10", lambda: uchida.embed(
+        copy.deepcopy(model), theirs, list(toy.batches(split.x_train, split.y_train, seed=9)),
+        epochs=10, lr=1e-3)))
     rows = []
     for name, attack in candidates:
         attacked = attack()
         r = uchida.test(Suspect.from_module(attacked), key)
+        extra = {"attacker_log10_p": uchida.test(Suspect.from_module(attacked), theirs).log10_p
+                 } if name == "overwrite_10" else {}
         rows.append(attack_entry(name, toy.accuracy(attacked, split.x_test, split.y_test), r,
-                                 statistic=r.statistic))
+                                 statistic=r.statistic, **extra))
 
     null, randomized = [], []
     u = torch.rand(pairs, generator=torch.Generator().manual_seed(0))
