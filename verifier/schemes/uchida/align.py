@@ -25,6 +25,13 @@ has a canonical form too (`invariant_host`), and so does a transformer's MLP blo
 value → attention-output pair (attention is linear in the values, so whole heads, and the
 value dimensions within them, may be permuted and rescaled).
 
+Dummy units (Yan et al., USENIX Security 2023: zero-outgoing units, NeuronSplit, NeuronClique)
+change no output either; the canonical form takes them out before anything is averaged
+(`_canonical_units`: units with proportional incoming weights merged, units whose outgoing
+weights vanish or cancel dropped), so hidden layers may be wider than the key's. With
+`Params(host="moments")` the host is the second moments of the canonical unit descriptors
+instead (`moment_host`): the same invariances, and a host much larger than the bits.
+
 Why not align the suspect's units to a per-unit fingerprint stored in the key: the fingerprint
 would be a field the registrant chooses, and the alignment it steers is a free choice of
 permutation and scales of a victim's units. Measured on a digits MLP with an honest, seed-derived
