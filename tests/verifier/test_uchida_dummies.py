@@ -119,3 +119,22 @@ def test_a_mean_host_key_still_requires_the_exact_shapes() -> None:
     wide = attacks.dummy_neurons(model, 0.5, seed=1)
     with pytest.raises(LayerMismatch, match="the key expects"):
         uchida.host_vector(wide.state_dict(), key)
+
+
+def test_one_unit_split_into_many_copies_merges_back_into_one() -> None:
+    # 150 copies of one unit: more than the 64 neighbours each unit is compared with, so the
+    # copies are merged through chains of neighbours
+    torch.manual_seed(0)
+    model = toy.MLP()
+    key = uchida.generate_key(Params(host="invariant"), seed=9, model=model)
+    before = uchida.host_vector(model.state_dict(), key, dtype=torch.float64)
+    w = {k: v.clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(1)
+    scales = torch.exp(torch.randn(150, generator=g))  # (150,) positive
+    shares = torch.softmax(torch.randn(150, generator=g), dim=0)  # (150,) sum to 1
+    row, bias, col = w["fc1.weight"][0], w["fc1.bias"][0], w["fc2.weight"][:, 0]
+    w["fc1.weight"] = torch.cat([w["fc1.weight"][1:], scales[:, None] * row])
+    w["fc1.bias"] = torch.cat([w["fc1.bias"][1:], scales * bias])
+    w["fc2.weight"] = torch.cat([w["fc2.weight"][:, 1:], col[:, None] * (shares / scales)], dim=1)
+    after = uchida.host_vector(w, key, dtype=torch.float64)
+    assert torch.allclose(after, before, rtol=0, atol=1e-6)

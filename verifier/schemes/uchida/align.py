@@ -307,6 +307,39 @@ def _reduce_layer(chain: list[tuple[torch.Tensor, torch.Tensor]], i: int, name: 
     return True
 
 
+_WINDOW = 64  # a unit is compared with at most this many successors in the sorted projection
+
+
+@functools.lru_cache(maxsize=16)
+def _direction(dim: int) -> torch.Tensor:
+    """A fixed public unit vector of `dim` entries (float64): the sort key of `_close_pairs`."""
+    g = torch.Generator().manual_seed(_FEATURE_SEED - dim)
+    v = torch.randn(dim, generator=g, dtype=torch.float64)
+    return v / v.norm()
+
+
+def _close_pairs(unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index pairs (a, b) of rows of `unit` (n, d) with ‖unit_a − unit_b‖ ≤ _MERGE_TOL.
+
+    Not all n² distances (1 s for a 3072-unit layer): rows are sorted by their projection p on
+    a fixed public direction g (‖g‖ = 1, so |p_a − p_b| ≤ ‖unit_a − unit_b‖), and each row is
+    compared with the rows after it whose p is within the tolerance, at most _WINDOW of them
+    (a run of identical rows is still chained together through its neighbours).
+    """
+    n = unit.shape[0]
+    p = unit @ _direction(unit.shape[1])  # (n,)
+    order = torch.argsort(p)
+    ps = p[order]
+    hi = torch.searchsorted(ps, ps + _MERGE_TOL, right=True)  # (n,) first index beyond reach
+    counts = (hi - torch.arange(n) - 1).clamp(0, _WINDOW)  # (n,) successors to compare with
+    first = torch.repeat_interleave(torch.arange(n), counts)  # (E,)
+    start = torch.cumsum(counts, 0) - counts
+    second = first + 1 + torch.arange(len(first)) - torch.repeat_interleave(start, counts)
+    a, b = order[first], order[second]
+    near = (unit[a] - unit[b]).norm(dim=1) <= _MERGE_TOL
+    return a[near], b[near]
+
+
 def _unit_groups(w: torch.Tensor, b: torch.Tensor, nxt: torch.Tensor,
                  name: str) -> list[list[int]] | None:
     """The kept units of one layer as groups of unit indices, or None when every unit is kept
@@ -315,10 +348,12 @@ def _unit_groups(w: torch.Tensor, b: torch.Tensor, nxt: torch.Tensor,
     rows = torch.cat([w.reshape(out, -1), b[:, None]], dim=1)  # (out, d)
     norm = rows.norm(dim=1)  # (out,)
     unit = rows / norm.clamp_min(1e-300)[:, None]  # zero rows stay zero
-    close = torch.cdist(unit, unit) <= _MERGE_TOL  # (out, out)
+    a, b = _close_pairs(unit)
     label = torch.arange(out)
-    while True:  # connected components: every unit takes the smallest label among its neighbours
-        nxt_label = torch.where(close, label[None, :], out).min(dim=1).values
+    while a.numel():  # connected components: every unit takes the smallest label of its neighbours
+        nxt_label = label.clone()
+        nxt_label.scatter_reduce_(0, a, label[b], reduce="amin")
+        nxt_label.scatter_reduce_(0, b, label[a], reduce="amin")
         nxt_label = nxt_label[nxt_label]
         if torch.equal(nxt_label, label):
             break
