@@ -164,6 +164,97 @@ def rescale_units(model: nn.Module, spread: float = 4.0, seed: int = 1) -> nn.Mo
 
 
 @torch.no_grad()
+def dummy_neurons(model: nn.Module, fraction: float = 0.5, seed: int = 1) -> nn.Module:
+    """Widen every hidden layer with `fraction` × its units of dummy units (outputs unchanged).
+
+    Neural structural obfuscation (Yan et al., USENIX Security 2023): the added units change
+    the weights' shapes but not the function. The new units cycle through three kinds:
+
+    - zero: fresh random incoming weights and bias, outgoing weights all zero;
+    - split (NeuronSplit): a copy of an existing unit j's incoming weights and bias × c > 0,
+      with outgoing weights T ⊙ a_j / c while unit j keeps (1 − T) ⊙ a_j (T random per
+      weight): relu is positively homogeneous, so the two together compute what j did;
+    - clique (NeuronClique, two units): incoming weights along one random direction × c1, c2
+      > 0, outgoing u / c1 and −u / c2: their contributions cancel.
+
+    Every layer (original and new units together) is then shuffled, so the dummies do not sit
+    at the end. Works on MLPs and plain CNNs (see `_chain`; for conv layers channels play the
+    role of units). The result has other shapes than the input: load it as a fresh module,
+    not into the original class's state dict.
+
+    Args:
+        fraction: units added per hidden layer, as a fraction of its width (0.1, 0.5, 1.0 …).
+        seed: the attacker's randomness.
+
+    Example:
+        >>> m = toy.CNN(); x = torch.rand(3, 64); wide = dummy_neurons(m, 1.0)
+        >>> wide.conv1.weight.shape[0], bool(torch.allclose(m(x), wide(x), atol=1e-5))
+        (32, True)
+    """
+    if fraction < 0:
+        raise AttackError(f"fraction must be >= 0, received {fraction}")
+    m = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    links = _chain(m)
+    layers = [a for a, _, _ in links] + [links[-1][1]]
+    ws = [layer.weight.detach().clone() for layer in layers]
+    bs = [None if layer.bias is None else layer.bias.detach().clone() for layer in layers]
+    for i, (_, _, group) in enumerate(links):
+        w, b, nxt = ws[i], bs[i], ws[i + 1]
+        h = w.shape[0]
+        cons = nxt.reshape(nxt.shape[0], h, group, *nxt.shape[2:])  # (out', h, group, *k')
+        rows, biases, cols = [], [], []
+        kinds = ("zero", "split", "clique")
+        added, n, turn = 0, int(round(fraction * h)), 0
+        while added < n:
+            kind = kinds[turn % 3] if n - added >= 2 else "zero"  # a clique needs two units
+            turn += 1
+            bias = torch.zeros(()) if b is None else b
+            if kind == "zero":
+                rows.append(w[0].clone().normal_(generator=g) * w.std())
+                biases.append(bias.std() * torch.randn((), generator=g) if b is not None else None)
+                cols.append(torch.zeros_like(cons[:, 0]))
+                added += 1
+            elif kind == "split":
+                j = int(torch.randint(h, (1,), generator=g))
+                c = float(torch.exp(torch.randn((), generator=g)))
+                t = torch.rand(cons[:, j].shape, generator=g)
+                rows.append(c * w[j])
+                biases.append(c * b[j] if b is not None else None)
+                cols.append(t * cons[:, j] / c)
+                cons[:, j] = (1 - t) * cons[:, j]
+                added += 1
+            else:
+                direction = w[0].clone().normal_(generator=g) * w.std()
+                beta = bias.std() * torch.randn((), generator=g) if b is not None else None
+                u = torch.randn(cons[:, 0].shape, generator=g) * cons.std()
+                for sign in (1.0, -1.0):
+                    c = float(torch.exp(torch.randn((), generator=g)))
+                    rows.append(c * direction)
+                    biases.append(c * beta if beta is not None else None)
+                    cols.append(sign * u / c)
+                added += 2
+        if not rows:
+            continue
+        w = torch.cat([w, torch.stack(rows)])
+        if b is not None:
+            b = torch.cat([b, torch.stack([x for x in biases if x is not None])])
+        cons = torch.cat([cons, torch.stack(cols, dim=1)], dim=1)  # (out', h + n, group, *k')
+        perm = torch.randperm(w.shape[0], generator=g)
+        ws[i], bs[i] = w[perm], None if b is None else b[perm]
+        ws[i + 1] = cons[:, perm].reshape(nxt.shape[0], -1, *nxt.shape[2:])
+    for layer, w, b in zip(layers, ws, bs, strict=True):
+        layer.weight = nn.Parameter(w)
+        if b is not None:
+            layer.bias = nn.Parameter(b)
+        if isinstance(layer, nn.Linear):
+            layer.out_features, layer.in_features = int(w.shape[0]), int(w.shape[1])
+        else:
+            layer.out_channels, layer.in_channels = int(w.shape[0]), int(w.shape[1])
+    return m
+
+
+@torch.no_grad()
 def gaussian_noise(model: nn.Module, sigma: float = 0.1, seed: int = 1) -> nn.Module:
     """Add N(0, (sigma · std of the tensor)^2) noise to every parameter tensor."""
     m = copy.deepcopy(model)

@@ -16,6 +16,9 @@ Attacks (ATTACKS; strength in brackets):
 - gaussian_noise [σ, relative to each tensor's std];
 - permute_hidden [fraction of hidden units shuffled]: outputs unchanged;
 - rescale_units [spread s: per-unit factors in [1/s, s]]: outputs unchanged;
+- dummy_neurons [units added per hidden layer, fraction of its width]: zero-outgoing, split
+  and cancelling units (Yan et al. 2023), outputs unchanged; n/a where the model is no plain
+  chain of Linear / Conv2d layers;
 - distill [student epochs]: a fresh MLP trained only on the marked model's softmax outputs for
   the training inputs (as many queries as the training set, no labels);
 - overwrite [attacker's embedding effort]: the attacker embeds their own mark of the same
@@ -59,6 +62,8 @@ ATTACKS: dict[str, tuple[str, str]] = {
     "permute_hidden": ("shuffle hidden units (identical outputs)", "fraction shuffled"),
     "rescale_units": ("per-unit positive rescaling of the ReLU layers (identical outputs)",
                       "spread s"),
+    "dummy_neurons": ("add dummy hidden units: zero-outgoing, split and cancelling (identical "
+                      "outputs)", "units added / width"),
     "distill": ("fresh student trained on the outputs only (1 query per training input)",
                 "student epochs"),
     "overwrite": ("the attacker embeds their own mark of the same scheme", "attacker effort"),
@@ -127,7 +132,7 @@ def _levels(quick: bool) -> dict[str, list[float]]:
         "finetune": [1, 5, 20], "finetune_10pct_lr1e-2": [2, 5, 10], "finetune_last": [1, 5, 20],
         "reinit_last": [1, 5, 20], "prune": [0.1, 0.3, 0.5, 0.7, 0.9], "quantize": [8, 6, 4, 3],
         "gaussian_noise": [0.05, 0.1, 0.2, 0.4, 0.8], "permute_hidden": [0.25, 0.5, 1.0],
-        "rescale_units": [2, 4, 16], "distill": [5, 15, 30]}
+        "rescale_units": [2, 4, 16], "dummy_neurons": [0.1, 0.5, 1.0], "distill": [5, 15, 30]}
     if not quick:
         return {k: [float(x) for x in v] for k, v in full.items()}
     return {k: [float(v[0]), float(v[-1])] for k, v in full.items()}
@@ -156,15 +161,20 @@ def _sweep(t: _Target, split: toy.Split, quick: bool) -> dict[str, Any]:
         "gaussian_noise": lambda s: attacks.gaussian_noise(m, s),
         "permute_hidden": lambda s: attacks.permute_hidden(m, s),
         "rescale_units": lambda s: attacks.rescale_units(m, s),
+        "dummy_neurons": lambda s: attacks.dummy_neurons(m, s),
         "distill": lambda s: attacks.distill(attacks.served(m), _fresh(t.student), split.x_train,
                                              epochs=int(s)),
     }
     rows: list[dict[str, Any]] = []
     for name, attack in sweeps.items():
         pts = []
-        for s in levels[name]:
-            attacked = attack(s)
-            pts.append(point(s, f"{s:g}", attacked, t.test(attacked)))
+        try:
+            for s in levels[name]:
+                attacked = attack(s)
+                pts.append(point(s, f"{s:g}", attacked, t.test(attacked)))
+        except attacks.AttackError as e:  # a unit-level rewrite of a model that is no plain chain
+            rows.append({"name": name, "applies": False, "reason": str(e), "points": []})
+            continue
         step(f"{t.scheme}: {name}")
         rows.append({"name": name, "applies": True, "points": pts})
 

@@ -10,6 +10,15 @@ Protocol (per model):
 - False positives: `pairs` independently initialised and trained unmarked models, each tested
   against a fresh key (its own seed); the null is exact for any model, so these measure the
   implementation, and randomized p-values check that it is exactly Binomial(T, 1/2).
+- Invariant and moments hosts (`Params(host="invariant")`, `Params(host="moments")`, rows
+  "… invariant host", "… moments host"): the same protocol, plus an attack row that widens the
+  marked model by dummy units (100 %), permutes and rescales it; each null model is rewritten
+  the same way (dummies 50 %, every unit permuted, rescaled with spread 4) before it is tested,
+  so the canonical form (merging, dropping, normalizing) runs on every independent model: no
+  step of it may manufacture a match.
+- Overwriting (every row): the attacker embeds their own key of the same parameters into the
+  seed-0 marked model for 10 epochs (Adam lr 1e-3, as the removal suite's strongest point);
+  the entry records the owner's log10 p and the attacker's own.
 - Cost: one key's extraction from a 2^20-value host vector and from a 1.2M-weight conv layer.
 """
 from __future__ import annotations
@@ -41,22 +50,33 @@ _ARCHS: dict[str, tuple[str, Callable[[], nn.Module]]] = {
 
 
 def evaluate(quick: bool = False) -> dict[str, Any]:
-    """Rows for `uchida` on the digits MLP and CNN (schema: `verifier.evaluation`).
+    """Rows for `uchida` on the digits MLP and CNN, with each host rule (mean, invariant, moments).
 
     Args:
         quick: 2 seeds, 10 epochs and 10 null pairs instead of 5, 30 and 100.
     """
     torch.set_num_threads(1)
-    return {"rows": [_row(arch, quick) for arch in ("mlp", "cnn")]}
+    return {"rows": [_row(arch, quick, host) for host in uchida.HOSTS for arch in ("mlp", "cnn")]}
 
 
-def _row(arch: str, quick: bool) -> dict[str, Any]:
+def _rewritten(model: nn.Module, dummies: float, seed: int) -> nn.Module:
+    """The same function with other weights: dummy units added, all units permuted, rescaled."""
+    wide = attacks.dummy_neurons(model, dummies, seed=seed)
+    return attacks.rescale_units(attacks.permute_hidden(wide, 1.0, seed=seed), 4.0, seed=seed)
+
+
+def _row(arch: str, quick: bool, host: str = "mean") -> dict[str, Any]:
     start = time.perf_counter()
     title, make = _ARCHS[arch]
+    invariant = host != "mean"  # computed on the canonical form: rewrites change nothing
+    if invariant:
+        m_host = uchida.generate_key(uchida.Params(host=host), seed=0, model=make()).host_size
+        m_mean = uchida.generate_key(uchida.Params(), seed=0, model=make()).host_size
+        title = title.replace(f"M = {m_mean}", f"M = {m_host}") + f", {host} host"
     split = toy.digits()
     seeds, epochs, pairs = (2, 10, 10) if quick else (5, 30, 100)
     null_epochs = (2 if quick else 5) if arch == "cnn" else (3 if quick else 10)
-    params = uchida.Params()
+    params = uchida.Params(host=host)
 
     clean_acc, marked_acc, marked_models, keys = [], [], [], []
     for s in range(seeds):
@@ -82,12 +102,20 @@ def _row(arch: str, quick: bool) -> dict[str, Any]:
         ("int8", lambda: attacks.quantize_int8(model))]
     if arch == "cnn":
         candidates.append(("retrain_dense", lambda: attacks.retrain_dense(model, split)))
+    if invariant:
+        candidates.append(("dummies_100_permute_rescale", lambda: _rewritten(model, 1.0, seed=1)))
+    theirs = uchida.generate_key(params, seed=900, model=model)
+    candidates.append(("overwrite_10", lambda: uchida.embed(
+        copy.deepcopy(model), theirs, list(toy.batches(split.x_train, split.y_train, seed=9)),
+        epochs=10, lr=1e-3)))
     rows = []
     for name, attack in candidates:
         attacked = attack()
         r = uchida.test(Suspect.from_module(attacked), key)
+        extra = {"attacker_log10_p": uchida.test(Suspect.from_module(attacked), theirs).log10_p
+                 } if name == "overwrite_10" else {}
         rows.append(attack_entry(name, toy.accuracy(attacked, split.x_test, split.y_test), r,
-                                 statistic=r.statistic))
+                                 statistic=r.statistic, **extra))
 
     null, randomized = [], []
     u = torch.rand(pairs, generator=torch.Generator().manual_seed(0))
@@ -95,8 +123,10 @@ def _row(arch: str, quick: bool) -> dict[str, Any]:
         torch.manual_seed(10_000 + i)
         other = toy.train(make(), toy.batches(split.x_train, split.y_train, seed=10_000 + i,
                                                epochs=null_epochs))
-        r = uchida.test(Suspect.from_module(other), uchida.generate_key(params, seed=20_000 + i,
-                                                                        model=other))
+        key_i = uchida.generate_key(params, seed=20_000 + i, model=other)
+        if invariant:  # the canonical form has work to do on every null model
+            other = _rewritten(other, 0.5, seed=30_000 + i)
+        r = uchida.test(Suspect.from_module(other), key_i)
         null.append(r.log10_p)
         randomized.append(randomized_binomial_p(int(r.statistic), r.n, 0.5, float(u[i])))
 
@@ -110,12 +140,19 @@ def _row(arch: str, quick: bool) -> dict[str, Any]:
         f"matching bits on the marked model of each seed: {per_seed} of {params.bits}",
         f"false positives: {pairs} independently initialised models trained {null_epochs} "
         "epochs without the mark, each against a fresh key; KS of randomized p-values tests "
-        "that the null is exactly Binomial(T, 1/2)",
+        "that the null is exactly Binomial(T, 1/2)"
+        + ("; each null model was first widened by 50 % dummy units (zero-outgoing, split, "
+           "cancelling), every unit permuted and rescaled (spread 4), so the key is read "
+           "through the canonical form's merging, dropping and normalizing" if invariant else ""),
     ]
-    if arch == "mlp":
+    if invariant:
+        notes.append("dummies_100_permute_rescale: the marked model widened by 100 % dummy "
+                      "units per hidden layer (attacks.dummy_neurons), then every unit permuted "
+                      "and rescaled (spread 4): identical outputs, other shapes")
+    if arch == "mlp" and not invariant:
         notes.append(_finetune_note(split, params))
         notes.append(_timing_note())
-    if arch == "cnn":
+    if arch == "cnn" and not invariant:
         rd = next(a for a in rows if a["name"] == "retrain_dense")
         notes.append(f"retrain_dense re-draws fc1/fc2, which hold 576 of the 729 host values; "
                      f"{rd['statistic']:.0f}/256 bits still match (log10 p = {rd['log10_p']:.1f}), "

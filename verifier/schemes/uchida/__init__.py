@@ -23,8 +23,8 @@ Test. The matches between b and the extracted bits are Binomial(T, 1/2) under H0
 is independent of this key" (exact; "conservative" when a projection is exactly 0).
 
 Modules, each importing only those above it: `projection` (X from the seed), `key` (Params,
-Key, generate_key, bit derivation), `align` (the invariant host: canonical form of conv and
-Linear chains), `host` (the host vector), `locate` (readings of renamed, transposed or fused
+Key, generate_key, bit derivation), `align` (the invariant and moments hosts: canonical form of
+conv and Linear chains, dummy units taken out), `host` (the host vector), `locate` (readings of renamed, transposed or fused
 host layers by shape), `embed` (regularizer, embed), `verify` (project, extract, test: under
 the key's names, else over every reading with a Bonferroni correction). This module is the
 contract and re-exports them.

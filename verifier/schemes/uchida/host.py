@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import torch
 
-from verifier.schemes.uchida.align import invariant_host
+from verifier.schemes.uchida.align import invariant_host, moment_host
 from verifier.schemes.uchida.key import Key, LayerMismatch, host_layers
 
 __all__ = ["LayerMismatch", "host_vector"]
@@ -35,10 +35,13 @@ def host_vector(weights: Mapping[str, torch.Tensor], key: Key,
     Returns:
         (M,) tensor. Raises LayerMismatch for a missing or reshaped layer.
 
-    A key with `host == "invariant"` uses the canonical form of `align.invariant_host` instead.
+    A key with `host == "invariant"` uses the canonical form of `align.invariant_host` instead,
+    and one with `host == "moments"` the second moments of `align.moment_host`.
     """
     if key.host == "invariant":
         return invariant_host(weights, key, dtype=dtype)
+    if key.host == "moments":
+        return moment_host(weights, key, dtype=dtype)
     parts = []
     for _, shape, t in host_layers(weights, key):
         rows = t.reshape(shape[0], -1)  # (out, in·∏k)

@@ -41,7 +41,8 @@ class LayerMismatch(LookupError):
     """Weights that lack a key's layer, or hold it with another shape."""
 
 
-HOSTS = ("mean", "invariant")  # the host-vector rules a key may name (see `host` and `align`)
+HOSTS = ("mean", "invariant", "moments")  # the host-vector rules a key may name (`host`, `align`)
+CANONICAL = ("invariant", "moments")  # the rules computed on the canonical form of a layer chain
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Params:
     layers: tuple[str, ...] = ()  # host parameter names; () = every weight of dim >= 2 (Linear, Conv)
     lam: float = 1.0  # λ: weight of the mean-over-bits BCE added to the task loss while embedding
     shapes: tuple[tuple[int, ...], ...] | None = None  # layer shapes, when no model is given
-    host: str = "mean"  # "mean": rows averaged; "invariant": canonical form (align.py), layer chains
+    host: str = "mean"  # "mean": rows averaged; "invariant" / "moments": canonical form (align.py)
 
 
 def host_layers(weights: Mapping[str, torch.Tensor],
@@ -60,7 +61,8 @@ def host_layers(weights: Mapping[str, torch.Tensor],
     """The key's host layers in key order, as (name, shape, tensor) read from `weights`.
 
     Raises:
-        LayerMismatch: a layer is missing, or held with another shape than the key's.
+        LayerMismatch: a layer is missing, or held with another shape than the key's (for an
+            invariant host: with shapes that `chain_mismatch` refuses).
     """
     out = []
     for name, shape in zip(key.layers, key.shapes, strict=True):
@@ -68,10 +70,48 @@ def host_layers(weights: Mapping[str, torch.Tensor],
             raise LayerMismatch(f"the suspect has no weight named `{name}` (the key's layers are "
                                 f"{', '.join(key.layers)})")
         t = weights[name]
-        if tuple(t.shape) != shape:
+        if tuple(t.shape) != shape and key.host not in CANONICAL:
             raise LayerMismatch(f"weight `{name}` has shape {tuple(t.shape)}, the key expects {shape}")
         out.append((name, shape, t))
+    if key.host in CANONICAL:
+        why = chain_mismatch(key, [tuple(t.shape) for _, _, t in out])
+        if why is not None:
+            raise LayerMismatch(why)
     return out
+
+
+def chain_mismatch(key: Key, shapes: list[tuple[int, ...]]) -> str | None:
+    """Why suspect layers of `shapes` cannot be the key's invariant-host chain (None if they can).
+
+    `shapes` may be a prefix: then only the key's first len(shapes) layers are checked.
+
+    An invariant host is computed on a canonical form whose unit counts are the suspect's own
+    (`align`: dummy units dropped, split units merged), so a hidden layer may be wider (or
+    narrower) than the key's: each layer must keep the key's kernel size and number of
+    dimensions, the first layer the key's input width, and each later layer must read the
+    previous layer's outputs (its input width = the previous layer's units × the key's values
+    per channel, which is 1 between Linear layers and the flattened map size after a conv).
+    The rule reads shapes only, never values, so it steers nothing.
+
+    Example:
+        >>> k = generate_key(Params(bits=8, host="invariant", layers=("a", "b"),
+        ...                         shapes=((4, 6), (2, 4))), seed=1)
+        >>> chain_mismatch(k, [(7, 6), (2, 7)]) is None, chain_mismatch(k, [(7, 6), (2, 4)])[:12]
+        (True, 'layer `b` re')
+    """
+    if len(shapes) > len(key.shapes):
+        return f"{len(shapes)} layers for a key of {len(key.shapes)}"
+    for i, (name, want, got) in enumerate(zip(key.layers, key.shapes, shapes, strict=False)):
+        if len(got) != len(want) or got[2:] != want[2:] or min(got) < 1:
+            return f"weight `{name}` has shape {got}, the key expects {want} (or other unit counts)"
+        if i == 0 and got[1] != want[1]:
+            return f"weight `{name}` has shape {got}: the key's chain reads {want[1]} inputs"
+        if i > 0:
+            per_unit = want[1] // key.shapes[i - 1][0]  # values per previous unit (1, or a map)
+            if got[1] != shapes[i - 1][0] * per_unit:
+                return (f"layer `{name}` reads {got[1]} inputs, not the {shapes[i - 1][0]} units × "
+                        f"{per_unit} of the suspect's previous layer `{key.layers[i - 1]}`")
+    return None
 
 
 def derive_bits(seed: int, count: int) -> tuple[int, ...]:
@@ -107,7 +147,7 @@ class Key:
     layers: tuple[str, ...]  # host parameter names, in host-vector order
     shapes: tuple[tuple[int, ...], ...]  # their shapes, one per layer
     lam: float  # λ used by `regularizer`
-    host: str = "mean"  # the host-vector rule: "mean" (host.py) or "invariant" (align.py)
+    host: str = "mean"  # the host-vector rule: "mean" (host.py), "invariant" or "moments" (align.py)
 
     def __post_init__(self) -> None:
         _check_key(self)
@@ -117,7 +157,7 @@ class Key:
     @property
     def host_size(self) -> int:
         """M, the length of the host vector."""
-        return sum(host_len(s) for s in self.shapes)
+        return host_size(self.host, self.shapes)
 
     def to_bytes(self) -> bytes:
         """The key as a deterministic safetensors blob (see verifier.keyfile)."""
@@ -223,12 +263,29 @@ def _resolve_layers(params: Params, model: nn.Module | Mapping[str, torch.Tensor
     if not layers:
         raise UchidaError("the model has no weight of dim >= 2 to carry bits; name the host "
                           "layers in Params(layers=...)")
-    _check_shapes(layers, shapes, params.bits)
+    _check_shapes(layers, shapes, params.bits, params.host)
     _check_host(params.host, layers, shapes)
     return layers, shapes
 
 
-def _check_shapes(layers: tuple[str, ...], shapes: tuple[tuple[int, ...], ...], t: int) -> None:
+def host_size(host: str, shapes: tuple[tuple[int, ...], ...]) -> int:
+    """M, the host vector's length under a host rule for layers of these shapes.
+
+    "mean" and "invariant": Σ_l fan-in_l (one value per input of each layer). "moments": the
+    upper triangles of the second-moment matrices of every layer's unit descriptors but the
+    last layer's, Σ_{l<L} (h_l + 1)(h_l + 2)/2 with h_l = fan-in_l (`align.moment_host`).
+
+    Example:
+        >>> host_size("mean", ((96, 64), (10, 96))), host_size("moments", ((96, 64), (10, 96)))
+        (160, 2145)
+    """
+    if host == "moments":
+        return sum((host_len(s) + 1) * (host_len(s) + 2) // 2 for s in shapes[:-1])
+    return sum(host_len(s) for s in shapes)
+
+
+def _check_shapes(layers: tuple[str, ...], shapes: tuple[tuple[int, ...], ...], t: int,
+                  host: str = "mean") -> None:
     """Raise UchidaError unless the layers are distinct weights of dim >= 2 that carry T bits."""
     if len(layers) != len(shapes):
         raise UchidaError(f"{len(layers)} layers but {len(shapes)} shapes")
@@ -238,7 +295,10 @@ def _check_shapes(layers: tuple[str, ...], shapes: tuple[tuple[int, ...], ...], 
         if len(shape) < 2 or min(shape) < 1:
             raise UchidaError(f"layer `{name}` has shape {shape}; a host layer must be a weight "
                               "of dim >= 2 (Linear or Conv), not a bias or a norm scale")
-    m = sum(host_len(s) for s in shapes)
+    if host == "moments" and len(shapes) < 2:
+        raise UchidaError(f"host \"moments\" reads the descriptors of every layer but the last, "
+                          f"so it needs a chain of >= 2 layers; received {', '.join(layers)}")
+    m = host_size(host, shapes)
     cap = layout(m)[2]
     if t > cap:
         raise CapacityError(f"{t} bits do not fit a host vector of {m} values "
@@ -247,7 +307,8 @@ def _check_shapes(layers: tuple[str, ...], shapes: tuple[tuple[int, ...], ...], 
 
 
 def _check_host(host: str, layers: tuple[str, ...], shapes: tuple[tuple[int, ...], ...]) -> None:
-    """Raise UchidaError unless `host` is known and, for "invariant", the layers form a chain.
+    """Raise UchidaError unless `host` is known and, for "invariant" and "moments", the layers
+    form a chain.
 
     A chain: each layer's inputs are the previous layer's outputs. Conv or Linear after a
     layer of `out` units takes `out` input channels (shape[1] == out); a Linear layer after a
@@ -256,7 +317,7 @@ def _check_host(host: str, layers: tuple[str, ...], shapes: tuple[tuple[int, ...
     """
     if host not in HOSTS:
         raise UchidaError(f"host must be one of {', '.join(HOSTS)}, received {host!r}")
-    if host != "invariant":
+    if host not in CANONICAL:
         return
     for i in range(len(layers) - 1):
         (a, sa), (b, sb) = (layers[i], shapes[i]), (layers[i + 1], shapes[i + 1])
@@ -276,7 +337,7 @@ def _check_key_fields(seed: int, bits: tuple[int, ...], layers: tuple[str, ...],
         raise UchidaError(f"seed must be an integer in [0, 2^63), received {seed}")
     if not bits or any(b not in (0, 1) for b in bits):
         raise UchidaError("bits must be a non-empty sequence of 0s and 1s")
-    _check_shapes(layers, shapes, len(bits))
+    _check_shapes(layers, shapes, len(bits), host)
     _check_host(host, layers, shapes)
 
 
