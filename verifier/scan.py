@@ -10,7 +10,9 @@ as not applicable. Rules:
   `test` answer "not applicable" (never a p-value), so leaving it untested loses no evidence.
 - White-box keys need weights; `uchida` keys also need a tensor of each host layer's shape.
   Shapes, never names, select candidates: a renamed layer is still a candidate (its scheme
-  decides by name or content), so a rename cannot hide a model from a scan.
+  decides by name or content), so a rename cannot hide a model from a scan. An `uchida` key
+  on a canonical host ("invariant", "moments") needs weights only: its test accepts hidden
+  layers of other widths (dummy units added or merged), so no shape may rule a suspect out.
 - Black-box keys need a predict function; a key usable either way needs nothing.
 - `test_batch` tests K keys of one scheme against one loaded suspect and returns exactly what
   K calls of the scheme's `test` would (`uchida` shares the host vector and the matmul).
@@ -35,6 +37,7 @@ from verifier.suspect import Suspect
 
 WEIGHTS, PREDICT, ANY = "weights", "predict", "any"  # Requirement.access
 _SHAPED = ("uchida",)  # schemes whose public params list host shapes that must all be present
+_ANY_WIDTH = ("invariant", "moments")  # uchida host rules that read hidden layers of any width
 
 Outcome = TestResult | Exception  # an exception: that key's test raised (an error row)
 
@@ -113,7 +116,7 @@ def requirement(scheme: str, public_params: Mapping[str, Any]) -> Requirement:
         return Requirement(PREDICT)
     if access != "white-box":
         return Requirement(ANY)
-    if scheme not in _SHAPED:
+    if scheme not in _SHAPED or public_params.get("host") in _ANY_WIDTH:
         return Requirement(WEIGHTS)
     try:
         shapes = tuple(tuple(int(d) for d in s) for s in public_params["shapes"])

@@ -121,3 +121,21 @@ def test_access_decides_for_keys_without_shapes() -> None:
     assert scan.satisfies(weights_only, scan.Requirement("weights"))
     assert scan.satisfies(endpoint, scan.Requirement("any"))
     assert weights_only.to_dict() == {"weights": True, "predict": False, "shapes": ["2x2"]}
+
+
+def test_a_canonical_host_key_keeps_a_dummy_widened_copy_a_candidate() -> None:
+    from verifier.evaluation import attacks
+
+    torch.manual_seed(0)
+    model = toy.MLP()
+    k = uchida.generate_key(Params(bits=64, host="invariant"), seed=3, model=model)
+    r = scan.requirement("uchida", k.public_params())
+    assert r == scan.Requirement("weights")  # no shape: hidden widths may change for free
+    widened = attacks.dummy_neurons(model, 0.5)
+    assert widened.fc2.weight.shape != model.fc2.weight.shape
+    assert scan.satisfies(scan.profile(Suspect.from_module(widened)), r)
+    assert uchida.test(Suspect.from_module(widened), k).statistic == uchida.test(
+        Suspect.from_module(model), k).statistic  # the test reads the copy as the original
+    mean = uchida.generate_key(Params(bits=64), seed=3, model=model)  # the plain host still
+    assert not scan.satisfies(scan.profile(Suspect.from_module(widened)),  # needs its shapes
+                              scan.requirement("uchida", mean.public_params()))
