@@ -246,6 +246,27 @@ def test_it_refuses_to_embed_without_data(trained, key) -> None:
         trigger_set.embed(copy.deepcopy(trained), key)
 
 
+@pytest.mark.parametrize("setting", [{"distill": -1.0}, {"recovery_epochs": -1},
+                                     {"recovery_lr": 0.0}, {"aware_weight": -0.5}])
+def test_it_refuses_a_negative_distill_recovery_or_aware_weight(trained, key, split, setting) -> None:
+    name = next(iter(setting))
+    with pytest.raises(TriggerSetError, match=f"{name}={setting[name]}.*need distill >= 0"):
+        trigger_set.embed(copy.deepcopy(trained), key,
+                          toy.batches(split.x_train, split.y_train, seed=0), **setting)
+
+
+def test_its_logit_matching_holds_the_marked_model_to_its_unmarked_self(trained, noise_key,
+                                                                         split) -> None:
+    def drift(**kwargs: float) -> float:
+        marked = trigger_set.embed(copy.deepcopy(trained), noise_key,
+                                   toy.batches(split.x_train, split.y_train, seed=0),
+                                   epochs_per_layer=1, final_epochs=2, **kwargs)
+        with torch.no_grad():
+            return float(((marked(split.x_train) - trained(split.x_train)) ** 2).mean())
+
+    assert drift(distill=1.0) < 0.5 * drift()
+
+
 def test_it_refuses_the_key_of_another_scheme(key) -> None:
     blob = keyfile.dump("uchida", {"labels": key.labels}, {})
     with pytest.raises(keyfile.KeyFormatError, match="expected `trigger_set`"):

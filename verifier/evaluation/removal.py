@@ -317,7 +317,7 @@ def _keyed_noise(split: toy.Split, epochs: int, quick: bool, make: Callable[[], 
     params = ts.Params(variant=ts.KEYED_NOISE)
     key = ts.generate_key(params, seed=100, model=model)
     ts.embed(model, key, toy.batches(split.x_train, split.y_train, seed=0),
-             aware_epochs=2 if quick else 20, **embed_kwargs)
+             aware_epochs=2 if quick else 30, recovery_epochs=1 if quick else 5, **embed_kwargs)
 
     def test(m: nn.Module) -> TestResult:
         return ts.test(Suspect.from_predict(attacks.served(m)), key)
@@ -406,11 +406,12 @@ _TARGETS: dict[str, Callable[[toy.Split, int, bool], _Target]] = {
     "trigger_set": _trigger_set,
     "trigger_set-noise": lambda split, epochs, quick: _keyed_noise(
         split, epochs, quick, toy.MLP, "MLP 64-96-96-10 on digits, keyed-noise triggers, "
-        "weight-noise (10 epochs) and fine-tune-aware (20 epochs, 15 steps, 32 decoys) phases",
-        robust_epochs=10, aware_steps=15, aware_decoys=32),
+        "weight-noise (10 epochs), fine-tune-aware (30 epochs, 15 steps, 32 decoys, logit "
+        "matching 0.5) and recovery (5 epochs) phases",
+        robust_epochs=10, aware_steps=15, aware_decoys=32, distill=0.5),
     "trigger_set-cnn": lambda split, epochs, quick: _keyed_noise(
         split, epochs, quick, toy.CNN, "CNN (2 conv + 2 dense) on digits, keyed-noise triggers, "
-        "fine-tune-aware phase (20 epochs)"),
+        "fine-tune-aware (30 epochs) and recovery (5 epochs) phases"),
     "seal": _seal,
     "lsb": _lsb, "output_signature": _output_signature,
 }

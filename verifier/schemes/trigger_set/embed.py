@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -16,7 +17,8 @@ def embed(model: nn.Module, key: Key, data: Iterable[tuple[torch.Tensor, torch.T
           extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
           robust_epochs: int = 0, weight_noise: float = 0.5, robust_lr: float = 1e-3,
           aware_epochs: int = 0, aware_steps: int = 5, aware_lr: float = 1e-2,
-          aware_decoys: int = 0) -> nn.Module:
+          aware_decoys: int = 0, aware_weight: float = 0.5, distill: float = 0.0,
+          recovery_epochs: int = 0, recovery_lr: float = 3e-4) -> nn.Module:
     """Mark every layer: fine-tune one layer at a time on clean batches mixed with triggers.
 
     Phases: for each module that owns parameters (in registration order), train only that
@@ -31,7 +33,14 @@ def embed(model: nn.Module, key: Key, data: Iterable[tuple[torch.Tensor, torch.T
     loss's gradient the triggers' gradient taken at the weights a simulated thief reaches
     after `aware_steps` fresh-Adam steps (signed steps of size `aware_lr`, the size of Adam's
     first steps) on other clean batches (first-order, as in first-order MAML), so the labels
-    stay where a small-data, high-learning-rate fine-tune moves the weights (issue 11).
+    stay where a small-data, high-learning-rate fine-tune moves the weights (issue 11); then,
+    if `recovery_epochs` > 0, that many passes like the final ones at the low rate
+    `recovery_lr`, which give back most of the accuracy the earlier phases cost (issue 11:
+    measured per seed in docs/schemes-uchida-trigger-set.md). With `distill` > 0 every phase
+    also adds `distill` × the mean squared difference between the model's logits on each
+    clean batch and the logits the model gave that batch before embedding (logit matching
+    against its own unmarked self), which holds the marked model to the clean one on data.
+    None of this touches the key: the labels and keyed-noise inputs still come from the seed.
 
     Args:
         data: clean (inputs, labels) batches; replayed for every phase (a one-shot iterator is
@@ -51,9 +60,14 @@ def embed(model: nn.Module, key: Key, data: Iterable[tuple[torch.Tensor, torch.T
         aware_lr: the simulated thief's step size (its Adam learning rate).
         aware_decoys: uniform-noise inputs with random labels added to each of the simulated
             thief's batches (a thief embedding their own keyed-noise triggers); 0: none.
+        aware_weight: weight of the triggers' loss at the simulated thief's weights.
+        distill: weight of the logit-matching loss on clean batches in every phase (0: none).
+        recovery_epochs: passes of the low-rate recovery phase at the end (0: none).
+        recovery_lr: Adam learning rate of that phase.
 
     Returns:
-        The same model, marked, in eval mode. Raises TriggerSetError without data.
+        The same model, marked, in eval mode. Raises TriggerSetError without data, or with a
+        negative `distill`, `recovery_epochs` or `aware_weight`, or `recovery_lr` <= 0.
 
     Example:
         >>> from verifier import toy
@@ -66,44 +80,78 @@ def embed(model: nn.Module, key: Key, data: Iterable[tuple[torch.Tensor, torch.T
     """
     if data is None:
         raise TriggerSetError("trigger_set trains its triggers in: pass data=<clean batches>")
-    batches = list(data) if iter(data) is data else data
+    if distill < 0 or recovery_epochs < 0 or aware_weight < 0 or not recovery_lr > 0:
+        raise TriggerSetError(f"received distill={distill}, recovery_epochs={recovery_epochs}, "
+                              f"aware_weight={aware_weight}, recovery_lr={recovery_lr}: need "
+                              "distill >= 0, recovery_epochs >= 0, aware_weight >= 0 and "
+                              "recovery_lr > 0 (distill=0 and recovery_epochs=0 turn those off)")
+    batches = list(data)
+    anchor = _Anchor.of(model, batches, distill)
     layers = [m for m in model.modules() if any(True for _ in m.parameters(recurse=False))]
     g = torch.Generator().manual_seed(seed)
     for layer in layers:
         for _ in _passes(model, list(layer.parameters(recurse=False)), batches, key, epochs_per_layer,
-                         lr, triggers_per_batch, g, extra_loss):
+                         lr, triggers_per_batch, g, extra_loss, anchor):
             pass
     for _ in _passes(model, list(model.parameters()), batches, key, final_epochs, lr,
-                     triggers_per_batch, g, extra_loss):
+                     triggers_per_batch, g, extra_loss, anchor):
         with torch.no_grad():
             learned = bool((model(key.triggers).argmax(dim=1) == key.labels).all())
         if learned:
             break
     if robust_epochs > 0:
         _robust_passes(model, batches, key, robust_epochs, robust_lr, triggers_per_batch,
-                       weight_noise, g, extra_loss)
+                       weight_noise, g, extra_loss, anchor)
     if aware_epochs > 0:
-        _aware_passes(model, list(batches), key, aware_epochs, robust_lr, triggers_per_batch,
-                      aware_steps, aware_lr, g, extra_loss, aware_decoys)
+        _aware_passes(model, batches, key, aware_epochs, robust_lr, triggers_per_batch,
+                      aware_steps, aware_lr, g, extra_loss, aware_decoys, aware_weight, anchor)
+    for _ in _passes(model, list(model.parameters()), batches, key, recovery_epochs, recovery_lr,
+                     triggers_per_batch, g, extra_loss, anchor):
+        pass
     model.eval()
     return model
 
 
+@dataclass(frozen=True)
+class _Anchor:
+    """The model's own logits on each clean batch before embedding, to hold it to them."""
+
+    weight: float  # distill: weight of the mean squared logit difference
+    logits: list[torch.Tensor]  # one (B, C) tensor per clean batch, in batch order
+
+    @staticmethod
+    @torch.no_grad()
+    def of(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
+           weight: float) -> _Anchor:
+        was_training = model.training
+        model.eval()
+        logits = [model(xb).detach() for xb, _ in batches] if weight > 0 else []
+        model.train(was_training)
+        return _Anchor(weight, logits)
+
+    def loss(self, i: int, out: torch.Tensor) -> torch.Tensor:
+        """distill × mean((out − logits before)²) on batch i's clean rows `out` (B, C)."""
+        if not self.logits:
+            return out.new_zeros(())
+        return self.weight * nn.functional.mse_loss(out, self.logits[i])
 
 
-def _passes(model: nn.Module, params: list[nn.Parameter], batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+def _passes(model: nn.Module, params: list[nn.Parameter],
+            batches: list[tuple[torch.Tensor, torch.Tensor]],
             key: Key, epochs: int, lr: float, per_batch: int, g: torch.Generator,
-            extra_loss: Callable[[nn.Module], torch.Tensor] | None) -> Iterator[int]:
+            extra_loss: Callable[[nn.Module], torch.Tensor] | None,
+            anchor: _Anchor) -> Iterator[int]:
     """Train `params` (only) for `epochs` passes, each batch with triggers appended; yields
     after each pass (in eval mode, so the caller may stop early)."""
     opt = torch.optim.Adam(params, lr=lr)
     for epoch in range(epochs):
         model.train()
-        for xb, yb in batches:
+        for i, (xb, yb) in enumerate(batches):
             pick = torch.randint(0, key.n, (min(per_batch, key.n),), generator=g)
             x = torch.cat([xb, key.triggers[pick].reshape(-1, *xb.shape[1:])])
             y = torch.cat([yb, key.labels[pick]])
-            loss = nn.functional.cross_entropy(model(x), y)
+            out = model(x)
+            loss = nn.functional.cross_entropy(out, y) + anchor.loss(i, out[:len(yb)])
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
             model.zero_grad(set_to_none=True)
@@ -113,18 +161,20 @@ def _passes(model: nn.Module, params: list[nn.Parameter], batches: Iterable[tupl
         yield epoch
 
 
-def _robust_passes(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], key: Key,
+def _robust_passes(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], key: Key,
                    epochs: int, lr: float, per_batch: int, sigma: float, g: torch.Generator,
-                   extra_loss: Callable[[nn.Module], torch.Tensor] | None) -> None:
+                   extra_loss: Callable[[nn.Module], torch.Tensor] | None,
+                   anchor: _Anchor) -> None:
     """Clean loss at the weights, triggers' loss at noisy weights; one Adam step on both."""
     params = list(model.parameters())
     opt = torch.optim.Adam(params, lr=lr)
     for _ in range(epochs):
         model.train()
-        for xb, yb in batches:
+        for i, (xb, yb) in enumerate(batches):
             pick = torch.randint(0, key.n, (min(per_batch, key.n),), generator=g)
             model.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(model(xb), yb)
+            out = model(xb)
+            loss = nn.functional.cross_entropy(out, yb) + anchor.loss(i, out)
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
             loss.backward()
@@ -147,7 +197,7 @@ def _aware_passes(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tens
                   epochs: int, lr: float, per_batch: int, steps: int, thief_lr: float,
                   g: torch.Generator,
                   extra_loss: Callable[[nn.Module], torch.Tensor] | None,
-                  decoys: int = 0) -> None:
+                  decoys: int, weight: float, anchor: _Anchor) -> None:
     """Mixed loss at the weights plus the triggers' loss after a simulated fine-tune.
 
     The thief is simulated per step on a detached copy of the weights: `steps` signed
@@ -165,8 +215,9 @@ def _aware_passes(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tens
             pick = torch.randint(0, key.n, (min(per_batch, key.n),), generator=g)
             triggers = key.triggers[pick].reshape(-1, *xb.shape[1:])
             model.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(model(torch.cat([xb, triggers])),
-                                               torch.cat([yb, key.labels[pick]]))
+            out = model(torch.cat([xb, triggers]))
+            loss = nn.functional.cross_entropy(out, torch.cat([yb, key.labels[pick]])) \
+                + anchor.loss(i, out[:len(yb)])
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
             loss.backward()
@@ -183,9 +234,8 @@ def _aware_passes(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tens
                 with torch.no_grad():
                     fast = {k: (v - thief_lr * gk.sign()).requires_grad_(True)
                             for (k, v), gk in zip(fast.items(), grads, strict=True)}
-            # half the triggers' loss (measured on the digits MLP and CNN, issue 11)
             grads = torch.autograd.grad(
-                0.5 * nn.functional.cross_entropy(functional_call(model, fast, (triggers,)),
+                weight * nn.functional.cross_entropy(functional_call(model, fast, (triggers,)),
                                                      key.labels[pick]),
                 list(fast.values()))
             with torch.no_grad():
