@@ -24,8 +24,8 @@ import torch
 
 from verifier.result import NULL_CONSERVATIVE, NULL_EXACT, TestResult
 from verifier.schemes._layout import View, views
-from verifier.schemes.seal.align import MIN_MATCH, Aligned, align_rows, unit_match
-from verifier.schemes.seal.base import base_for
+from verifier.schemes.seal.align import MIN_MATCH, Aligned, align_chain, align_rows, unit_match
+from verifier.schemes.seal.base import base_for, base_model_weights
 from verifier.schemes.seal.key import NAME, Key, check_shapes
 from verifier.schemes.seal.material import projections, secret_bits
 from verifier.stats import log10_binom_sf
@@ -104,6 +104,10 @@ def suspect_updates(weights: Mapping[str, torch.Tensor], key: Key
     base_reason = ""
     prev: tuple[torch.Tensor, torch.Tensor] | None = None  # previous target's moved units
     used: set[str] = set()  # suspect tensors already read as a target
+    chain: dict[str, Aligned] | None = None  # targets aligned through the base's whole chain
+    full = base_model_weights(key.base_digest)
+    if full is not None:
+        chain = align_chain(weights, full, key.targets, key.r)
     for t in key.targets:
         d, k = key.shapes[t]
         w: torch.Tensor | None = None
@@ -148,7 +152,10 @@ def suspect_updates(weights: Mapping[str, torch.Tensor], key: Key
                 used.add(found_view.tensor)
                 notes.append(f"`{t}`: {why}; read from `{found_view.source}`, the tensor of its "
                              "shape whose units match the base's best")
-            al = _aligned(w, w_base, key.r, prev)
+            if chain is not None and name == f"{t}.weight" and t in chain:
+                al = chain[t]
+            else:
+                al = _aligned(w, w_base, key.r, prev)
             prev = (al.perm, al.scale) if al.moved else None
             if al.moved:
                 w = al.weight.float()
