@@ -82,17 +82,20 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     return x / (x.norm(dim=1, keepdim=True) + _EPS)
 
 
-def _match_rows(w: torch.Tensor, base: torch.Tensor, space: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, float]:
+def _match_rows(w: torch.Tensor, base: torch.Tensor, space: torch.Tensor | None = None,
+                signed: bool = False) -> tuple[torch.Tensor, float]:
     """perm with w[perm[i]] the suspect row matched to base row i, one to one (optimal
     assignment of |cosine|), and the mean |cosine| of the matched pairs.
 
     `space` (q, k), orthonormal rows: compare the rows outside that subspace only (the
-    update's row space, where a merged row differs from its base row).
+    update's row space, where a merged row differs from its base row). `signed`: compare by
+    cosine, not |cosine| (units of a ReLU chain: a positive rescaling never flips a row).
     """
     if space is not None:
         w, base = w - (w @ space.T) @ space, base - (base @ space.T) @ space
-    sim = (_unit(base) @ _unit(w).T).abs()  # (d, d); abs: a sign flip of a row would still be the same unit
+    sim = _unit(base) @ _unit(w).T  # (d, d)
+    if not signed:  # abs: in attention a sign flip of a query and its key is the same unit
+        sim = sim.abs()
     perm = _assign(sim)
     return perm, float(sim[torch.arange(sim.shape[0]), perm].mean())
 
@@ -156,22 +159,22 @@ def _refine(w: torch.Tensor, base: torch.Tensor, rank: int, perm: torch.Tensor,
     A merged row is base row + a row of ΔW, and ΔW has rank ≤ r, so outside ΔW's row space the
     suspect's rows are exact (scaled) copies of the base's. Even when ΔW is larger than W_base
     (an adapter that carries the whole task), most rows of a first matching are right: V is
-    fitted on the better-fitting half of the rows, then on every row within 10× the median
-    residual, and the rows are matched again outside V, until the matching stops changing.
-    The residual returned is the median relative residual outside V (rows of a right matching
-    of a clean copy: ~1e-6).
+    fitted on the better-fitting half of the rows (a robust fit: mismatched rows, even two
+    swapped rows that explain each other, stay out of it), and the rows are matched again
+    outside V, until the matching stops changing. The residual returned is the mean relative
+    residual outside V (a right matching of a clean copy: ~1e-7; a mismatched row adds ~1/d).
     """
     use: torch.Tensor | None = None
     e = torch.zeros(0)
-    for rnd in range(_ROUNDS):
+    for _ in range(_ROUNDS):
         a, v, e = _fit(w[perm], base, rank, use, bias)
-        use = e <= (e.median() if rnd == 0 else 10 * e.median().clamp_min(1e-9))
+        use = e <= e.median()  # V from the better-fitting half: a robust fit
         a, v, e = _fit(w[perm], base, rank, use, bias)
-        new, _ = _match_rows(w, base, v)
+        new, _ = _match_rows(w, base, v, signed=bias)
         if torch.equal(new, perm):
             break
         perm = new
-    return perm, float(e.median()) if e.numel() else 0.0
+    return perm, float(e.mean()) if e.numel() else 0.0
 
 
 def align_rows(w: torch.Tensor, base: torch.Tensor, rank: int,
@@ -224,14 +227,14 @@ def _align(w: torch.Tensor, base: torch.Tensor, rank: int, bias: bool) -> Aligne
         return Aligned(weight=w, perm=identity, scale=ones, match=plain)  # a plain copy
     keep = ~((w == 0) & (base != 0))  # pruned entries carry no information about the units
     w0, b0 = torch.where(keep, w, 0.0), torch.where(keep, base, 0.0)
-    first, _ = _match_rows(w0, b0)
+    first, _ = _match_rows(w0, b0, signed=bias)
     perm, resid = _refine(w0, b0, rank, identity, bias)
     if not torch.equal(first, identity):
         other, other_resid = _refine(w0, b0, rank, first, bias)
         if other_resid < resid * (1 - 1e-3):
             perm, resid = other, other_resid
     a, v, e = _fit(w0[perm], b0, rank, bias=bias)
-    a, v, e = _fit(w0[perm], b0, rank, e <= 10 * e.median().clamp_min(1e-9), bias)
+    a, v, e = _fit(w0[perm], b0, rank, e <= e.median(), bias)
     # how well the matched pairs agree outside V (1 for a copy of the base's units)
     sim = (_unit(b0 - (b0 @ v.T) @ v) * _unit(w0[perm] - (w0[perm] @ v.T) @ v)).sum(dim=1).abs()
     match = float(sim.mean())
@@ -273,7 +276,7 @@ def unit_match(w: torch.Tensor, base: torch.Tensor, col_perm: torch.Tensor | Non
 def _copy_rows(w: torch.Tensor, base: torch.Tensor) -> Aligned:
     """A layer the adapter does not touch: rows matched to the base's by an optimal assignment
     of |cosine| (the suspect's order kept when it is as good), scales by least squares."""
-    perm, match = _match_rows(w, base)
+    perm, match = _match_rows(w, base, signed=True)
     identity = torch.arange(w.shape[0])
     plain = float(_cosines(w, base).mean())
     if plain >= match - 1e-9:
