@@ -234,7 +234,8 @@ def _align(w: torch.Tensor, base: torch.Tensor, rank: int, bias: bool) -> Aligne
         if other_resid < resid * (1 - 1e-3):
             perm, resid = other, other_resid
     a, v, e = _fit(w0[perm], b0, rank, bias=bias)
-    a, v, e = _fit(w0[perm], b0, rank, e <= e.median(), bias)
+    a, v, e = _fit(w0[perm], b0, rank, e <= e.median(), bias)  # robust residuals, then
+    a, v, e = _fit(w0[perm], b0, rank, e <= 10 * e.median().clamp_min(1e-9), bias)  # every row that fits
     # how well the matched pairs agree outside V (1 for a copy of the base's units)
     sim = (_unit(b0 - (b0 @ v.T) @ v) * _unit(w0[perm] - (w0[perm] @ v.T) @ v)).sum(dim=1).abs()
     match = float(sim.mean())
