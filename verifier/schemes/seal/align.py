@@ -228,14 +228,19 @@ def _align(w: torch.Tensor, base: torch.Tensor, rank: int, bias: bool) -> Aligne
     keep = ~((w == 0) & (base != 0))  # pruned entries carry no information about the units
     w0, b0 = torch.where(keep, w, 0.0), torch.where(keep, base, 0.0)
     first, _ = _match_rows(w0, b0, signed=bias)
-    perm, resid = _refine(w0, b0, rank, identity, bias)
-    if not torch.equal(first, identity):
-        other, other_resid = _refine(w0, b0, rank, first, bias)
-        if other_resid < resid * (1 - 1e-3):
-            perm, resid = other, other_resid
+    fast = torch.equal(first, identity) and plain >= _KEEP_ORDER
+    if fast:
+        perm = identity  # unpermuted, ΔW small next to W_base: only the scales to fit (cheap)
+    else:
+        perm, resid = _refine(w0, b0, rank, identity, bias)
+        if not torch.equal(first, identity):
+            other, other_resid = _refine(w0, b0, rank, first, bias)
+            if other_resid < resid * (1 - 1e-3):
+                perm, resid = other, other_resid
     a, v, e = _fit(w0[perm], b0, rank, bias=bias)
-    a, v, e = _fit(w0[perm], b0, rank, e <= e.median(), bias)  # robust residuals, then
-    a, v, e = _fit(w0[perm], b0, rank, e <= 10 * e.median().clamp_min(1e-9), bias)  # every row that fits
+    if not fast:
+        a, v, e = _fit(w0[perm], b0, rank, e <= e.median(), bias)  # robust residuals, then
+        a, v, e = _fit(w0[perm], b0, rank, e <= 10 * e.median().clamp_min(1e-9), bias)  # rows that fit
     # how well the matched pairs agree outside V (1 for a copy of the base's units)
     sim = (_unit(b0 - (b0 @ v.T) @ v) * _unit(w0[perm] - (w0[perm] @ v.T) @ v)).sum(dim=1).abs()
     match = float(sim.mean())
