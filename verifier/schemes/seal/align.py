@@ -43,7 +43,7 @@ _FOLDS = 8  # held-out folds for the residuals of rows whose scale the bias give
 _ROUNDS = 8  # rematchings outside the fitted update's row space (a permuted copy settles in 2–4)
 _KEEP_ORDER = 0.98  # mean |cosine| with the base row of the same index above this: not permuted
 MIN_MATCH = 0.5  # mean |cosine| of matched rows below this: not a copy of the base's units
-_SURE = 0.9  # moved only if the matched rows agree this well outside V (a permuted copy: ~1)
+SURE_MATCH = 0.9  # moved only if the matched rows agree this well outside V (a permuted copy: ~1)
 _PLAIN = 0.05  # unpermuted and every row/column norm within 5 % of the base's: not rescaled
 MOVED = 1e-3  # |log scale| above this: the unit was rescaled (a fine-tuned copy stays below)
 _EPS = 1e-12
@@ -261,10 +261,10 @@ def _align(w: torch.Tensor, base: torch.Tensor, rank: int, bias: bool) -> Aligne
     # the suspect's own order and scale unless the alignment makes the update clearly closer to
     # rank r: a noisy, quantized or fine-tuned copy is left alone, not "aligned" into noise
     # (and with d ≤ 2r rows, every choice fits: the outputs of a last layer, say); a copy
-    # whose rows match below `_SURE` outside V (90 % of its weights pruned) is left alone too
-    if 2 * rank >= d or match < _SURE or not (_residual(w0[perm], b0, rank, a)
+    # whose rows match below `SURE_MATCH` outside V (90 % of its weights pruned) is left alone too
+    if 2 * rank >= d or match < SURE_MATCH or not (_residual(w0[perm], b0, rank, a)
                              < 0.5 * _residual(w0, b0, rank, ones)):
-        return Aligned(weight=w, perm=identity, scale=ones, match=plain)
+        return Aligned(weight=w, perm=identity, scale=ones, match=match)
     return Aligned(weight=a[:, None] * w[perm], perm=perm, scale=a, match=match)
 
 

@@ -24,7 +24,14 @@ import torch
 
 from verifier.result import NULL_CONSERVATIVE, NULL_EXACT, TestResult
 from verifier.schemes._layout import View, views
-from verifier.schemes.seal.align import MIN_MATCH, Aligned, align_chain, align_rows, unit_match
+from verifier.schemes.seal.align import (
+    MIN_MATCH,
+    SURE_MATCH,
+    Aligned,
+    align_chain,
+    align_rows,
+    unit_match,
+)
 from verifier.schemes.seal.base import base_for, base_model_weights
 from verifier.schemes.seal.key import NAME, Key, check_shapes
 from verifier.schemes.seal.material import projections, secret_bits
@@ -143,7 +150,7 @@ def suspect_updates(weights: Mapping[str, torch.Tensor], key: Key
                 continue
             w_base = base[t]
             if w is None:  # renamed, transposed or fused: find it by content against the base
-                found_view = _by_content(weights, w_base, used, prev)
+                found_view = _by_content(weights, w_base, used, prev, key.r)
                 if found_view is None:
                     notes.append(f"`{t}`: {why}, and no tensor of a compatible shape matches the "
                                  "base's units; skipped")
@@ -170,7 +177,7 @@ def suspect_updates(weights: Mapping[str, torch.Tensor], key: Key
 
 
 def _by_content(weights: Mapping[str, torch.Tensor], w_base: torch.Tensor, used: set[str],
-                prev: tuple[torch.Tensor, torch.Tensor] | None) -> View | None:
+                prev: tuple[torch.Tensor, torch.Tensor] | None, rank: int) -> View | None:
     """The suspect tensor (renamed, transposed or a fused block) whose units match the base best.
 
     Candidates are `_layout.views` of the target's shape not already read as another target;
@@ -188,7 +195,18 @@ def _by_content(weights: Mapping[str, torch.Tensor], w_base: torch.Tensor, used:
             score = max(score, unit_match(view.weight, w_base, prev[0], prev[1]))
         if best is None or score > best[0]:
             best = (score, view)
-    return best[1] if best is not None and best[0] >= MIN_MATCH else None
+    if best is not None and best[0] >= MIN_MATCH:
+        return best[1]
+    # An update larger than the base (an adapter that carries the task) hides the units from
+    # plain cosines; the low-rank alignment still sees them: outside the update's row space a
+    # copy's rows match the base's at ~1 (`SURE_MATCH`), an unrelated tensor's far below.
+    sure: tuple[float, View] | None = None
+    for view in views(weights, tuple(w_base.shape)):
+        if view.tensor not in used:
+            score = align_rows(view.weight, w_base, rank).match
+            if score >= SURE_MATCH and (sure is None or score > sure[0]):
+                sure = (score, view)
+    return sure[1] if sure is not None else None
 
 
 def _aligned(w: torch.Tensor, w_base: torch.Tensor, rank: int,
