@@ -1,7 +1,7 @@
 """The removal suite: `hallmark evaluate --schemes removal` (issue 11, item 6).
 
-Every scheme's mark on the digits MLP (uchida and trigger_set also on the CNN) is attacked the way a thief would, each attack swept over
-its strength, and each point records the test's log10 p on the attacked copy and the
+Every scheme's mark on the digits MLP (uchida, trigger_set and seal also on the CNN) is
+attacked the way a thief would, each attack swept over its strength, and each point records the test's log10 p on the attacked copy and the
 attacker's test accuracy. The result is the "removal" section of docs/quality.json; the report
 renders it as a table per scheme and as robustness curves (`verifier.evaluation.curves`,
 docs/curves/<scheme>.svg).
@@ -41,8 +41,8 @@ from verifier.evaluation import DETECT_LOG10, attacks, step
 from verifier.result import TestResult
 from verifier.suspect import Suspect
 
-# What the suite attacks, by target id: each scheme's mark on the digits MLP; uchida also on the
-# CNN; trigger_set also with keyed-noise triggers and the fine-tune-aware phase on MLP and CNN.
+# What the suite attacks, by target id: each scheme's mark on the digits MLP; uchida and seal also
+# on the CNN; trigger_set also with keyed-noise triggers and the fine-tune-aware phase on MLP and CNN.
 TARGETS = ("uchida", "uchida-cnn", "trigger_set", "trigger_set-noise", "trigger_set-cnn", "seal",
            "seal-cnn", "lsb", "output_signature")
 
