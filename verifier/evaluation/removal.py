@@ -1,10 +1,10 @@
 """The removal suite: `hallmark evaluate --schemes removal` (issue 11, item 6).
 
 Every scheme's mark on the digits MLP (uchida, trigger_set and seal also on the CNN) is
-attacked the way a thief would, each attack swept over its strength, and each point records
-the test's log10 p on the attacked copy and the attacker's test accuracy. The result is the "removal" section of docs/quality.json; the report
-renders it as a table per scheme and as robustness curves (`verifier.evaluation.curves`,
-docs/curves/<scheme>.svg).
+attacked the way a thief would, each attack swept over its strength, and each point records the
+test's log10 p on the attacked copy and the attacker's test accuracy. The result is the
+"removal" section of docs/quality.json; the report renders it as a table per scheme and as
+robustness curves (`verifier.evaluation.curves`, docs/curves/<scheme>.svg).
 
 Attacks (ATTACKS; strength in brackets):
 - finetune [epochs], full training set, fresh Adam lr 1e-3;
