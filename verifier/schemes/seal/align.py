@@ -235,11 +235,11 @@ def _align(w: torch.Tensor, base: torch.Tensor, rank: int, bias: bool) -> Aligne
     ratio = torch.cat([base.norm(dim=1) / (w.norm(dim=1) + _EPS),
                        base.norm(dim=0) / (w.norm(dim=0) + _EPS)])
     plain = float(_cosines(w, base).mean())  # the suspect's own order
-    if float(ratio.log().abs().max()) <= _PLAIN and plain >= _KEEP_ORDER:
-        return Aligned(weight=w, perm=identity, scale=ones, match=plain)  # a plain copy
     keep = ~((w == 0) & (base != 0))  # pruned entries carry no information about the units
     w0, b0 = torch.where(keep, w, 0.0), torch.where(keep, base, 0.0)
     first, _ = _match_rows(w0, b0, signed=bias)
+    if float(ratio.log().abs().max()) <= _PLAIN and torch.equal(first, identity):
+        return Aligned(weight=w, perm=identity, scale=ones, match=plain)  # a plain copy
     fast = torch.equal(first, identity) and plain >= _KEEP_ORDER
     if fast:
         perm = identity  # unpermuted, ΔW small next to W_base: only the scales to fit (cheap)
