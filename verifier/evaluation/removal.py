@@ -1,10 +1,10 @@
 """The removal suite: `hallmark evaluate --schemes removal` (issue 11, item 6).
 
-Every scheme's mark on the digits MLP (uchida and trigger_set also on the CNN) is attacked the way a thief would, each attack swept over
-its strength, and each point records the test's log10 p on the attacked copy and the
-attacker's test accuracy. The result is the "removal" section of docs/quality.json; the report
-renders it as a table per scheme and as robustness curves (`verifier.evaluation.curves`,
-docs/curves/<scheme>.svg).
+Every scheme's mark on the digits MLP (uchida, trigger_set and seal also on the CNN) is
+attacked the way a thief would, each attack swept over its strength, and each point records the
+test's log10 p on the attacked copy and the attacker's test accuracy. The result is the
+"removal" section of docs/quality.json; the report renders it as a table per scheme and as
+robustness curves (`verifier.evaluation.curves`, docs/curves/<scheme>.svg).
 
 Attacks (ATTACKS; strength in brackets):
 - finetune [epochs], full training set, fresh Adam lr 1e-3;
@@ -44,10 +44,10 @@ from verifier.evaluation import DETECT_LOG10, attacks, step
 from verifier.result import TestResult
 from verifier.suspect import Suspect
 
-# What the suite attacks, by target id: each scheme's mark on the digits MLP; uchida also on the
-# CNN; trigger_set also with keyed-noise triggers and the fine-tune-aware phase on MLP and CNN.
+# What the suite attacks, by target id: each scheme's mark on the digits MLP; uchida and seal also
+# on the CNN; trigger_set also with keyed-noise triggers and the fine-tune-aware phase on MLP and CNN.
 TARGETS = ("uchida", "uchida-cnn", "trigger_set", "trigger_set-noise", "trigger_set-cnn", "seal",
-           "lsb", "output_signature")
+           "seal-cnn", "lsb", "output_signature")
 
 # name -> (what it does, the strength's axis label)
 ATTACKS: dict[str, tuple[str, str]] = {
@@ -334,12 +334,15 @@ def _keyed_noise(split: toy.Split, epochs: int, quick: bool, make: Callable[[], 
                    test_predict=lambda f: ts.test(Suspect.from_predict(f), key), student=make)
 
 
-def _seal(split: toy.Split, epochs: int, quick: bool) -> _Target:
+def _seal(split: toy.Split, epochs: int, quick: bool,
+          make: Callable[[], nn.Module] = toy.MLP) -> _Target:
     from verifier.evaluation.seal_settings import digits_base
     from verifier.schemes import seal
 
-    base = digits_base(split, seed=0, epochs=epochs)
+    base = digits_base(split, seed=0, epochs=epochs, arch=make)
     r = 16
+    # on the CNN the dense layers carry the adapter: fc1 reads the flattened conv2 channels, so
+    # the channel permutation moves fc1's columns in blocks of 16 and its rows, and fc2's columns
     params = seal.Params(targets=("fc1", "fc2"), r=r, alpha=2.0 * r, bits=128)
     seal.register_base(base, params.targets)
     key = seal.generate_key(params, seed=10_000, model=base)
@@ -356,10 +359,12 @@ def _seal(split: toy.Split, epochs: int, quick: bool) -> _Target:
         out = seal.merge(m, theirs)
         return out, seal.test(Suspect.from_module(out), theirs)
 
-    return _Target("seal", "MLP 64-96-96-10 on digits, SEAL adapter merged (r = 16, 128 bits)",
+    title = ("MLP 64-96-96-10 on digits, SEAL adapter merged (r = 16, 128 bits)" if make is toy.MLP
+             else "CNN (2 conv + 2 dense) on digits, SEAL adapter on fc1+fc2 merged (r = 16, 128 bits)")
+    return _Target("seal", title,
                    merged, lambda m: seal.test(Suspect.from_module(m), key), overwrite,
                    [10.0] if quick else [10.0, 60.0], "attacker's adapter epochs",
-                   test_weights=lambda w: seal.test(Suspect.from_weights(w), key))
+                   test_weights=lambda w: seal.test(Suspect.from_weights(w), key), student=make)
 
 
 def _lsb(split: toy.Split, epochs: int, quick: bool) -> _Target:
@@ -413,5 +418,6 @@ _TARGETS: dict[str, Callable[[toy.Split, int, bool], _Target]] = {
         split, epochs, quick, toy.CNN, "CNN (2 conv + 2 dense) on digits, keyed-noise triggers, "
         "fine-tune-aware (30 epochs) and recovery (5 epochs) phases"),
     "seal": _seal,
+    "seal-cnn": lambda split, epochs, quick: _seal(split, epochs, quick, toy.CNN),
     "lsb": _lsb, "output_signature": _output_signature,
 }

