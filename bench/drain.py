@@ -2,13 +2,16 @@
 
     python -m bench.drain [--verifications 100] [--rounds 3]
 
-On a private scaled-mode stack (`bench.stack`), with one celery worker process (`-c 1`), then
-a second one added (separate HALLMARK_DATA_DIR each, as on two hosts): warm each process up
-with a few verifications, submit the same burst over the API, and time the drain in the
-database (first submitted_at to last finished_at). The phases alternate, 1 then 2 processes,
-for `rounds` rounds (the second worker is stopped between rounds), so a change in the
-machine's load falls on both sides; ratio = the median over rounds of time(1) / time(2); the
-goal is ≥ 1.8. It also says where the time goes, per phase:
+On a private scaled-mode stack (`bench.stack`), with one celery worker process (`-c 1`) or two
+(separate HALLMARK_DATA_DIR each, as on two hosts), warmed up: pause their consumption
+(Celery's remote control, `cancel_consumer`), submit a burst over the API (a backlog of queued
+verifications), resume (`add_consumer`) and time the drain in the database: from the first
+fetch a worker began (`fetch_claimed_at`) to the last `finished_at`. (Measuring from
+the first submission made the client's submission rate, not the workers, the limit once two
+processes drained faster than 8 client threads submitted.) The phases alternate, 1 then 2
+processes, for `rounds` rounds, so a change in the machine's load falls on both sides; ratio =
+the median over rounds of time(1) / time(2); the goal is ≥ 1.8. It also says where the time
+goes, per phase:
 - busy: the seconds Celery reports per task ("succeeded in …s"), by task name, against the
   process-seconds available (wall × processes); the rest is hand-off and idle time;
 - CPU: seconds used by the workers, PostgreSQL's backends, Redis, the web and beat, and how
@@ -23,6 +26,7 @@ import contextlib
 import json
 import re
 import signal
+import socket
 import statistics
 import sys
 import tempfile
@@ -34,7 +38,7 @@ from typing import Any
 
 import psutil
 
-from bench.stack import Stack, say
+from bench.stack import QUEUE, Stack, say
 
 RESULTS = Path(__file__).resolve().parent / "results" / "drain.json"
 _SUCCEEDED = re.compile(r"^\[(?P<ts>[\d-]+ [\d:,]+): INFO/[\w-]+\] Task workers\.(?P<task>\w+)"
@@ -51,8 +55,11 @@ def _submit(stack: Stack, token: str, urls: list[str], n: int, threads: int = 8)
         return list(pool.map(one, range(n)))
 
 
-def _wait(stack: Stack, ids: list[str], timeout: float) -> float:
-    """Seconds from the first submission to the last finish, from the rows; raises on timeout."""
+def _wait(stack: Stack, ids: list[str], timeout: float, start: str = "submitted_at") -> float:
+    """Seconds from the first `start` (submitted_at, or fetch_claimed_at: the first fetch a
+    worker began) to the last finish, from the rows; raises on timeout."""
+    if start not in ("submitted_at", "fetch_claimed_at"):
+        raise ValueError(f"start must be submitted_at or fetch_claimed_at, received {start!r}")
     deadline = time.monotonic() + timeout
     with stack.db() as conn:
         while True:
@@ -60,7 +67,7 @@ def _wait(stack: Stack, ids: list[str], timeout: float) -> float:
                                 "ANY(%s::uuid[]) AND status NOT IN ('done', 'failed')", [ids]).fetchone()[0]
             if left == 0:
                 first, last, failed = conn.execute(
-                    "SELECT min(submitted_at), max(finished_at), count(*) FILTER (WHERE status = "
+                    f"SELECT min({start}), max(finished_at), count(*) FILTER (WHERE status = "
                     "'failed') FROM registry_verification WHERE public_id = ANY(%s::uuid[])",
                     [ids]).fetchone()
                 if failed:
@@ -119,19 +126,38 @@ def _startup_timeouts(stack: Stack, processes: int) -> int:
 
 def _phase(stack: Stack, token: str, urls: list[str], processes: int, n: int,
            timeout: float) -> dict[str, Any]:
+    """With `processes` workers running and warm, pause their consumption (Celery's remote
+    control), queue a burst of `n`, resume, and time the drain."""
+    from celery import Celery
+
+    for i in range(2):
+        if i >= processes:
+            stack.stop_worker(i)
+        elif not stack.running(i):
+            stack.start_worker(i, concurrency=1)
+    for i in range(processes):
+        stack.wait_worker_ready(i)
     say(f"{processes} worker process(es): warming up…")
     _wait(stack, _submit(stack, token, urls, 2 * processes), timeout)
-    time.sleep(1.0)  # let the warm-up's log lines land before the marker
-    since = time.strftime("%Y-%m-%d %H:%M:%S")
-    time.sleep(1.0)
-    cpu0, machine0, xact0 = cpu_by_component(stack, processes), psutil.cpu_times(), _xacts(stack)
+    control = Celery("drain-control", broker=stack.redis.url).control
+    names = [f"{stack.worker_name(i)}@{socket.gethostname()}" for i in range(processes)]
+    paused = control.cancel_consumer(QUEUE, destination=names, reply=True, timeout=10)
+    if len(paused) != processes:
+        raise RuntimeError(f"only {len(paused)} of {processes} workers paused: {paused}")
     load0 = psutil.getloadavg()[0]
-    say(f"{processes} worker process(es): burst of {n}…")
+    say(f"{processes} worker process(es): consumption paused, queueing a burst of {n}…")
     t0 = time.monotonic()
     ids = _submit(stack, token, urls, n)
     submit_s = time.monotonic() - t0
+    since = time.strftime("%Y-%m-%d %H:%M:%S")
+    time.sleep(1.0)
+    cpu0, machine0, xact0 = cpu_by_component(stack, processes), psutil.cpu_times(), _xacts(stack)
+    resumed = control.add_consumer(QUEUE, destination=names, reply=True, timeout=10)
+    if len(resumed) != processes:
+        raise RuntimeError(f"only {len(resumed)} of {processes} workers resumed: {resumed}")
+    say(f"{processes} worker process(es): draining…")
     try:
-        seconds = _wait(stack, ids, timeout)
+        seconds = _wait(stack, ids, timeout, start="fetch_claimed_at")
     except TimeoutError as e:
         say(f"{processes} worker process(es): {e}")
         return {"processes": processes, "verifications": n, "seconds": None, "error": str(e),
@@ -176,15 +202,10 @@ def run(verifications: int = 100, timeout: float = 300, rounds: int = 3) -> dict
                 serve_folder(root / "served") as files:
             reg = fixtures.register(stack.url, files, marked)
             urls = [s.url for s in reg.suspects]
-            stack.start_worker(0, concurrency=1)
-            stack.wait_worker_ready(0)
             phases = []
             for _ in range(rounds):
                 phases.append(_phase(stack, reg.token, urls, 1, verifications, timeout))
-                stack.start_worker(1, concurrency=1)
-                stack.wait_worker_ready(1)
                 phases.append(_phase(stack, reg.token, urls, 2, verifications, timeout))
-                stack.stop_worker(1)
     finally:
         import shutil
 

@@ -363,10 +363,15 @@ class Stack:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
 
+    def running(self, i: int) -> bool:
+        proc = self.procs.get(self.worker_name(i))
+        return proc is not None and proc.poll() is None
+
     def stop_worker(self, i: int, timeout: float = 30) -> None:
-        """Stop worker i as an operator would (SIGTERM: warm shutdown), SIGKILL after `timeout`."""
-        proc = self.procs[self.worker_name(i)]
-        if proc.poll() is None:
+        """Stop worker i as an operator would (SIGTERM: warm shutdown), SIGKILL after `timeout`;
+        nothing if it is not running."""
+        proc = self.procs.get(self.worker_name(i))
+        if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=timeout)

@@ -241,7 +241,12 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": envint("HALLMARK_PUBLISH_RETRIES", 2),
                                     "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 CELERY_BROKER_CONNECTION_TIMEOUT = envfloat("HALLMARK_BROKER_CONNECT_TIMEOUT", 4.0)
-CELERY_WORKER_MAX_TASKS_PER_CHILD = envint("HALLMARK_WORKER_MAX_TASKS_PER_CHILD", 200)
+# Pool children are recycled after this many tasks, or after a task that took them past this
+# peak resident size (KiB; a big suspect): replacing a child idles its worker for 0.3-5 s
+# (the old child's exit, then billiard's pool maintenance), which at 200 tasks cost a
+# worker up to 40 % of a burst's drain; memory, not a task count, is what recycling guards.
+CELERY_WORKER_MAX_TASKS_PER_CHILD = envint("HALLMARK_WORKER_MAX_TASKS_PER_CHILD", 2000)
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = envint("HALLMARK_WORKER_MAX_MEMORY_PER_CHILD", 3 * 1024 * 1024)
 # A child must report ready within this time or is killed; children fork from a warmed-up
 # parent and are ready in milliseconds, this is the margin for a loaded host.
 CELERY_WORKER_PROC_ALIVE_TIMEOUT = envfloat("HALLMARK_WORKER_PROC_ALIVE_TIMEOUT", 30.0)
