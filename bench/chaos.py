@@ -1,7 +1,7 @@
 """`make chaos`: faults under load on a private scaled-mode registry, then an account of the damage.
 
     python -m bench.chaos            # 300 verifications, 12 worker kills, Redis + PostgreSQL restarts
-    python -m bench.chaos --small    # CI size: 20 verifications, 2 kills, one restart of each
+    python -m bench.chaos --small    # CI size: 120 verifications, 2 kills, one restart of each
 
 It starts web (gunicorn), celery beat (when the code has a beat schedule) and ≥ 2 celery
 workers, each with its own HALLMARK_DATA_DIR, on a private PostgreSQL cluster and a private
@@ -67,7 +67,9 @@ class Config:
         # messages after 120 s) so recovery fits a CI budget; code without them ignores them.
         timers = {"HALLMARK_LEASE_SECONDS": "8", "HALLMARK_SWEEP_INTERVAL": "3",
                   "HALLMARK_REDRIVE_AFTER": "15"}
-        return cls(verifications=20, models=1, concurrency=1, web_workers=1,
+        # 120: enough work to outlast the 4 faults on a quiet machine (20 drained in ~1 s once
+        # workers kept their connections, before the kills could find work in flight)
+        return cls(verifications=120, models=1, concurrency=1, web_workers=1,
                    events=list(SMALL_EVENTS), first_event=0.3, interval=0.7, deadline=75.0,
                    submit_threads=2, env=timers)
 
@@ -436,7 +438,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n")[0])
-    parser.add_argument("--small", action="store_true", help="CI size: 20 verifications, 2 kills")
+    parser.add_argument("--small", action="store_true", help="CI size: 120 verifications, 2 kills")
     parser.add_argument("--verifications", type=int, help="burst size")
     parser.add_argument("--deadline", type=float, help="seconds allowed for the drain after the faults")
     parser.add_argument("--workers", type=int, help="celery worker processes (≥ 2)")
