@@ -55,11 +55,9 @@ def _submit(stack: Stack, token: str, urls: list[str], n: int, threads: int = 8)
         return list(pool.map(one, range(n)))
 
 
-def _wait(stack: Stack, ids: list[str], timeout: float, start: str = "submitted_at") -> float:
-    """Seconds from the first `start` (submitted_at, or fetch_claimed_at: the first fetch a
-    worker began) to the last finish, from the rows; raises on timeout."""
-    if start not in ("submitted_at", "fetch_claimed_at"):
-        raise ValueError(f"start must be submitted_at or fetch_claimed_at, received {start!r}")
+def _wait(stack: Stack, ids: list[str], timeout: float) -> float:
+    """Seconds from the first fetch a worker began (fetch_claimed_at) to the last finish, from
+    the rows; raises on timeout."""
     deadline = time.monotonic() + timeout
     with stack.db() as conn:
         while True:
@@ -67,7 +65,7 @@ def _wait(stack: Stack, ids: list[str], timeout: float, start: str = "submitted_
                                 "ANY(%s::uuid[]) AND status NOT IN ('done', 'failed')", [ids]).fetchone()[0]
             if left == 0:
                 first, last, failed = conn.execute(
-                    f"SELECT min({start}), max(finished_at), count(*) FILTER (WHERE status = "
+                    "SELECT min(fetch_claimed_at), max(finished_at), count(*) FILTER (WHERE status = "
                     "'failed') FROM registry_verification WHERE public_id = ANY(%s::uuid[])",
                     [ids]).fetchone()
                 if failed:
@@ -157,7 +155,7 @@ def _phase(stack: Stack, token: str, urls: list[str], processes: int, n: int,
         raise RuntimeError(f"only {len(resumed)} of {processes} workers resumed: {resumed}")
     say(f"{processes} worker process(es): draining…")
     try:
-        seconds = _wait(stack, ids, timeout, start="fetch_claimed_at")
+        seconds = _wait(stack, ids, timeout)
     except TimeoutError as e:
         say(f"{processes} worker process(es): {e}")
         return {"processes": processes, "verifications": n, "seconds": None, "error": str(e),

@@ -243,8 +243,8 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": envint("HALLMARK_PUBLISH_RETR
 CELERY_BROKER_CONNECTION_TIMEOUT = envfloat("HALLMARK_BROKER_CONNECT_TIMEOUT", 4.0)
 # Pool children are recycled after this many tasks, or after a task that took them past this
 # peak resident size (KiB; a big suspect): replacing a child idles its worker for 0.3-5 s
-# (the old child's exit, then billiard's pool maintenance), which at 200 tasks cost a
-# worker up to 40 % of a burst's drain; memory, not a task count, is what recycling guards.
+# (the old child's exit, then billiard's pool maintenance), which at 200 tasks left a
+# worker idle up to 43 % of a burst's drain; memory, not a task count, is what recycling guards.
 CELERY_WORKER_MAX_TASKS_PER_CHILD = envint("HALLMARK_WORKER_MAX_TASKS_PER_CHILD", 2000)
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = envint("HALLMARK_WORKER_MAX_MEMORY_PER_CHILD", 3 * 1024 * 1024)
 # A child must report ready within this time or is killed; children fork from a warmed-up

@@ -33,11 +33,11 @@ from typing import Any
 
 from verifier import schemes
 from verifier.result import TestResult
+from verifier.schemes.uchida.key import CANONICAL
 from verifier.suspect import Suspect
 
 WEIGHTS, PREDICT, ANY = "weights", "predict", "any"  # Requirement.access
 _SHAPED = ("uchida",)  # schemes whose public params list host shapes that must all be present
-_ANY_WIDTH = ("invariant", "moments")  # uchida host rules that read hidden layers of any width
 
 Outcome = TestResult | Exception  # an exception: that key's test raised (an error row)
 
@@ -116,7 +116,7 @@ def requirement(scheme: str, public_params: Mapping[str, Any]) -> Requirement:
         return Requirement(PREDICT)
     if access != "white-box":
         return Requirement(ANY)
-    if scheme not in _SHAPED or public_params.get("host") in _ANY_WIDTH:
+    if scheme not in _SHAPED or public_params.get("host") in CANONICAL:  # any hidden width
         return Requirement(WEIGHTS)
     try:
         shapes = tuple(tuple(int(d) for d in s) for s in public_params["shapes"])

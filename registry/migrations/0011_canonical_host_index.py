@@ -11,10 +11,10 @@ def reindex(apps, schema_editor):  # type: ignore[no-untyped-def]
 
     Commitment = apps.get_model("registry", "Commitment")
     for c in Commitment.objects.filter(scheme="uchida").only("pk", "public_params").iterator():
-        params = c.public_params or {}
-        if params.get("host") not in ("invariant", "moments"):
-            continue
-        r = scan.requirement("uchida", params)
+        try:  # the same rule as at upload; keys on the plain host keep their shapes
+            r = scan.requirement("uchida", c.public_params or {})
+        except scan.ScanError:
+            continue  # as 0007: params it cannot read stay indexed as they are
         Commitment.objects.filter(pk=c.pk).update(
             needs=r.access, index_shape=r.index_shape, requirement=r.to_dict())
 
